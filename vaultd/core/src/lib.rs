@@ -1,0 +1,29 @@
+//! The vault's core: key hierarchy, barrier, seal composition and policy.
+//!
+//! This crate performs no I/O: no files, sockets, clocks or devices. Hardware
+//! backends implement its [`seal::Seal`] trait in their own crates
+//! (`vault-tpm`, `vault-hsm`); storage and the daemon call into it.
+//!
+//! # Layout
+//!
+//! * [`secret`]: secret-holding types (`Key32`, `SecretBytes`, `Pin`): no
+//!   `Debug`, zeroized on drop, explicit `expose_secret()`.
+//! * [`barrier`]: AES-256-GCM with a format byte and associated data.
+//! * [`keyring`]: keyring keys derived from the root key, per-version data
+//!   keys, the associated-data encoding that binds ciphertext to its row.
+//! * [`seal`]: the `Seal` trait, seal modes (`tpm`, `pkcs11`, `tpm+pkcs11`,
+//!   `tpm|pkcs11`) and the stored sealed-root format.
+//! * [`policy`]: roles, the permission table, path validation.
+//! * `testing` (tests and the `conformance` feature only): a software seal
+//!   and the seal conformance suite every backend runs.
+
+#![forbid(unsafe_code)]
+
+pub mod barrier;
+pub mod keyring;
+pub mod policy;
+pub mod seal;
+pub mod secret;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod testing;

@@ -1,0 +1,153 @@
+//! Roles, what each may do, and validation of secret paths.
+//!
+//! Separation of duties is enforced here, in one table: `admin` manages
+//! principals and the keyring but never reads a value; `writer` stores values
+//! but cannot read them back; `pam` checks values out; `auditor` reads
+//! metadata and (later) audit data.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Writer,
+    Pam,
+    Auditor,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Writer, Role::Pam, Role::Auditor];
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "writer" => Some(Role::Writer),
+            "pam" => Some(Role::Pam),
+            "auditor" => Some(Role::Auditor),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Writer => "writer",
+            Role::Pam => "pam",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything the API lets a principal do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Unseal,
+    IssueCertificate,
+    RotateKeyring,
+    WriteSecret,
+    ReadMetadata,
+    ListSecrets,
+    Checkout,
+    Checkin,
+}
+
+/// The single permission table.
+pub fn allowed(role: Role, action: Action) -> bool {
+    use Action::*;
+    match role {
+        Role::Admin => matches!(action, Unseal | IssueCertificate | RotateKeyring | ReadMetadata | ListSecrets),
+        Role::Writer => matches!(action, WriteSecret | ReadMetadata | ListSecrets),
+        Role::Pam => matches!(action, Checkout | Checkin | ReadMetadata | ListSecrets),
+        Role::Auditor => matches!(action, ReadMetadata | ListSecrets),
+    }
+}
+
+pub const MAX_PATH_LEN: usize = 256;
+
+/// Why a secret path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid secret path: {0}")]
+pub struct PathError(pub &'static str);
+
+/// Paths are `/`-separated segments of `[A-Za-z0-9._-]`, no empty, `.` or
+/// `..` segments, at most 256 bytes.
+pub fn validate_path(p: &str) -> Result<(), PathError> {
+    if p.is_empty() {
+        return Err(PathError("empty"));
+    }
+    if p.len() > MAX_PATH_LEN {
+        return Err(PathError("longer than 256 bytes"));
+    }
+    for seg in p.split('/') {
+        if seg.is_empty() {
+            return Err(PathError("empty segment"));
+        }
+        if seg == "." || seg == ".." {
+            return Err(PathError("'.' and '..' segments are not allowed"));
+        }
+        if !seg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(PathError("segments may contain only A-Z a-z 0-9 . _ -"));
+        }
+    }
+    Ok(())
+}
+
+/// Principal and certificate names: 1..=64 of `[A-Za-z0-9._-]`.
+pub fn validate_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn separation_of_duties() {
+        assert!(!allowed(Role::Admin, Action::Checkout));
+        assert!(!allowed(Role::Writer, Action::Checkout));
+        assert!(!allowed(Role::Auditor, Action::Checkout));
+        assert!(allowed(Role::Pam, Action::Checkout));
+        assert!(!allowed(Role::Pam, Action::WriteSecret));
+        assert!(allowed(Role::Writer, Action::WriteSecret));
+        assert!(allowed(Role::Admin, Action::IssueCertificate));
+        for r in [Role::Writer, Role::Pam, Role::Auditor] {
+            assert!(!allowed(r, Action::IssueCertificate), "{r}");
+            assert!(!allowed(r, Action::Unseal), "{r}");
+            assert!(!allowed(r, Action::RotateKeyring), "{r}");
+        }
+    }
+
+    #[test]
+    fn paths() {
+        for ok in ["a", "demo/db-root", "x/y/z.1_2-3"] {
+            assert!(validate_path(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/a", "a/", "a//b", "a/../b", ".", "a b", "a\0b", "ä"] {
+            assert!(validate_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_path(&"a".repeat(257)).is_err());
+        assert!(validate_path(&"a".repeat(256)).is_ok());
+    }
+
+    #[test]
+    fn role_parse() {
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(Role::parse("root"), None);
+    }
+}

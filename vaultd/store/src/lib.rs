@@ -1,1 +1,345 @@
+//! Ciphertext storage for vaultd.
+//!
+//! Everything secret arrives here already encrypted by `vault-core`; this
+//! crate never sees a key or a clear value. SQLite runs in WAL mode with
+//! `synchronous = FULL`, so a commit that returned is on disk.
+//!
+//! Writes go through one writer thread that **group-commits**: it takes every
+//! write that queued up while the previous commit was syncing, runs each in
+//! its own savepoint, commits once (one fsync for the batch) and only then
+//! answers every caller. A caller is never told "done" before its write is
+//! durable, and a failed commit fails every write in the batch.
+//!
+//! # Layout
+//!
+//! * `schema`: migrations and the schema version.
+//! * [`types`]: rows as the daemon sees them.
+//! * [`write`]: the write operations and the group-commit writer.
+//! * this file: [`Store`] (open, reads through a connection pool, write).
+
 #![forbid(unsafe_code)]
+
+mod schema;
+pub mod types;
+pub mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use vault_core::keyring::{KeyringVersion, SealedValue};
+
+pub use schema::SCHEMA_VERSION;
+pub use types::*;
+pub use write::{WriteOp, WriteOutcome};
+
+/// Storage errors. `Corrupt` means a stored row could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database schema version {found} is newer than this build supports ({supported})")]
+    SchemaTooNew { found: u32, supported: u32 },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("the storage writer has stopped")]
+    WriterGone,
+}
+
+impl StoreError {
+    /// Stable API code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Sqlite(_) | StoreError::WriterGone => "storage_unavailable",
+            StoreError::SchemaTooNew { .. } => "schema_too_new",
+            StoreError::Corrupt(_) => "integrity",
+            StoreError::NotFound => "not_found",
+            StoreError::Conflict(c) => c,
+            StoreError::Forbidden(_) => "forbidden",
+        }
+    }
+}
+
+/// Tuning of the writer.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most writes in one commit.
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { max_batch: 512 }
+    }
+}
+
+/// The store: a writer thread and a pool of read-only connections.
+pub struct Store {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+    writer: write::Writer,
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database file.
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        let mut conn = Connection::open(path)?;
+        configure(&conn)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt(format!("could not enable WAL (got {mode})")));
+        }
+        // FULL: the WAL is fsynced at every commit, so a returned commit is durable.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        schema::migrate(&mut conn)?;
+        let writer = write::Writer::start(conn, opts.max_batch);
+        Ok(Store {
+            path: path.to_owned(),
+            readers: Mutex::new(Vec::new()),
+            writer,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a pooled read-only connection.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                configure(&c)?;
+                c
+            }
+        };
+        let out = f(&conn);
+        self.readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+        out
+    }
+
+    /// Submits a write and waits until it is durable (or failed).
+    pub fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        self.writer.submit(op)
+    }
+
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    pub fn keyring_versions(&self) -> Result<Vec<KeyringVersion>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT version, salt FROM keyring ORDER BY version")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (v, salt) = row?;
+                let salt: [u8; 32] = salt
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt(format!("keyring version {v}: salt is not 32 bytes")))?;
+                let version = u32::try_from(v)
+                    .map_err(|_| StoreError::Corrupt(format!("keyring version {v} out of range")))?;
+                out.push(KeyringVersion { version, salt });
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn secret(&self, path: &str) -> Result<Option<SecretInfo>, StoreError> {
+        self.read(|c| read_secret(c, path))
+    }
+
+    pub fn secret_version(&self, path: &str, version: u64) -> Result<Option<SealedValue>, StoreError> {
+        self.read(|c| read_sealed(c, path, version))
+    }
+
+    /// Secrets whose path starts with `prefix`, in path order, after `after`.
+    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<SecretSummary>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT path, current_version, exclusive, updated_at FROM secrets
+                 WHERE substr(path, 1, length(?1)) = ?1 AND path > ?2
+                 ORDER BY path LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![prefix, after.unwrap_or(""), limit as i64], |r| {
+                Ok(SecretSummary {
+                    path: r.get(0)?,
+                    current_version: r.get::<_, i64>(1)? as u64,
+                    exclusive: r.get::<_, i64>(2)? != 0,
+                    updated_at: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    pub fn principal(&self, fingerprint: &str) -> Result<Option<PrincipalRow>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT fingerprint, name, role, serial, not_after, issued_at, revoked
+                 FROM principals WHERE fingerprint = ?1",
+                [fingerprint],
+                principal_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    pub fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT fingerprint, name, role, serial, not_after, issued_at, revoked
+                 FROM principals ORDER BY issued_at, name",
+            )?;
+            let rows = st.query_map([], principal_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    pub fn checkout(&self, id: &str) -> Result<Option<CheckoutRow>, StoreError> {
+        self.read(|c| write::read_checkout(c, id))
+    }
+
+    /// Up to `limit` secret versions whose data key is not under `active`.
+    pub fn stale_versions(&self, active: u32, limit: usize) -> Result<Vec<StaleVersion>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT path, version, key_version, wrapped_dek FROM secret_versions
+                 WHERE key_version <> ?1 LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![active, limit as i64], |r| {
+                Ok(StaleVersion {
+                    path: r.get(0)?,
+                    version: r.get::<_, i64>(1)? as u64,
+                    key_version: r.get::<_, i64>(2)? as u32,
+                    wrapped_dek: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Number of secret versions per keyring version.
+    pub fn key_version_counts(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT key_version, count(*) FROM secret_versions GROUP BY key_version ORDER BY key_version",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)? as u32, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+}
+
+fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PrincipalRow> {
+    Ok(PrincipalRow {
+        fingerprint: r.get(0)?,
+        name: r.get(1)?,
+        role: r.get(2)?,
+        serial: r.get(3)?,
+        not_after: r.get(4)?,
+        issued_at: r.get(5)?,
+        revoked: r.get::<_, i64>(6)? != 0,
+    })
+}
+
+pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInfo>, StoreError> {
+    let head = c
+        .query_row(
+            "SELECT exclusive, current_version, metadata, created_at, updated_at FROM secrets WHERE path = ?1",
+            [path],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? != 0,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((exclusive, current_version, metadata, created_at, updated_at)) = head else {
+        return Ok(None);
+    };
+    let metadata = serde_json::from_str(&metadata)
+        .map_err(|e| StoreError::Corrupt(format!("metadata of {path}: {e}")))?;
+    let mut st = c.prepare_cached(
+        "SELECT version, created_at, created_by, key_version FROM secret_versions WHERE path = ?1 ORDER BY version",
+    )?;
+    let versions = st
+        .query_map([path], |r| {
+            Ok(VersionInfo {
+                version: r.get::<_, i64>(0)? as u64,
+                created_at: r.get(1)?,
+                created_by: r.get(2)?,
+                key_version: r.get::<_, i64>(3)? as u32,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut st = c.prepare_cached(
+        "SELECT id, principal, expires_at FROM checkouts WHERE path = ?1 AND checked_in_at IS NULL ORDER BY created_at",
+    )?;
+    let open_checkouts = st
+        .query_map([path], |r| {
+            Ok(OpenCheckout {
+                id: r.get(0)?,
+                principal: r.get(1)?,
+                expires_at: r.get(2)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(SecretInfo {
+        path: path.to_owned(),
+        exclusive,
+        current_version,
+        metadata,
+        created_at,
+        updated_at,
+        versions,
+        open_checkouts,
+    }))
+}
+
+pub(crate) fn read_sealed(c: &Connection, path: &str, version: u64) -> Result<Option<SealedValue>, StoreError> {
+    let row = c
+        .query_row(
+            "SELECT key_version, wrapped_dek, ciphertext FROM secret_versions WHERE path = ?1 AND version = ?2",
+            params![path, version as i64],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?)),
+        )
+        .optional()?;
+    match row {
+        None => Ok(None),
+        Some((kv, wrapped_dek, ciphertext)) => {
+            let key_version = u32::try_from(kv)
+                .map_err(|_| StoreError::Corrupt(format!("{path} v{version}: key version {kv} out of range")))?;
+            Ok(Some(SealedValue {
+                key_version,
+                wrapped_dek,
+                ciphertext,
+            }))
+        }
+    }
+}

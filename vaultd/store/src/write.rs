@@ -1,0 +1,355 @@
+//! Write operations and the group-commit writer thread.
+
+use std::sync::mpsc;
+use std::thread;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+use vault_core::keyring::{KeyringVersion, SealedValue};
+
+use crate::types::{CheckoutRow, PrincipalRow};
+use crate::{read_sealed, StoreError};
+
+/// Encrypts the value once the new version number is known (it is part of
+/// the associated data). Runs on the writer thread, inside the transaction.
+pub type SealFn = Box<dyn FnOnce(u64) -> SealedValue + Send>;
+
+/// One durable change.
+#[non_exhaustive]
+pub enum WriteOp {
+    /// First initialisation. Fails with `already_initialized` if done before.
+    Init {
+        meta: Vec<(String, Vec<u8>)>,
+        keyring: KeyringVersion,
+        principals: Vec<PrincipalRow>,
+        now: i64,
+    },
+    SetMeta { key: String, value: Vec<u8> },
+    AddKeyringVersion { kv: KeyringVersion, now: i64 },
+    PutSecret {
+        path: String,
+        exclusive: Option<bool>,
+        metadata: Option<Value>,
+        created_by: String,
+        now: i64,
+        seal: SealFn,
+    },
+    Checkout {
+        id: String,
+        path: String,
+        principal: String,
+        reason: String,
+        now: i64,
+        expires_at: i64,
+    },
+    Checkin { id: String, principal: String, now: i64 },
+    AddPrincipal(PrincipalRow),
+    /// Replaces a wrapped data key if it is still under `from`.
+    Rewrap {
+        path: String,
+        version: u64,
+        from: u32,
+        to: u32,
+        wrapped_dek: Vec<u8>,
+    },
+}
+
+/// What a write produced.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WriteOutcome {
+    Done,
+    /// The version a `PutSecret` created.
+    Version(u64),
+    /// A recorded checkout and the sealed value of the version it covers.
+    CheckedOut { version: u64, sealed: SealedValue, exclusive: bool },
+    CheckedIn(CheckoutRow),
+    /// Whether a `Rewrap` changed the row (false: someone else did first).
+    Rewrapped(bool),
+}
+
+struct Job {
+    op: WriteOp,
+    reply: mpsc::SyncSender<Result<WriteOutcome, StoreError>>,
+}
+
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub(crate) fn start(conn: Connection, max_batch: usize) -> Writer {
+        let (tx, rx) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("vault-store-writer".into())
+            .spawn(move || run(conn, rx, max_batch.max(1)))
+            .expect("spawning the storage writer thread");
+        Writer { tx }
+    }
+
+    pub(crate) fn submit(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.tx.send(Job { op, reply }).map_err(|_| StoreError::WriterGone)?;
+        rx.recv().map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut conn, batch);
+    }
+}
+
+fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let msg = e.to_string();
+        for job in batch {
+            let _ = job.reply.send(Err(StoreError::Sqlite(rusqlite::Error::InvalidParameterName(
+                format!("begin failed: {msg}"),
+            ))));
+        }
+        return;
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for job in batch {
+        let r = conn
+            .execute_batch("SAVEPOINT op")
+            .map_err(StoreError::from)
+            .and_then(|_| apply(conn, job.op));
+        let r = match r {
+            Ok(v) => conn.execute_batch("RELEASE op").map(|_| v).map_err(StoreError::from),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
+                Err(e)
+            }
+        };
+        results.push(r);
+        replies.push(job.reply);
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            for (reply, r) in replies.into_iter().zip(results) {
+                let _ = reply.send(r);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, batch = replies.len(), "group commit failed; every write in the batch fails");
+            let _ = conn.execute_batch("ROLLBACK");
+            let msg = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Sqlite(rusqlite::Error::InvalidParameterName(
+                    format!("commit failed: {msg}"),
+                ))));
+            }
+        }
+    }
+}
+
+fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+    match op {
+        WriteOp::Init {
+            meta,
+            keyring,
+            principals,
+            now,
+        } => {
+            let done: Option<i64> = c
+                .query_row("SELECT 1 FROM meta WHERE key = 'sealed_root'", [], |r| r.get(0))
+                .optional()?;
+            if done.is_some() {
+                return Err(StoreError::Conflict("already_initialized"));
+            }
+            for (k, v) in meta {
+                c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![k, v])?;
+            }
+            add_keyring(c, &keyring, now)?;
+            for p in principals {
+                add_principal(c, &p)?;
+            }
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::SetMeta { key, value } => {
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::AddKeyringVersion { kv, now } => {
+            add_keyring(c, &kv, now)?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::PutSecret {
+            path,
+            exclusive,
+            metadata,
+            created_by,
+            now,
+            seal,
+        } => {
+            let existing = c
+                .query_row(
+                    "SELECT current_version, exclusive, metadata FROM secrets WHERE path = ?1",
+                    [&path],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? != 0, r.get::<_, String>(2)?)),
+                )
+                .optional()?;
+            let version = match &existing {
+                Some((v, ..)) => (*v as u64)
+                    .checked_add(1)
+                    .ok_or(StoreError::Corrupt(format!("{path}: version overflow")))?,
+                None => 1,
+            };
+            let exclusive = exclusive.unwrap_or(existing.as_ref().map(|e| e.1).unwrap_or(false));
+            let metadata = match metadata {
+                Some(m) => m.to_string(),
+                None => existing.as_ref().map(|e| e.2.clone()).unwrap_or_else(|| "{}".into()),
+            };
+            if existing.is_some() {
+                c.execute(
+                    "UPDATE secrets SET current_version = ?2, exclusive = ?3, metadata = ?4, updated_at = ?5 WHERE path = ?1",
+                    params![path, version as i64, exclusive as i64, metadata, now],
+                )?;
+            } else {
+                c.execute(
+                    "INSERT INTO secrets (path, exclusive, current_version, metadata, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![path, exclusive as i64, version as i64, metadata, now],
+                )?;
+            }
+            let sealed = seal(version);
+            c.execute(
+                "INSERT INTO secret_versions (path, version, key_version, wrapped_dek, ciphertext, created_at, created_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    path,
+                    version as i64,
+                    sealed.key_version,
+                    sealed.wrapped_dek,
+                    sealed.ciphertext,
+                    now,
+                    created_by
+                ],
+            )?;
+            Ok(WriteOutcome::Version(version))
+        }
+        WriteOp::Checkout {
+            id,
+            path,
+            principal,
+            reason,
+            now,
+            expires_at,
+        } => {
+            let (version, exclusive) = c
+                .query_row(
+                    "SELECT current_version, exclusive FROM secrets WHERE path = ?1",
+                    [&path],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? != 0)),
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            if exclusive {
+                let open: i64 = c.query_row(
+                    "SELECT count(*) FROM checkouts WHERE path = ?1 AND checked_in_at IS NULL AND expires_at > ?2",
+                    params![path, now],
+                    |r| r.get(0),
+                )?;
+                if open > 0 {
+                    return Err(StoreError::Conflict("checked_out"));
+                }
+            }
+            let sealed = read_sealed(c, &path, version)?
+                .ok_or_else(|| StoreError::Corrupt(format!("{path}: current version {version} has no row")))?;
+            c.execute(
+                "INSERT INTO checkouts (id, path, version, principal, reason, exclusive, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![id, path, version as i64, principal, reason, exclusive as i64, now, expires_at],
+            )?;
+            Ok(WriteOutcome::CheckedOut {
+                version,
+                sealed,
+                exclusive,
+            })
+        }
+        WriteOp::Checkin { id, principal, now } => {
+            let row = read_checkout(c, &id)?.ok_or(StoreError::NotFound)?;
+            if row.principal != principal {
+                return Err(StoreError::Forbidden("the checkout belongs to another principal"));
+            }
+            if row.checked_in_at.is_some() {
+                return Err(StoreError::Conflict("already_checked_in"));
+            }
+            c.execute("UPDATE checkouts SET checked_in_at = ?2 WHERE id = ?1", params![id, now])?;
+            Ok(WriteOutcome::CheckedIn(CheckoutRow {
+                checked_in_at: Some(now),
+                ..row
+            }))
+        }
+        WriteOp::AddPrincipal(p) => {
+            add_principal(c, &p)?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::Rewrap {
+            path,
+            version,
+            from,
+            to,
+            wrapped_dek,
+        } => {
+            let n = c.execute(
+                "UPDATE secret_versions SET key_version = ?4, wrapped_dek = ?5
+                 WHERE path = ?1 AND version = ?2 AND key_version = ?3",
+                params![path, version as i64, from, to, wrapped_dek],
+            )?;
+            Ok(WriteOutcome::Rewrapped(n == 1))
+        }
+    }
+}
+
+fn add_keyring(c: &Connection, kv: &KeyringVersion, now: i64) -> Result<(), StoreError> {
+    let n = c.execute(
+        "INSERT OR IGNORE INTO keyring (version, salt, created_at) VALUES (?1, ?2, ?3)",
+        params![kv.version, kv.salt.to_vec(), now],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict("keyring_version_exists"));
+    }
+    Ok(())
+}
+
+fn add_principal(c: &Connection, p: &PrincipalRow) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO principals (fingerprint, name, role, serial, not_after, issued_at, revoked)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![p.fingerprint, p.name, p.role, p.serial, p.not_after, p.issued_at, p.revoked as i64],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn read_checkout(c: &Connection, id: &str) -> Result<Option<CheckoutRow>, StoreError> {
+    Ok(c.query_row(
+        "SELECT id, path, version, principal, reason, exclusive, created_at, expires_at, checked_in_at
+         FROM checkouts WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(CheckoutRow {
+                id: r.get(0)?,
+                path: r.get(1)?,
+                version: r.get::<_, i64>(2)? as u64,
+                principal: r.get(3)?,
+                reason: r.get(4)?,
+                exclusive: r.get::<_, i64>(5)? != 0,
+                created_at: r.get(6)?,
+                expires_at: r.get(7)?,
+                checked_in_at: r.get(8)?,
+            })
+        },
+    )
+    .optional()?)
+}

@@ -1,1 +1,359 @@
+//! Test fixtures for end-to-end tests of the real `vaultd` binary.
+//!
+//! # Layout
+//!
+//! * [`Appliance`]: a temp dir with a SoftHSM2 token, a swtpm process, a
+//!   vaultd config, an initialised vault and a running `vaultd` process on a
+//!   free port; restart, kill -9, stop.
+//! * [`issue`]: client certificates through the API (CSR made here).
+//!
+//! The binaries are taken from the same target directory as the test
+//! (`cargo build --bins` first; `make test` does), or from `VAULTD_BIN` /
+//! `VAULTCTL_BIN`.
+
 #![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::{json, Value};
+use vault_client::{Client, Response};
+use vault_hsm::softhsm::{SoftHsmDir, SOFTHSM2_MODULE};
+use vault_tpm::swtpm::Swtpm;
+
+pub const TOKEN: &str = "vault-e2e";
+pub const PIN: &str = "246810";
+pub const SO_PIN: &str = "13579113";
+
+fn bin(name: &str, env: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --bins` first (make test does), or set {env}",
+        p.display()
+    );
+    p
+}
+
+pub fn vaultd_bin() -> PathBuf {
+    bin("vaultd", "VAULTD_BIN")
+}
+
+pub fn vaultctl_bin() -> PathBuf {
+    bin("vaultctl", "VAULTCTL_BIN")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Options for [`Appliance::start`].
+#[derive(Clone)]
+pub struct Options {
+    pub mode: &'static str,
+    pub pcrs: Vec<u8>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: "tpm+pkcs11",
+            pcrs: vec![7],
+        }
+    }
+}
+
+pub struct Appliance {
+    pub dir: tempfile::TempDir,
+    pub hsm: SoftHsmDir,
+    pub tpm: Swtpm,
+    pub port: u16,
+    pub config: PathBuf,
+    pub certs: PathBuf,
+    child: Option<Child>,
+}
+
+impl Appliance {
+    /// Token, swtpm, config, `vaultd init`, `vaultd` running and unsealed.
+    pub fn start(opts: Options) -> Appliance {
+        let dir = tempfile::tempdir().unwrap();
+        let hsm = SoftHsmDir::create(&dir.path().join("softhsm")).expect("softhsm dir");
+        hsm.init_token(TOKEN, SO_PIN, PIN).expect("init token");
+        let tpm = Swtpm::start().expect("swtpm");
+        let port = free_port();
+        let certs = dir.path().join("certs");
+        std::fs::write(dir.path().join("pin"), format!("{PIN}\n")).unwrap();
+        let config = dir.path().join("vaultd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"listen = "127.0.0.1:{port}"
+data_dir = "{data}"
+[seal]
+mode = "{mode}"
+[seal.tpm]
+tcti = "{tcti}"
+pcrs = {pcrs:?}
+[seal.pkcs11]
+module = "{SOFTHSM2_MODULE}"
+token_label = "{TOKEN}"
+pin_file = "{pin}"
+[limits]
+max_body_bytes = 131072
+[log]
+level = "info"
+"#,
+                data = dir.path().join("data").display(),
+                mode = opts.mode,
+                tcti = tpm.tcti(),
+                pcrs = opts.pcrs,
+                pin = dir.path().join("pin").display(),
+            ),
+        )
+        .unwrap();
+        let mut a = Appliance {
+            dir,
+            hsm,
+            tpm,
+            port,
+            config,
+            certs,
+            child: None,
+        };
+        let out = a
+            .command(vaultd_bin())
+            .arg("--config")
+            .arg(&a.config)
+            .arg("init")
+            .arg("--out")
+            .arg(&a.certs)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "vaultd init failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        a.spawn();
+        a.wait_ready();
+        a
+    }
+
+    /// A command with this appliance's SoftHSM configuration.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.env("SOFTHSM2_CONF", self.hsm.conf_path());
+        c
+    }
+
+    pub fn pin_file(&self) -> PathBuf {
+        self.dir.path().join("pin")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data").join("vault.db")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("vaultd.log")
+    }
+
+    pub fn addr(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.certs.join("ca.pem")).unwrap()
+    }
+
+    /// Starts `vaultd` (output appended to vaultd.log).
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = self
+            .command(vaultd_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// Waits until the API answers (sealed or not).
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let admin = self.admin();
+        let rt = runtime();
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("vaultd exited with {status}: {}", self.log());
+                }
+            }
+            if rt
+                .block_on(admin.request(Method::GET, "/v1/sys/seal-status", None))
+                .is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vaultd not ready in 30 s: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// SIGKILL: no shutdown path at all.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+        self.wait_ready();
+    }
+
+    pub fn client(&self, name: &str) -> Client {
+        let cert = std::fs::read_to_string(self.certs.join(format!("{name}.pem"))).unwrap();
+        let key = std::fs::read_to_string(self.certs.join(format!("{name}-key.pem"))).unwrap();
+        Client::new(&self.addr(), &self.ca_pem(), Some((&cert, &key))).unwrap()
+    }
+
+    pub fn admin(&self) -> Client {
+        self.client("admin")
+    }
+
+    /// Issues a client certificate through the API and returns its client.
+    pub fn issue(&self, role: &str, name: &str) -> Client {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let csr = p.serialize_request(&key).unwrap().pem().unwrap();
+        let r = runtime()
+            .block_on(self.admin().request(
+                Method::POST,
+                "/v1/sys/certs",
+                Some(&json!({"name": name, "role": role, "csr_pem": csr})),
+            ))
+            .unwrap();
+        assert_eq!(
+            r.status,
+            200,
+            "issue {role} {name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let v = r.json().unwrap();
+        let cert = v["certificate_pem"].as_str().unwrap();
+        std::fs::write(self.certs.join(format!("{name}.pem")), cert).unwrap();
+        std::fs::write(
+            self.certs.join(format!("{name}-key.pem")),
+            key.serialize_pem(),
+        )
+        .unwrap();
+        Client::new(
+            &self.addr(),
+            &self.ca_pem(),
+            Some((cert, &key.serialize_pem())),
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Blocking one-shot request.
+pub fn req(c: &Client, method: Method, path: &str, body: Option<Value>) -> Response {
+    runtime()
+        .block_on(c.request(method, path, body.as_ref()))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+pub fn json_of(r: &Response) -> Value {
+    r.json().unwrap_or_else(|_| {
+        panic!(
+            "not JSON ({}): {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        )
+    })
+}
+
+pub fn put(c: &Client, path: &str, value: &str, exclusive: bool) -> Response {
+    req(
+        c,
+        Method::PUT,
+        &format!("/v1/secrets/{path}"),
+        Some(json!({"value": value, "exclusive": exclusive, "metadata": {"owner": "e2e"}})),
+    )
+}
+
+pub fn checkout(c: &Client, path: &str) -> Response {
+    req(
+        c,
+        Method::POST,
+        &format!("/v1/secrets/{path}/checkout"),
+        Some(json!({"reason": "e2e test", "ttl_seconds": 60})),
+    )
+}

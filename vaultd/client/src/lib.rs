@@ -1,1 +1,244 @@
+//! A small mutual-TLS HTTP/1.1 client for the vaultd API.
+//!
+//! Used by `vaultctl`, the end-to-end tests and the load generator. One
+//! [`Conn`] is one keep-alive TLS connection; [`Client::request`] opens a
+//! connection per call for one-shot use.
+//!
+//! # Layout
+//!
+//! * [`Client`]: TLS configuration (CA to trust, optional client identity)
+//!   and the server address.
+//! * [`Conn`]: one connection, many requests.
+//! * [`Response`]: status and body; the body is zeroized on drop because a
+//!   checkout response carries a secret value.
+
 #![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::Method;
+use hyper_util::rt::TokioIo;
+use rustls::RootCertStore;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("invalid address {0:?}: expected https://HOST:PORT")]
+    Address(String),
+    #[error("{0}: {1}")]
+    Pem(&'static str, String),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("TLS handshake with {0} failed: {1}")]
+    Handshake(String, std::io::Error),
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("request: {0}")]
+    Request(String),
+}
+
+/// A response. The body is zeroized on drop.
+pub struct Response {
+    pub status: u16,
+    pub body: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl Response {
+    pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+    /// The stable error code of an error response, if any.
+    pub fn error_code(&self) -> Option<String> {
+        self.json()
+            .ok()?
+            .get("error")?
+            .get("code")?
+            .as_str()
+            .map(str::to_owned)
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    tls: TlsConnector,
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+}
+
+fn parse_certs(what: &'static str, pem: &str) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let v = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ClientError::Pem(what, e.to_string()))?;
+    if v.is_empty() {
+        return Err(ClientError::Pem(what, "no certificate found".into()));
+    }
+    Ok(v)
+}
+
+fn parse_key(pem: &str) -> Result<PrivateKeyDer<'static>, ClientError> {
+    rustls_pemfile::private_key(&mut pem.as_bytes())
+        .map_err(|e| ClientError::Pem("client key", e.to_string()))?
+        .ok_or_else(|| ClientError::Pem("client key", "no private key found".into()))
+}
+
+fn read(path: &std::path::Path) -> Result<String, ClientError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ClientError::Pem("file", format!("{}: {e}", path.display())))
+}
+
+impl Client {
+    /// `addr` is `https://HOST:PORT`; `identity` is (certificate PEM, key PEM).
+    pub fn new(
+        addr: &str,
+        ca_pem: &str,
+        identity: Option<(&str, &str)>,
+    ) -> Result<Client, ClientError> {
+        let rest = addr
+            .strip_prefix("https://")
+            .ok_or_else(|| ClientError::Address(addr.into()))?
+            .trim_end_matches('/');
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| ClientError::Address(addr.into()))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| ClientError::Address(addr.into()))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let server_name =
+            ServerName::try_from(host.clone()).map_err(|_| ClientError::Address(addr.into()))?;
+        let mut roots = RootCertStore::empty();
+        for c in parse_certs("CA certificate", ca_pem)? {
+            roots.add(c)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots);
+        let mut cfg = match identity {
+            Some((cert, key)) => {
+                b.with_client_auth_cert(parse_certs("client certificate", cert)?, parse_key(key)?)?
+            }
+            None => b.with_no_client_auth(),
+        };
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Client {
+            tls: TlsConnector::from(Arc::new(cfg)),
+            host,
+            port,
+            server_name,
+        })
+    }
+
+    /// Same, reading PEM files.
+    pub fn from_files(
+        addr: &str,
+        ca: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<Client, ClientError> {
+        let ca = read(ca)?;
+        match identity {
+            Some((c, k)) => {
+                let cert = read(c)?;
+                let key = zeroize::Zeroizing::new(read(k)?);
+                Client::new(addr, &ca, Some((&cert, &key)))
+            }
+            None => Client::new(addr, &ca, None),
+        }
+    }
+
+    /// Opens a keep-alive connection.
+    pub async fn connect(&self) -> Result<Conn, ClientError> {
+        let target = format!("{}:{}", self.host, self.port);
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| ClientError::Connect(target.clone(), e))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = self
+            .tls
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| ClientError::Handshake(target.clone(), e))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn {
+            sender,
+            host: target,
+        })
+    }
+
+    /// One request on a fresh connection.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, ClientError> {
+        self.connect().await?.request(method, path, body).await
+    }
+}
+
+/// One keep-alive connection.
+pub struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Conn {
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, ClientError> {
+        self.request_with(method, path, &[], body).await
+    }
+
+    /// A request with extra headers.
+    pub async fn request_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, ClientError> {
+        let mut b = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.host);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let payload = match body {
+            Some(v) => {
+                b = b.header(hyper::header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Request(e.to_string()))?)
+            }
+            None => Bytes::new(),
+        };
+        let req = b
+            .body(Full::new(payload))
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Response {
+            status,
+            body: zeroize::Zeroizing::new(body.to_vec()),
+        })
+    }
+}

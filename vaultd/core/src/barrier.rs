@@ -88,7 +88,10 @@ mod tests {
     fn round_trip() {
         let k = Key32::generate();
         let blob = encrypt(&k, b"ctx", b"hunter2");
-        assert_eq!(decrypt(&k, b"ctx", &blob).unwrap().expose_secret(), b"hunter2");
+        assert_eq!(
+            decrypt(&k, b"ctx", &blob).unwrap().expose_secret(),
+            b"hunter2"
+        );
     }
 
     #[test]
@@ -99,7 +102,11 @@ mod tests {
             for bit in 0..8 {
                 let mut b = blob.clone();
                 b[i] ^= 1 << bit;
-                assert_eq!(decrypt(&k, b"ctx", &b).err(), Some(IntegrityError), "byte {i} bit {bit}");
+                assert_eq!(
+                    decrypt(&k, b"ctx", &b).err(),
+                    Some(IntegrityError),
+                    "byte {i} bit {bit}"
+                );
             }
         }
     }

@@ -156,7 +156,8 @@ impl Keyring {
         let ciphertext = barrier::encrypt(&dek, &value_aad(path, version, tier), value);
         let kv = self.active;
         let key = self.keys.get(&kv).expect("active version is always loaded");
-        let wrapped_dek = barrier::encrypt(key, &dek_aad(path, version, tier, kv), dek.expose_secret());
+        let wrapped_dek =
+            barrier::encrypt(key, &dek_aad(path, version, tier, kv), dek.expose_secret());
         SealedValue {
             key_version: kv,
             wrapped_dek,
@@ -178,7 +179,11 @@ impl Keyring {
             &dek_aad(path, version, tier, sealed.key_version),
             &sealed.wrapped_dek,
         )?;
-        Ok(barrier::decrypt(&dek, &value_aad(path, version, tier), &sealed.ciphertext)?)
+        Ok(barrier::decrypt(
+            &dek,
+            &value_aad(path, version, tier),
+            &sealed.ciphertext,
+        )?)
     }
 
     /// Rewraps a data key from its keyring version to the active one. The
@@ -195,9 +200,14 @@ impl Keyring {
             return Ok(None);
         }
         let old = self.key(key_version)?;
-        let dek = barrier::decrypt_key(old, &dek_aad(path, version, tier, key_version), wrapped_dek)?;
+        let dek =
+            barrier::decrypt_key(old, &dek_aad(path, version, tier, key_version), wrapped_dek)?;
         let new = self.key(self.active)?;
-        let w = barrier::encrypt(new, &dek_aad(path, version, tier, self.active), dek.expose_secret());
+        let w = barrier::encrypt(
+            new,
+            &dek_aad(path, version, tier, self.active),
+            dek.expose_secret(),
+        );
         Ok(Some((self.active, w)))
     }
 }
@@ -267,7 +277,12 @@ mod tests {
         let old = kr.seal_value("p", 1, Tier::Standard, b"old");
         kr.add(&rk, &KeyringVersion::new_random(2));
         assert_eq!(kr.active_version(), 2);
-        assert_eq!(kr.open_value("p", 1, Tier::Standard, &old).unwrap().expose_secret(), b"old");
+        assert_eq!(
+            kr.open_value("p", 1, Tier::Standard, &old)
+                .unwrap()
+                .expose_secret(),
+            b"old"
+        );
         let new = kr.seal_value("p", 2, Tier::Standard, b"new");
         assert_eq!(new.key_version, 2);
         let (kv, w) = kr
@@ -280,8 +295,16 @@ mod tests {
             wrapped_dek: w,
             ciphertext: old.ciphertext.clone(),
         };
-        assert_eq!(kr.open_value("p", 1, Tier::Standard, &rewrapped).unwrap().expose_secret(), b"old");
-        assert!(kr.rewrap("p", 1, Tier::Standard, 2, &rewrapped.wrapped_dek).unwrap().is_none());
+        assert_eq!(
+            kr.open_value("p", 1, Tier::Standard, &rewrapped)
+                .unwrap()
+                .expose_secret(),
+            b"old"
+        );
+        assert!(kr
+            .rewrap("p", 1, Tier::Standard, 2, &rewrapped.wrapped_dek)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -291,7 +314,10 @@ mod tests {
         let a = derive_keyring_key(&rk, &kv);
         assert!(a.ct_eq(&derive_keyring_key(&rk, &kv)));
         assert!(!a.ct_eq(&derive_keyring_key(&Key32::generate(), &kv)));
-        let other_version = KeyringVersion { version: 2, ..kv.clone() };
+        let other_version = KeyringVersion {
+            version: 2,
+            ..kv.clone()
+        };
         assert!(!a.ct_eq(&derive_keyring_key(&rk, &other_version)));
     }
 
@@ -302,7 +328,12 @@ mod tests {
         let kr = Keyring::load(&rk, &versions).unwrap();
         let sv = kr.seal_value("x", 1, Tier::Standard, b"v");
         let kr2 = Keyring::load(&rk, &versions).unwrap();
-        assert_eq!(kr2.open_value("x", 1, Tier::Standard, &sv).unwrap().expose_secret(), b"v");
+        assert_eq!(
+            kr2.open_value("x", 1, Tier::Standard, &sv)
+                .unwrap()
+                .expose_secret(),
+            b"v"
+        );
         let wrong = Keyring::load(&Key32::generate(), &versions).unwrap();
         assert!(wrong.open_value("x", 1, Tier::Standard, &sv).is_err());
     }

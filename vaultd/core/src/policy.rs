@@ -64,7 +64,10 @@ pub enum Action {
 pub fn allowed(role: Role, action: Action) -> bool {
     use Action::*;
     match role {
-        Role::Admin => matches!(action, Unseal | IssueCertificate | RotateKeyring | ReadMetadata | ListSecrets),
+        Role::Admin => matches!(
+            action,
+            Unseal | IssueCertificate | RotateKeyring | ReadMetadata | ListSecrets
+        ),
         Role::Writer => matches!(action, WriteSecret | ReadMetadata | ListSecrets),
         Role::Pam => matches!(action, Checkout | Checkin | ReadMetadata | ListSecrets),
         Role::Auditor => matches!(action, ReadMetadata | ListSecrets),
@@ -108,7 +111,8 @@ pub fn validate_path(p: &str) -> Result<(), PathError> {
 pub fn validate_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
-        && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]

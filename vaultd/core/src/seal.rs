@@ -110,7 +110,10 @@ impl SealError {
             SealError::PinUnavailable(_) => "pkcs11_pin_unavailable",
             SealError::KeyMissing(_) => "seal_key_missing",
             SealError::BlobCorrupt(_) => "seal_blob_corrupt",
-            SealError::Device { kind: SealKind::Tpm, .. } => "tpm_error",
+            SealError::Device {
+                kind: SealKind::Tpm,
+                ..
+            } => "tpm_error",
             SealError::Device {
                 kind: SealKind::Pkcs11,
                 ..
@@ -190,7 +193,8 @@ const SEALED_ROOT_FORMAT: u32 = 1;
 const KCV_LABEL: &[u8] = b"vaultd root key check v1";
 
 fn kcv(rk: &Key32) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(rk.expose_secret()).expect("any key length");
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(rk.expose_secret()).expect("any key length");
     mac.update(KCV_LABEL);
     mac.finalize().into_bytes().to_vec()
 }
@@ -254,7 +258,11 @@ fn blob_for(sr: &SealedRoot, kind: SealKind) -> Result<Vec<u8>, SealError> {
         .map_err(|_| SealError::BlobCorrupt(format!("{kind} blob is not valid base64")))
 }
 
-fn unseal_one(provider: &dyn SealProvider, sr: &SealedRoot, kind: SealKind) -> Result<Key32, SealError> {
+fn unseal_one(
+    provider: &dyn SealProvider,
+    sr: &SealedRoot,
+    kind: SealKind,
+) -> Result<Key32, SealError> {
     let blob = blob_for(sr, kind)?;
     provider.open(kind)?.unseal(&blob)
 }
@@ -309,7 +317,9 @@ impl From<SealError> for UnsealFailure {
 /// Recovers RK from a [`SealedRoot`].
 pub fn unseal_root(sr: &SealedRoot, provider: &dyn SealProvider) -> Result<Key32, UnsealFailure> {
     if sr.format != SEALED_ROOT_FORMAT {
-        return Err(SealError::BlobCorrupt(format!("unknown sealed root format {}", sr.format)).into());
+        return Err(
+            SealError::BlobCorrupt(format!("unknown sealed root format {}", sr.format)).into(),
+        );
     }
     match sr.mode {
         SealMode::Tpm => Ok(check(sr, unseal_one(provider, sr, SealKind::Tpm)?)?),
@@ -351,7 +361,11 @@ fn clone_err(e: &SealError) -> SealError {
         SealError::PinUnavailable(s) => SealError::PinUnavailable(s.clone()),
         SealError::KeyMissing(s) => SealError::KeyMissing(s.clone()),
         SealError::BlobCorrupt(s) => SealError::BlobCorrupt(s.clone()),
-        SealError::Device { kind, call, message } => SealError::Device {
+        SealError::Device {
+            kind,
+            call,
+            message,
+        } => SealError::Device {
             kind: *kind,
             call,
             message: message.clone(),
@@ -363,7 +377,7 @@ fn clone_err(e: &SealError) -> SealError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{SoftSeal, SoftProvider};
+    use crate::testing::{SoftProvider, SoftSeal};
 
     fn provider(tpm_ok: bool, hsm_ok: bool) -> (SoftProvider, SoftSeal, SoftSeal) {
         let t = SoftSeal::new(SealKind::Tpm);
@@ -373,7 +387,12 @@ mod tests {
 
     #[test]
     fn all_modes_round_trip() {
-        for mode in [SealMode::Tpm, SealMode::Pkcs11, SealMode::Both, SealMode::Either] {
+        for mode in [
+            SealMode::Tpm,
+            SealMode::Pkcs11,
+            SealMode::Both,
+            SealMode::Either,
+        ] {
             let (p, t, h) = provider(true, true);
             let rk = Key32::generate();
             let sr = seal_root(mode, &[&t, &h], &rk).unwrap();
@@ -391,7 +410,10 @@ mod tests {
         let e = unseal_root(&sr, &p).err().unwrap();
         assert_eq!(e.code(), "pkcs11_token_missing");
         let p = SoftProvider::new(&t, false, &h, true);
-        assert_eq!(unseal_root(&sr, &p).err().unwrap().code(), "tpm_unavailable");
+        assert_eq!(
+            unseal_root(&sr, &p).err().unwrap().code(),
+            "tpm_unavailable"
+        );
         // Neither share is the root key.
         let a = t.unseal(&blob_for(&sr, SealKind::Tpm).unwrap()).unwrap();
         let b = h.unseal(&blob_for(&sr, SealKind::Pkcs11).unwrap()).unwrap();
@@ -419,14 +441,25 @@ mod tests {
         let rk = Key32::generate();
         let mut sr = seal_root(SealMode::Tpm, &[&t, &h], &rk).unwrap();
         sr.check = b64().encode([0u8; 32]);
-        assert_eq!(unseal_root(&sr, &p).err().unwrap().code(), "seal_blob_corrupt");
+        assert_eq!(
+            unseal_root(&sr, &p).err().unwrap().code(),
+            "seal_blob_corrupt"
+        );
         sr.format = 9;
-        assert_eq!(unseal_root(&sr, &p).err().unwrap().code(), "seal_blob_corrupt");
+        assert_eq!(
+            unseal_root(&sr, &p).err().unwrap().code(),
+            "seal_blob_corrupt"
+        );
     }
 
     #[test]
     fn mode_parse_round_trip() {
-        for m in [SealMode::Tpm, SealMode::Pkcs11, SealMode::Both, SealMode::Either] {
+        for m in [
+            SealMode::Tpm,
+            SealMode::Pkcs11,
+            SealMode::Both,
+            SealMode::Either,
+        ] {
             assert_eq!(SealMode::parse(m.as_str()), Some(m));
         }
         assert_eq!(SealMode::parse("software"), None);

@@ -36,7 +36,11 @@ impl Seal for SoftSeal {
         self.kind
     }
     fn seal(&self, key: &Key32) -> Result<Vec<u8>, SealError> {
-        Ok(barrier::encrypt(&self.key, b"softseal", key.expose_secret()))
+        Ok(barrier::encrypt(
+            &self.key,
+            b"softseal",
+            key.expose_secret(),
+        ))
     }
     fn unseal(&self, blob: &[u8]) -> Result<Key32, SealError> {
         barrier::decrypt_key(&self.key, b"softseal", blob)
@@ -68,7 +72,9 @@ impl SealProvider for SoftProvider {
         match kind {
             SealKind::Tpm if self.tpm_ok.load(Ordering::SeqCst) => Ok(Box::new(self.tpm.share())),
             SealKind::Tpm => Err(SealError::TpmUnavailable("soft tpm switched off".into())),
-            SealKind::Pkcs11 if self.hsm_ok.load(Ordering::SeqCst) => Ok(Box::new(self.hsm.share())),
+            SealKind::Pkcs11 if self.hsm_ok.load(Ordering::SeqCst) => {
+                Ok(Box::new(self.hsm.share()))
+            }
             SealKind::Pkcs11 => Err(SealError::TokenMissing("soft token switched off".into())),
         }
     }
@@ -86,10 +92,16 @@ pub fn seal_conformance(open: &dyn Fn() -> Box<dyn Seal>) {
     // 1. Round trip, in the same and in a fresh handle.
     let k = Key32::generate();
     let blob = seal.seal(&k).expect("seal");
-    assert!(seal.unseal(&blob).expect("unseal").ct_eq(&k), "{kind}: round trip");
+    assert!(
+        seal.unseal(&blob).expect("unseal").ct_eq(&k),
+        "{kind}: round trip"
+    );
     drop(seal);
     let seal = open();
-    assert!(seal.unseal(&blob).expect("unseal in new handle").ct_eq(&k), "{kind}: fresh handle");
+    assert!(
+        seal.unseal(&blob).expect("unseal in new handle").ct_eq(&k),
+        "{kind}: fresh handle"
+    );
 
     // 2. The blob does not contain the key in clear.
     assert!(
@@ -108,10 +120,18 @@ pub fn seal_conformance(open: &dyn Fn() -> Box<dyn Seal>) {
     assert!(seal.unseal(&b2).expect("unseal k2").ct_eq(&k2));
 
     // 5. Malformed blobs are refused as corrupt, never a wrong key, never a panic.
-    for bad in [Vec::new(), vec![0u8; 1], blob[..blob.len() / 2].to_vec(), vec![0xff; blob.len()]] {
+    for bad in [
+        Vec::new(),
+        vec![0u8; 1],
+        blob[..blob.len() / 2].to_vec(),
+        vec![0xff; blob.len()],
+    ] {
         match seal.unseal(&bad) {
             Err(SealError::BlobCorrupt(_)) => {}
-            Err(e) => panic!("{kind}: malformed blob gave {} ({e}), want seal_blob_corrupt", e.code()),
+            Err(e) => panic!(
+                "{kind}: malformed blob gave {} ({e}), want seal_blob_corrupt",
+                e.code()
+            ),
             Ok(_) => panic!("{kind}: malformed blob unsealed"),
         }
     }
@@ -129,7 +149,10 @@ pub fn seal_conformance(open: &dyn Fn() -> Box<dyn Seal>) {
                     "{kind}: error text leaks key"
                 );
             }
-            Ok(got) => assert!(got.ct_eq(&k), "{kind}: flipped byte {i} gave a different key"),
+            Ok(got) => assert!(
+                got.ct_eq(&k),
+                "{kind}: flipped byte {i} gave a different key"
+            ),
         }
     }
 }

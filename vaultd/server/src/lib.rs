@@ -1,1 +1,130 @@
+//! vaultd: the vault daemon.
+//!
+//! The caller owns the listener and the shutdown signal ([`run`]), so tests
+//! bind port 0 and stop the server when they like.
+//!
+//! # Layout
+//!
+//! * [`config`]: the TOML configuration and its validation.
+//! * [`init`]: the init ceremony (root key, seal, CA, first admin).
+//! * [`unseal`]: opening the configured seal devices and unsealing.
+//! * [`state`]: sealed/unsealed state, keyring, principal cache, clock.
+//! * [`ca`]: the internal CA (key in the PKCS#11 token) and certificate parsing.
+//! * [`tls`]: rustls mTLS configuration and the connection loop.
+//! * [`api`]: the `/v1` REST API, errors, OpenAPI document.
+//! * [`rotation`]: keyring rotation and background rewrap.
+//! * [`metrics`]: Prometheus counters.
+
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod ca;
+pub mod config;
+pub mod init;
+pub mod metrics;
+pub mod rotation;
+pub mod state;
+pub mod tls;
+pub mod unseal;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+
+use tokio::net::TcpListener;
+use vault_store::{Store, StoreError, StoreOptions};
+
+use crate::config::Config;
+use crate::state::{AppState, SealedReason, SystemClock, Vault};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("the vault at {0} is not initialised: run `vaultctl init` first")]
+    NotInitialized(String),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+fn meta_string(store: &Store, key: &str) -> Result<String, StartError> {
+    let v = store
+        .get_meta(key)?
+        .ok_or_else(|| StartError::Store(StoreError::Corrupt(format!("meta {key} missing"))))?;
+    String::from_utf8(v)
+        .map_err(|_| StartError::Store(StoreError::Corrupt(format!("meta {key} is not UTF-8"))))
+}
+
+/// Opens the store and builds the (sealed) state.
+pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
+    let db = config.db_path();
+    if !db.exists() {
+        return Err(StartError::NotInitialized(db.display().to_string()));
+    }
+    let store = Store::open(&db, StoreOptions::default())?;
+    if store.get_meta("sealed_root")?.is_none() {
+        return Err(StartError::NotInitialized(db.display().to_string()));
+    }
+    let appliance_id = meta_string(&store, "appliance_id")?;
+    let ca_pem = meta_string(&store, "ca_pem")?;
+    let state = Arc::new(AppState {
+        config,
+        store: Arc::new(store),
+        vault: RwLock::new(Vault::Sealed(SealedReason {
+            code: "starting".into(),
+            message: "the daemon is starting".into(),
+            since: 0,
+        })),
+        principals: RwLock::new(HashMap::new()),
+        clock: Arc::new(SystemClock),
+        metrics: Default::default(),
+        appliance_id,
+        ca_pem,
+        unseal_lock: tokio::sync::Mutex::new(()),
+        rewrap_running: AtomicBool::new(false),
+    });
+    state
+        .metrics
+        .sealed
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    state.reload_principals()?;
+    Ok(state)
+}
+
+/// Unseals (once, automatically) and serves until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let server_cert = read(&config.server_cert_path())?;
+    let server_key = zeroize::Zeroizing::new(read(&config.server_key_path())?);
+    let state = build_state(config)?;
+    let tls = tls::server_config(&state.ca_pem, &server_cert, &server_key)?;
+    drop(server_key);
+
+    let s = state.clone();
+    let unsealed = tokio::task::spawn_blocking(move || unseal::try_unseal(&s).is_ok())
+        .await
+        .unwrap_or(false);
+    if unsealed {
+        rotation::spawn_rewrap(state.clone());
+    }
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Io("listener".into(), e))?;
+    tracing::info!(%addr, sealed = !unsealed, "vaultd listening (mTLS)");
+    let app = api::router(state.clone());
+    tls::serve(listener, tls, app, state, shutdown).await;
+    tracing::info!("vaultd stopped");
+    Ok(())
+}
+
+fn read(p: &std::path::Path) -> Result<String, StartError> {
+    std::fs::read_to_string(p).map_err(|e| StartError::Io(p.display().to_string(), e))
+}

@@ -100,7 +100,9 @@ impl Store {
         configure(&conn)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Corrupt(format!("could not enable WAL (got {mode})")));
+            return Err(StoreError::Corrupt(format!(
+                "could not enable WAL (got {mode})"
+            )));
         }
         // FULL: the WAL is fsynced at every commit, so a returned commit is durable.
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -118,7 +120,10 @@ impl Store {
     }
 
     /// Runs `f` on a pooled read-only connection.
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match conn {
             Some(c) => c,
@@ -132,7 +137,10 @@ impl Store {
             }
         };
         let out = f(&conn);
-        self.readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
         out
     }
 
@@ -143,8 +151,10 @@ impl Store {
 
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|c| {
-            Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-                .optional()?)
+            Ok(
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                    .optional()?,
+            )
         })
     }
 
@@ -155,11 +165,12 @@ impl Store {
             let mut out = Vec::new();
             for row in rows {
                 let (v, salt) = row?;
-                let salt: [u8; 32] = salt
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt(format!("keyring version {v}: salt is not 32 bytes")))?;
-                let version = u32::try_from(v)
-                    .map_err(|_| StoreError::Corrupt(format!("keyring version {v} out of range")))?;
+                let salt: [u8; 32] = salt.try_into().map_err(|_| {
+                    StoreError::Corrupt(format!("keyring version {v}: salt is not 32 bytes"))
+                })?;
+                let version = u32::try_from(v).map_err(|_| {
+                    StoreError::Corrupt(format!("keyring version {v} out of range"))
+                })?;
                 out.push(KeyringVersion { version, salt });
             }
             Ok(out)
@@ -170,12 +181,40 @@ impl Store {
         self.read(|c| read_secret(c, path))
     }
 
-    pub fn secret_version(&self, path: &str, version: u64) -> Result<Option<SealedValue>, StoreError> {
+    pub fn secret_version(
+        &self,
+        path: &str,
+        version: u64,
+    ) -> Result<Option<SealedValue>, StoreError> {
         self.read(|c| read_sealed(c, path, version))
     }
 
+    /// The current version of a secret and its sealed value, in one read.
+    pub fn current(&self, path: &str) -> Result<Option<(u64, SealedValue)>, StoreError> {
+        self.read(|c| {
+            let v: Option<i64> = c
+                .query_row(
+                    "SELECT current_version FROM secrets WHERE path = ?1",
+                    [path],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(v) = v else { return Ok(None) };
+            let v = v as u64;
+            let sealed = read_sealed(c, path, v)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("{path}: current version {v} has no row"))
+            })?;
+            Ok(Some((v, sealed)))
+        })
+    }
+
     /// Secrets whose path starts with `prefix`, in path order, after `after`.
-    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<SecretSummary>, StoreError> {
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SecretSummary>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT path, current_version, exclusive, updated_at FROM secrets
@@ -222,7 +261,11 @@ impl Store {
     }
 
     /// Up to `limit` secret versions whose data key is not under `active`.
-    pub fn stale_versions(&self, active: u32, limit: usize) -> Result<Vec<StaleVersion>, StoreError> {
+    pub fn stale_versions(
+        &self,
+        active: u32,
+        limit: usize,
+    ) -> Result<Vec<StaleVersion>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT path, version, key_version, wrapped_dek FROM secret_versions
@@ -322,7 +365,11 @@ pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInf
     }))
 }
 
-pub(crate) fn read_sealed(c: &Connection, path: &str, version: u64) -> Result<Option<SealedValue>, StoreError> {
+pub(crate) fn read_sealed(
+    c: &Connection,
+    path: &str,
+    version: u64,
+) -> Result<Option<SealedValue>, StoreError> {
     let row = c
         .query_row(
             "SELECT key_version, wrapped_dek, ciphertext FROM secret_versions WHERE path = ?1 AND version = ?2",
@@ -333,8 +380,9 @@ pub(crate) fn read_sealed(c: &Connection, path: &str, version: u64) -> Result<Op
     match row {
         None => Ok(None),
         Some((kv, wrapped_dek, ciphertext)) => {
-            let key_version = u32::try_from(kv)
-                .map_err(|_| StoreError::Corrupt(format!("{path} v{version}: key version {kv} out of range")))?;
+            let key_version = u32::try_from(kv).map_err(|_| {
+                StoreError::Corrupt(format!("{path} v{version}: key version {kv} out of range"))
+            })?;
             Ok(Some(SealedValue {
                 key_version,
                 wrapped_dek,

@@ -8,7 +8,7 @@ use serde_json::Value;
 use vault_core::keyring::{KeyringVersion, SealedValue};
 
 use crate::types::{CheckoutRow, PrincipalRow};
-use crate::{read_sealed, StoreError};
+use crate::StoreError;
 
 /// Encrypts the value once the new version number is known (it is part of
 /// the associated data). Runs on the writer thread, inside the transaction.
@@ -24,8 +24,14 @@ pub enum WriteOp {
         principals: Vec<PrincipalRow>,
         now: i64,
     },
-    SetMeta { key: String, value: Vec<u8> },
-    AddKeyringVersion { kv: KeyringVersion, now: i64 },
+    SetMeta {
+        key: String,
+        value: Vec<u8>,
+    },
+    AddKeyringVersion {
+        kv: KeyringVersion,
+        now: i64,
+    },
     PutSecret {
         path: String,
         exclusive: Option<bool>,
@@ -34,15 +40,25 @@ pub enum WriteOp {
         now: i64,
         seal: SealFn,
     },
+    /// Records a checkout of the current version, which must still be
+    /// `expect_version` (the caller has already decrypted it).
     Checkout {
         id: String,
         path: String,
+        expect_version: Option<u64>,
         principal: String,
         reason: String,
         now: i64,
         expires_at: i64,
     },
-    Checkin { id: String, principal: String, now: i64 },
+    RevokePrincipal {
+        fingerprint: String,
+    },
+    Checkin {
+        id: String,
+        principal: String,
+        now: i64,
+    },
     AddPrincipal(PrincipalRow),
     /// Replaces a wrapped data key if it is still under `from`.
     Rewrap {
@@ -61,8 +77,11 @@ pub enum WriteOutcome {
     Done,
     /// The version a `PutSecret` created.
     Version(u64),
-    /// A recorded checkout and the sealed value of the version it covers.
-    CheckedOut { version: u64, sealed: SealedValue, exclusive: bool },
+    /// A recorded checkout of `version`.
+    CheckedOut {
+        version: u64,
+        exclusive: bool,
+    },
     CheckedIn(CheckoutRow),
     /// Whether a `Rewrap` changed the row (false: someone else did first).
     Rewrapped(bool),
@@ -89,7 +108,9 @@ impl Writer {
 
     pub(crate) fn submit(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         let (reply, rx) = mpsc::sync_channel(1);
-        self.tx.send(Job { op, reply }).map_err(|_| StoreError::WriterGone)?;
+        self.tx
+            .send(Job { op, reply })
+            .map_err(|_| StoreError::WriterGone)?;
         rx.recv().map_err(|_| StoreError::WriterGone)?
     }
 }
@@ -111,9 +132,9 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let msg = e.to_string();
         for job in batch {
-            let _ = job.reply.send(Err(StoreError::Sqlite(rusqlite::Error::InvalidParameterName(
-                format!("begin failed: {msg}"),
-            ))));
+            let _ = job.reply.send(Err(StoreError::Sqlite(
+                rusqlite::Error::InvalidParameterName(format!("begin failed: {msg}")),
+            )));
         }
         return;
     }
@@ -125,7 +146,10 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
             .map_err(StoreError::from)
             .and_then(|_| apply(conn, job.op));
         let r = match r {
-            Ok(v) => conn.execute_batch("RELEASE op").map(|_| v).map_err(StoreError::from),
+            Ok(v) => conn
+                .execute_batch("RELEASE op")
+                .map(|_| v)
+                .map_err(StoreError::from),
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
                 Err(e)
@@ -145,9 +169,9 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
             let _ = conn.execute_batch("ROLLBACK");
             let msg = e.to_string();
             for reply in replies {
-                let _ = reply.send(Err(StoreError::Sqlite(rusqlite::Error::InvalidParameterName(
-                    format!("commit failed: {msg}"),
-                ))));
+                let _ = reply.send(Err(StoreError::Sqlite(
+                    rusqlite::Error::InvalidParameterName(format!("commit failed: {msg}")),
+                )));
             }
         }
     }
@@ -162,13 +186,18 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             now,
         } => {
             let done: Option<i64> = c
-                .query_row("SELECT 1 FROM meta WHERE key = 'sealed_root'", [], |r| r.get(0))
+                .query_row("SELECT 1 FROM meta WHERE key = 'sealed_root'", [], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             if done.is_some() {
                 return Err(StoreError::Conflict("already_initialized"));
             }
             for (k, v) in meta {
-                c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![k, v])?;
+                c.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                    params![k, v],
+                )?;
             }
             add_keyring(c, &keyring, now)?;
             for p in principals {
@@ -177,7 +206,10 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             Ok(WriteOutcome::Done)
         }
         WriteOp::SetMeta { key, value } => {
-            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
+            c.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )?;
             Ok(WriteOutcome::Done)
         }
         WriteOp::AddKeyringVersion { kv, now } => {
@@ -196,7 +228,13 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 .query_row(
                     "SELECT current_version, exclusive, metadata FROM secrets WHERE path = ?1",
                     [&path],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? != 0, r.get::<_, String>(2)?)),
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)? != 0,
+                            r.get::<_, String>(2)?,
+                        ))
+                    },
                 )
                 .optional()?;
             let version = match &existing {
@@ -208,7 +246,10 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             let exclusive = exclusive.unwrap_or(existing.as_ref().map(|e| e.1).unwrap_or(false));
             let metadata = match metadata {
                 Some(m) => m.to_string(),
-                None => existing.as_ref().map(|e| e.2.clone()).unwrap_or_else(|| "{}".into()),
+                None => existing
+                    .as_ref()
+                    .map(|e| e.2.clone())
+                    .unwrap_or_else(|| "{}".into()),
             };
             if existing.is_some() {
                 c.execute(
@@ -241,6 +282,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         WriteOp::Checkout {
             id,
             path,
+            expect_version,
             principal,
             reason,
             now,
@@ -254,6 +296,9 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 )
                 .optional()?
                 .ok_or(StoreError::NotFound)?;
+            if expect_version.is_some_and(|v| v != version) {
+                return Err(StoreError::Conflict("version_changed"));
+            }
             if exclusive {
                 let open: i64 = c.query_row(
                     "SELECT count(*) FROM checkouts WHERE path = ?1 AND checked_in_at IS NULL AND expires_at > ?2",
@@ -264,32 +309,41 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                     return Err(StoreError::Conflict("checked_out"));
                 }
             }
-            let sealed = read_sealed(c, &path, version)?
-                .ok_or_else(|| StoreError::Corrupt(format!("{path}: current version {version} has no row")))?;
             c.execute(
                 "INSERT INTO checkouts (id, path, version, principal, reason, exclusive, created_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![id, path, version as i64, principal, reason, exclusive as i64, now, expires_at],
             )?;
-            Ok(WriteOutcome::CheckedOut {
-                version,
-                sealed,
-                exclusive,
-            })
+            Ok(WriteOutcome::CheckedOut { version, exclusive })
         }
         WriteOp::Checkin { id, principal, now } => {
             let row = read_checkout(c, &id)?.ok_or(StoreError::NotFound)?;
             if row.principal != principal {
-                return Err(StoreError::Forbidden("the checkout belongs to another principal"));
+                return Err(StoreError::Forbidden(
+                    "the checkout belongs to another principal",
+                ));
             }
             if row.checked_in_at.is_some() {
                 return Err(StoreError::Conflict("already_checked_in"));
             }
-            c.execute("UPDATE checkouts SET checked_in_at = ?2 WHERE id = ?1", params![id, now])?;
+            c.execute(
+                "UPDATE checkouts SET checked_in_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
             Ok(WriteOutcome::CheckedIn(CheckoutRow {
                 checked_in_at: Some(now),
                 ..row
             }))
+        }
+        WriteOp::RevokePrincipal { fingerprint } => {
+            let n = c.execute(
+                "UPDATE principals SET revoked = 1 WHERE fingerprint = ?1",
+                [fingerprint],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(WriteOutcome::Done)
         }
         WriteOp::AddPrincipal(p) => {
             add_principal(c, &p)?;
@@ -327,7 +381,15 @@ fn add_principal(c: &Connection, p: &PrincipalRow) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO principals (fingerprint, name, role, serial, not_after, issued_at, revoked)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![p.fingerprint, p.name, p.role, p.serial, p.not_after, p.issued_at, p.revoked as i64],
+        params![
+            p.fingerprint,
+            p.name,
+            p.role,
+            p.serial,
+            p.not_after,
+            p.issued_at,
+            p.revoked as i64
+        ],
     )?;
     Ok(())
 }

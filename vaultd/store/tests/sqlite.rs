@@ -40,6 +40,7 @@ fn checkout(s: &Store, id: &str, path: &str, now: i64) -> Result<WriteOutcome, S
     s.write(WriteOp::Checkout {
         id: id.into(),
         path: path.into(),
+        expect_version: None,
         principal: "pam01".into(),
         reason: "r".into(),
         now,
@@ -58,7 +59,12 @@ fn versions_increment_and_values_decrypt() {
     assert_eq!(info.versions.len(), 2);
     assert_eq!(info.metadata["owner"], "dba");
     let sv = s.secret_version("a/b", 1).unwrap().unwrap();
-    assert_eq!(kr.open_value("a/b", 1, Tier::Standard, &sv).unwrap().expose_secret(), b"one");
+    assert_eq!(
+        kr.open_value("a/b", 1, Tier::Standard, &sv)
+            .unwrap()
+            .expose_secret(),
+        b"one"
+    );
     assert!(s.secret("nope").unwrap().is_none());
 }
 
@@ -70,7 +76,9 @@ fn ciphertext_only_on_disk() {
     drop(s);
     for f in std::fs::read_dir(d.path()).unwrap() {
         let bytes = std::fs::read(f.unwrap().path()).unwrap();
-        assert!(!bytes.windows(28).any(|w| w == b"correct-horse-battery-staple"));
+        assert!(!bytes
+            .windows(28)
+            .any(|w| w == b"correct-horse-battery-staple"));
     }
 }
 
@@ -80,18 +88,36 @@ fn exclusive_checkout_conflicts_until_checkin_or_expiry() {
     let kr = keyring();
     put(&s, &kr, "ex", b"v", Some(true));
     put(&s, &kr, "shared", b"v", None);
-    assert!(matches!(checkout(&s, "c1", "ex", 1000).unwrap(), WriteOutcome::CheckedOut { version: 1, exclusive: true, .. }));
-    assert_eq!(checkout(&s, "c2", "ex", 1001).err().unwrap().code(), "checked_out");
+    assert!(matches!(
+        checkout(&s, "c1", "ex", 1000).unwrap(),
+        WriteOutcome::CheckedOut {
+            version: 1,
+            exclusive: true,
+            ..
+        }
+    ));
+    assert_eq!(
+        checkout(&s, "c2", "ex", 1001).err().unwrap().code(),
+        "checked_out"
+    );
     // Expired checkouts no longer block.
     assert!(checkout(&s, "c3", "ex", 1061).is_ok());
     // Check c3 in; then a new checkout succeeds.
-    s.write(WriteOp::Checkin { id: "c3".into(), principal: "pam01".into(), now: 1062 }).unwrap();
+    s.write(WriteOp::Checkin {
+        id: "c3".into(),
+        principal: "pam01".into(),
+        now: 1062,
+    })
+    .unwrap();
     assert!(checkout(&s, "c4", "ex", 1063).is_ok());
     // Non-exclusive: any number.
     for i in 0..3 {
         checkout(&s, &format!("s{i}"), "shared", 1000).unwrap();
     }
-    assert_eq!(checkout(&s, "x", "missing", 1).err().unwrap().code(), "not_found");
+    assert_eq!(
+        checkout(&s, "x", "missing", 1).err().unwrap().code(),
+        "not_found"
+    );
 }
 
 #[test]
@@ -100,12 +126,29 @@ fn checkin_rules() {
     let kr = keyring();
     put(&s, &kr, "p", b"v", None);
     checkout(&s, "c1", "p", 10).unwrap();
-    let other = s.write(WriteOp::Checkin { id: "c1".into(), principal: "pam02".into(), now: 11 });
+    let other = s.write(WriteOp::Checkin {
+        id: "c1".into(),
+        principal: "pam02".into(),
+        now: 11,
+    });
     assert_eq!(other.err().unwrap().code(), "forbidden");
-    s.write(WriteOp::Checkin { id: "c1".into(), principal: "pam01".into(), now: 11 }).unwrap();
-    let again = s.write(WriteOp::Checkin { id: "c1".into(), principal: "pam01".into(), now: 12 });
+    s.write(WriteOp::Checkin {
+        id: "c1".into(),
+        principal: "pam01".into(),
+        now: 11,
+    })
+    .unwrap();
+    let again = s.write(WriteOp::Checkin {
+        id: "c1".into(),
+        principal: "pam01".into(),
+        now: 12,
+    });
     assert_eq!(again.err().unwrap().code(), "already_checked_in");
-    let none = s.write(WriteOp::Checkin { id: "zz".into(), principal: "pam01".into(), now: 12 });
+    let none = s.write(WriteOp::Checkin {
+        id: "zz".into(),
+        principal: "pam01".into(),
+        now: 12,
+    });
     assert_eq!(none.err().unwrap().code(), "not_found");
     assert_eq!(s.checkout("c1").unwrap().unwrap().checked_in_at, Some(11));
 }
@@ -144,7 +187,14 @@ fn a_failed_op_does_not_poison_its_batch() {
     let handles: Vec<_> = (0..8)
         .map(|i| {
             let s = s.clone();
-            std::thread::spawn(move || checkout(&s, &format!("c{i}"), if i % 2 == 0 { "ok" } else { "missing" }, 5))
+            std::thread::spawn(move || {
+                checkout(
+                    &s,
+                    &format!("c{i}"),
+                    if i % 2 == 0 { "ok" } else { "missing" },
+                    5,
+                )
+            })
         })
         .collect();
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
@@ -162,9 +212,15 @@ fn list_by_prefix_with_paging() {
         put(&s, &kr, p, b"v", None);
     }
     let page = s.list("a/", None, 2).unwrap();
-    assert_eq!(page.iter().map(|x| x.path.as_str()).collect::<Vec<_>>(), ["a/1", "a/2"]);
+    assert_eq!(
+        page.iter().map(|x| x.path.as_str()).collect::<Vec<_>>(),
+        ["a/1", "a/2"]
+    );
     let page = s.list("a/", Some("a/2"), 2).unwrap();
-    assert_eq!(page.iter().map(|x| x.path.as_str()).collect::<Vec<_>>(), ["a/3"]);
+    assert_eq!(
+        page.iter().map(|x| x.path.as_str()).collect::<Vec<_>>(),
+        ["a/3"]
+    );
     // Prefix is literal, not a LIKE pattern.
     assert!(s.list("%", None, 10).unwrap().is_empty());
 }
@@ -181,10 +237,24 @@ fn init_once_and_keyring_versions() {
     s.write(init()).unwrap();
     assert_eq!(s.write(init()).err().unwrap().code(), "already_initialized");
     assert_eq!(s.keyring_versions().unwrap().len(), 1);
-    s.write(WriteOp::AddKeyringVersion { kv: KeyringVersion::new_random(2), now: 2 }).unwrap();
-    let dup = s.write(WriteOp::AddKeyringVersion { kv: KeyringVersion::new_random(2), now: 2 });
+    s.write(WriteOp::AddKeyringVersion {
+        kv: KeyringVersion::new_random(2),
+        now: 2,
+    })
+    .unwrap();
+    let dup = s.write(WriteOp::AddKeyringVersion {
+        kv: KeyringVersion::new_random(2),
+        now: 2,
+    });
     assert_eq!(dup.err().unwrap().code(), "keyring_version_exists");
-    assert_eq!(s.keyring_versions().unwrap().iter().map(|k| k.version).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        s.keyring_versions()
+            .unwrap()
+            .iter()
+            .map(|k| k.version)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
 }
 
 #[test]
@@ -194,9 +264,21 @@ fn rewrap_is_conditional() {
     put(&s, &kr, "p", b"v", None);
     let stale = s.stale_versions(2, 10).unwrap();
     assert_eq!(stale.len(), 1);
-    let op = |from| WriteOp::Rewrap { path: "p".into(), version: 1, from, to: 2, wrapped_dek: vec![1, 2, 3] };
-    assert!(matches!(s.write(op(1)).unwrap(), WriteOutcome::Rewrapped(true)));
-    assert!(matches!(s.write(op(1)).unwrap(), WriteOutcome::Rewrapped(false)));
+    let op = |from| WriteOp::Rewrap {
+        path: "p".into(),
+        version: 1,
+        from,
+        to: 2,
+        wrapped_dek: vec![1, 2, 3],
+    };
+    assert!(matches!(
+        s.write(op(1)).unwrap(),
+        WriteOutcome::Rewrapped(true)
+    ));
+    assert!(matches!(
+        s.write(op(1)).unwrap(),
+        WriteOutcome::Rewrapped(false)
+    ));
     assert!(s.stale_versions(2, 10).unwrap().is_empty());
 }
 
@@ -210,8 +292,10 @@ fn newer_schema_is_refused_and_bad_rows_are_corrupt() {
         put(&s, &kr, "p", b"v", None);
     }
     let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute("UPDATE secret_versions SET key_version = -5", []).unwrap();
-    c.execute("UPDATE secrets SET metadata = 'not json'", []).unwrap();
+    c.execute("UPDATE secret_versions SET key_version = -5", [])
+        .unwrap();
+    c.execute("UPDATE secrets SET metadata = 'not json'", [])
+        .unwrap();
     drop(c);
     let s = Store::open(&path, StoreOptions::default()).unwrap();
     assert_eq!(s.secret_version("p", 1).err().unwrap().code(), "integrity");
@@ -222,4 +306,43 @@ fn newer_schema_is_refused_and_bad_rows_are_corrupt() {
     drop(c);
     let e = Store::open(&path, StoreOptions::default()).err().unwrap();
     assert_eq!(e.code(), "schema_too_new");
+}
+
+#[test]
+fn checkout_refuses_a_changed_version_and_revocation_works() {
+    let (_d, s) = open();
+    let kr = keyring();
+    put(&s, &kr, "p", b"v1", None);
+    let (v, _) = s.current("p").unwrap().unwrap();
+    put(&s, &kr, "p", b"v2", None);
+    let r = s.write(WriteOp::Checkout {
+        id: "c".into(),
+        path: "p".into(),
+        expect_version: Some(v),
+        principal: "x".into(),
+        reason: "r".into(),
+        now: 1,
+        expires_at: 2,
+    });
+    assert_eq!(r.err().unwrap().code(), "version_changed");
+    assert!(s.current("missing").unwrap().is_none());
+    let row = vault_store::PrincipalRow {
+        fingerprint: "ff".into(),
+        name: "n".into(),
+        role: "pam".into(),
+        serial: "01".into(),
+        not_after: 9,
+        issued_at: 1,
+        revoked: false,
+    };
+    s.write(WriteOp::AddPrincipal(row)).unwrap();
+    s.write(WriteOp::RevokePrincipal {
+        fingerprint: "ff".into(),
+    })
+    .unwrap();
+    assert!(s.principal("ff").unwrap().unwrap().revoked);
+    let missing = s.write(WriteOp::RevokePrincipal {
+        fingerprint: "00".into(),
+    });
+    assert_eq!(missing.err().unwrap().code(), "not_found");
 }

@@ -1,0 +1,16 @@
+.PHONY: run test bench fmt lint
+
+# Start a local appliance (SoftHSM token, swtpm, SQLite) on https://127.0.0.1:8443.
+run:
+	bash scripts/dev-run.sh
+
+# Every test: formatting, lints, unit, conformance (SoftHSM, swtpm) and end-to-end.
+test:
+	bash scripts/test.sh
+
+# Checkout throughput over mTLS: vaultd vs OpenBao 2.7.2 in the same run.
+bench:
+	bash scripts/bench.sh
+
+fmt:
+	cargo fmt --all

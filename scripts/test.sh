@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# `make test`: everything, against real SoftHSM2 tokens, swtpm processes and
+# the real vaultd binary over mTLS.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+bash scripts/install-deps.sh
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets -q -- -D warnings
+echo "==> build binaries (the end-to-end tests run target/debug/vaultd)"
+cargo build --workspace --bins -q
+echo "==> cargo test"
+cargo test --workspace 2>&1 | tee target/test-output.txt

@@ -1,0 +1,564 @@
+//! `vaultctl`: the operator, writer and PAM command line for vaultd.
+//!
+//! Everything except `init` talks to the daemon over mutual TLS. Output is
+//! human text by default and the server's JSON with `--json`. Secret values
+//! are never taken from the command line (other users can read argv): `secret
+//! put` reads the value from a file or standard input.
+//!
+//! Exit codes: 0 success, 1 the server refused (the error code is printed),
+//! 2 usage or local error (bad files, cannot connect).
+
+#![forbid(unsafe_code)]
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use hyper::Method;
+use serde_json::{json, Value};
+use vault_client::Client;
+
+#[derive(Parser)]
+#[command(
+    name = "vaultctl",
+    version,
+    about = "Command-line tool for the vaultd appliance"
+)]
+struct Cli {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Print the server's JSON instead of human text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args)]
+struct ConnArgs {
+    /// Appliance address.
+    #[arg(
+        long,
+        env = "VAULT_ADDR",
+        default_value = "https://127.0.0.1:8443",
+        global = true
+    )]
+    addr: String,
+    /// CA certificate that signed the appliance's server certificate.
+    #[arg(long, env = "VAULT_CACERT", global = true)]
+    cacert: Option<PathBuf>,
+    /// Client certificate (PEM).
+    #[arg(long, env = "VAULT_CERT", global = true)]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, env = "VAULT_KEY", global = true)]
+    key: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the init ceremony on the appliance (local: needs its TPM and token).
+    Init {
+        /// vaultd configuration file.
+        #[arg(long, env = "VAULTD_CONFIG")]
+        config: PathBuf,
+        /// Directory for the first admin's certificate and key, and the CA.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "admin")]
+        admin_name: String,
+    },
+    /// Seal status.
+    Status,
+    /// Retry unsealing (admin).
+    Unseal,
+    /// Client certificates (admin).
+    #[command(subcommand)]
+    Cert(CertCmd),
+    /// Secrets: write (writer), metadata and list.
+    #[command(subcommand)]
+    Secret(SecretCmd),
+    /// Check a secret out (pam). Prints the value.
+    Checkout {
+        path: String,
+        #[arg(long)]
+        reason: String,
+        /// Lease length in seconds (server default if omitted).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Check a checkout back in (pam).
+    Checkin { checkout_id: String },
+    /// Keyring (admin).
+    #[command(subcommand)]
+    Keyring(KeyringCmd),
+}
+
+#[derive(Subcommand)]
+enum CertCmd {
+    /// Issue a client certificate. Generates the key locally unless --csr is given.
+    Issue {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        name: String,
+        /// Sign this CSR (PEM) instead of generating a key.
+        #[arg(long)]
+        csr: Option<PathBuf>,
+        /// Validity in days (server maximum applies).
+        #[arg(long)]
+        days: Option<u32>,
+        /// Where NAME.pem, NAME-key.pem and ca.pem are written.
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+    },
+    /// List principals.
+    List,
+    /// Revoke a principal by certificate SHA-256 fingerprint.
+    Revoke { fingerprint: String },
+}
+
+#[derive(Subcommand)]
+enum SecretCmd {
+    /// Store a new version. The value is read from --value-file or stdin.
+    Put {
+        path: String,
+        #[arg(long)]
+        value_file: Option<PathBuf>,
+        /// JSON object of non-secret metadata.
+        #[arg(long)]
+        metadata: Option<String>,
+        /// Only one checkout at a time.
+        #[arg(long)]
+        exclusive: bool,
+    },
+    /// Metadata and versions (never the value).
+    Get { path: String },
+    /// List secrets by prefix.
+    List {
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyringCmd {
+    /// Add a keyring version; data keys are rewrapped online.
+    Rotate,
+    /// Versions and rewrap progress.
+    Status,
+}
+
+/// Percent-encodes a query value.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+struct ServerError(u16, String, String);
+
+impl ConnArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        let ca = self
+            .cacert
+            .as_deref()
+            .context("--cacert (or VAULT_CACERT) is required")?;
+        let id = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => bail!("--cert and --key go together"),
+        };
+        Ok(Client::from_files(&self.addr, ca, id)?)
+    }
+}
+
+async fn call(
+    c: &ConnArgs,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Result<Value, ServerError>> {
+    let client = c.client()?;
+    let resp = client.request(method, path, body.as_ref()).await?;
+    let v: Value = resp
+        .json()
+        .map_err(|_| anyhow!("the server answered {} with a non-JSON body", resp.status))?;
+    if (200..300).contains(&resp.status) {
+        Ok(Ok(v))
+    } else {
+        let code = v["error"]["code"].as_str().unwrap_or("unknown").to_owned();
+        let msg = v["error"]["message"].as_str().unwrap_or("").to_owned();
+        Ok(Err(ServerError(resp.status, code, msg)))
+    }
+}
+
+fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
+    vaultd::init::write_file(path, data.as_bytes(), 0o600).map_err(|e| anyhow!("{e}"))
+}
+
+fn write_public(path: &Path, data: &str) -> anyhow::Result<()> {
+    vaultd::init::write_file(path, data.as_bytes(), 0o644).map_err(|e| anyhow!("{e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vaultctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(ServerError(status, code, msg))) => {
+            eprintln!("vaultctl: server refused ({status} {code}): {msg}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("vaultctl: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn out(json: bool, v: &Value, human: impl FnOnce(&Value)) {
+    if json {
+        println!("{v}");
+    } else {
+        human(v);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
+    let j = cli.json;
+    let c = &cli.conn;
+    macro_rules! server {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(e) => return Ok(Err(e)),
+            }
+        };
+    }
+    match cli.cmd {
+        Cmd::Init {
+            config,
+            out: dir,
+            admin_name,
+        } => {
+            let cfg = vaultd::config::Config::load(&config)?;
+            let r = vaultd::init::initialize(&cfg, &dir, &admin_name)?;
+            let v = json!({
+                "appliance_id": r.appliance_id, "seal_mode": r.seal_mode,
+                "ca_cert": r.ca_cert, "admin_cert": r.admin_cert, "admin_key": r.admin_key,
+                "admin_fingerprint": r.admin_fingerprint,
+            });
+            out(j, &v, |_| {
+                println!(
+                    "vault initialised (appliance {}, seal mode {})",
+                    r.appliance_id, r.seal_mode
+                );
+                println!("  CA certificate : {}", r.ca_cert.display());
+                println!("  admin cert     : {}", r.admin_cert.display());
+                println!("  admin key      : {}", r.admin_key.display());
+            });
+        }
+        Cmd::Status => {
+            let v = server!(call(c, Method::GET, "/v1/sys/seal-status", None).await?);
+            out(j, &v, |v| {
+                if v["sealed"].as_bool() == Some(false) {
+                    println!(
+                        "unsealed (mode {}, since {})",
+                        v["mode"].as_str().unwrap_or("?"),
+                        v["since"].as_str().unwrap_or("?")
+                    );
+                } else {
+                    println!(
+                        "SEALED (mode {}): {} — {}",
+                        v["mode"].as_str().unwrap_or("?"),
+                        v["reason"]["code"].as_str().unwrap_or("?"),
+                        v["reason"]["message"].as_str().unwrap_or("")
+                    );
+                }
+            });
+        }
+        Cmd::Unseal => {
+            let v = server!(call(c, Method::POST, "/v1/sys/unseal", None).await?);
+            out(j, &v, |_| println!("unsealed"));
+        }
+        Cmd::Cert(CertCmd::Issue {
+            role,
+            name,
+            csr,
+            days,
+            out_dir,
+        }) => {
+            let (csr_pem, key_pem) = match &csr {
+                Some(p) => (
+                    std::fs::read_to_string(p).with_context(|| p.display().to_string())?,
+                    None,
+                ),
+                None => {
+                    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+                    let mut params = rcgen::CertificateParams::default();
+                    params
+                        .distinguished_name
+                        .push(rcgen::DnType::CommonName, name.as_str());
+                    let csr = params.serialize_request(&key)?;
+                    (
+                        csr.pem()?,
+                        Some(zeroize::Zeroizing::new(key.serialize_pem())),
+                    )
+                }
+            };
+            let mut body = json!({"name": name, "role": role, "csr_pem": csr_pem});
+            if let Some(d) = days {
+                body["validity_days"] = json!(d);
+            }
+            let v = server!(call(c, Method::POST, "/v1/sys/certs", Some(body)).await?);
+            std::fs::create_dir_all(&out_dir).with_context(|| out_dir.display().to_string())?;
+            let cert_path = out_dir.join(format!("{name}.pem"));
+            write_public(
+                &cert_path,
+                v["certificate_pem"].as_str().unwrap_or_default(),
+            )?;
+            write_public(
+                &out_dir.join("ca.pem"),
+                v["ca_pem"].as_str().unwrap_or_default(),
+            )?;
+            let key_path = out_dir.join(format!("{name}-key.pem"));
+            if let Some(k) = &key_pem {
+                write_private(&key_path, k)?;
+            }
+            let mut report = json!({
+                "name": v["name"], "role": v["role"], "fingerprint": v["fingerprint"],
+                "not_after": v["not_after"], "certificate": cert_path,
+            });
+            if key_pem.is_some() {
+                report["key"] = json!(key_path);
+            }
+            out(j, &report, |r| {
+                println!(
+                    "issued {} certificate for {}",
+                    r["role"].as_str().unwrap_or("?"),
+                    r["name"].as_str().unwrap_or("?")
+                );
+                println!("  certificate : {}", cert_path.display());
+                if key_pem.is_some() {
+                    println!("  key         : {}", key_path.display());
+                }
+                println!(
+                    "  sha256      : {}",
+                    r["fingerprint"].as_str().unwrap_or("?")
+                );
+                println!("  expires     : {}", r["not_after"].as_str().unwrap_or("?"));
+            });
+        }
+        Cmd::Cert(CertCmd::List) => {
+            let v = server!(call(c, Method::GET, "/v1/sys/principals", None).await?);
+            out(j, &v, |v| {
+                for p in v["principals"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<20} {:<8} {} {}{}",
+                        p["name"].as_str().unwrap_or(""),
+                        p["role"].as_str().unwrap_or(""),
+                        p["fingerprint"].as_str().unwrap_or(""),
+                        p["not_after"].as_str().unwrap_or(""),
+                        if p["revoked"].as_bool() == Some(true) {
+                            " REVOKED"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            });
+        }
+        Cmd::Cert(CertCmd::Revoke { fingerprint }) => {
+            let v = server!(
+                call(
+                    c,
+                    Method::POST,
+                    &format!("/v1/sys/principals/{}/revoke", enc(&fingerprint)),
+                    None
+                )
+                .await?
+            );
+            out(j, &v, |_| println!("revoked {fingerprint}"));
+        }
+        Cmd::Secret(SecretCmd::Put {
+            path,
+            value_file,
+            metadata,
+            exclusive,
+        }) => {
+            let mut value = zeroize::Zeroizing::new(String::new());
+            match &value_file {
+                Some(p) => {
+                    *value = std::fs::read_to_string(p).with_context(|| p.display().to_string())?
+                }
+                None => {
+                    std::io::stdin()
+                        .read_to_string(&mut value)
+                        .context("reading the value from stdin")?;
+                }
+            }
+            // A trailing newline from `echo` or an editor is not part of the value.
+            let trimmed = zeroize::Zeroizing::new(value.trim_end_matches(['\n', '\r']).to_owned());
+            let mut body = json!({"value": trimmed.as_str()});
+            if let Some(m) = metadata {
+                body["metadata"] =
+                    serde_json::from_str(&m).context("--metadata must be a JSON object")?;
+            }
+            if exclusive {
+                body["exclusive"] = json!(true);
+            }
+            let v = server!(
+                call(
+                    c,
+                    Method::PUT,
+                    &format!("/v1/secrets/{}", enc(&path)),
+                    Some(body)
+                )
+                .await?
+            );
+            out(j, &v, |v| {
+                println!("stored {} version {}", path, v["version"])
+            });
+        }
+        Cmd::Secret(SecretCmd::Get { path }) => {
+            let v =
+                server!(call(c, Method::GET, &format!("/v1/secrets/{}", enc(&path)), None).await?);
+            out(j, &v, |v| {
+                println!("path            : {}", v["path"].as_str().unwrap_or(""));
+                println!("current version : {}", v["current_version"]);
+                println!("exclusive       : {}", v["exclusive"]);
+                println!("metadata        : {}", v["metadata"]);
+                for ver in v["versions"].as_array().into_iter().flatten() {
+                    println!(
+                        "  v{} {} by {}",
+                        ver["version"],
+                        ver["created_at"].as_str().unwrap_or(""),
+                        ver["created_by"].as_str().unwrap_or("")
+                    );
+                }
+                for co in v["open_checkouts"].as_array().into_iter().flatten() {
+                    println!(
+                        "  checked out by {} until {} ({})",
+                        co["principal"].as_str().unwrap_or(""),
+                        co["expires_at"].as_str().unwrap_or(""),
+                        co["checkout_id"].as_str().unwrap_or("")
+                    );
+                }
+            });
+        }
+        Cmd::Secret(SecretCmd::List { prefix }) => {
+            let mut all = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let mut q = format!("/v1/secrets?limit=1000&prefix={}", enc(&prefix));
+                if let Some(a) = &after {
+                    q.push_str(&format!("&after={}", enc(a)));
+                }
+                let v = server!(call(c, Method::GET, &q, None).await?);
+                all.extend(v["secrets"].as_array().cloned().unwrap_or_default());
+                match v["next_after"].as_str() {
+                    Some(n) => after = Some(n.to_owned()),
+                    None => break,
+                }
+            }
+            let v = json!({"secrets": all});
+            out(j, &v, |v| {
+                for s in v["secrets"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  v{}{}",
+                        s["path"].as_str().unwrap_or(""),
+                        s["current_version"],
+                        if s["exclusive"].as_bool() == Some(true) {
+                            "  (exclusive)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            });
+        }
+        Cmd::Checkout { path, reason, ttl } => {
+            let mut body = json!({"reason": reason});
+            if let Some(t) = ttl {
+                body["ttl_seconds"] = json!(t);
+            }
+            let v = server!(
+                call(
+                    c,
+                    Method::POST,
+                    &format!("/v1/secrets/{}/checkout", enc(&path)),
+                    Some(body)
+                )
+                .await?
+            );
+            out(j, &v, |v| {
+                eprintln!(
+                    "checkout {} of {} v{} expires {}",
+                    v["checkout_id"].as_str().unwrap_or(""),
+                    path,
+                    v["version"],
+                    v["expires_at"].as_str().unwrap_or("")
+                );
+                println!("{}", v["value"].as_str().unwrap_or(""));
+            });
+        }
+        Cmd::Checkin { checkout_id } => {
+            let v = server!(
+                call(
+                    c,
+                    Method::POST,
+                    &format!("/v1/checkouts/{}/checkin", enc(&checkout_id)),
+                    None
+                )
+                .await?
+            );
+            out(j, &v, |v| {
+                println!(
+                    "checked in {} ({})",
+                    checkout_id,
+                    v["path"].as_str().unwrap_or("")
+                )
+            });
+        }
+        Cmd::Keyring(KeyringCmd::Rotate) => {
+            let v = server!(call(c, Method::POST, "/v1/sys/keyring/rotate", None).await?);
+            out(j, &v, |v| {
+                println!(
+                    "keyring version {} is active; data keys are being rewrapped",
+                    v["active_version"]
+                )
+            });
+        }
+        Cmd::Keyring(KeyringCmd::Status) => {
+            let v = server!(call(c, Method::GET, "/v1/sys/keyring", None).await?);
+            out(j, &v, |v| {
+                println!("active version : {}", v["active_version"]);
+                println!("pending rewrap : {}", v["pending_rewrap"]);
+                for k in v["versions"].as_array().into_iter().flatten() {
+                    println!(
+                        "  v{}: {} secret versions",
+                        k["version"], k["secret_versions"]
+                    );
+                }
+            });
+        }
+    }
+    Ok(Ok(()))
+}

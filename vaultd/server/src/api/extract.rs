@@ -1,0 +1,138 @@
+//! Request extractors: the authenticated principal and JSON bodies with
+//! JSON errors.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use vault_core::policy::{allowed, Action};
+
+use super::error::ApiError;
+use crate::ca::PeerCert;
+use crate::state::{AppState, Principal};
+
+/// The verified client certificate, inserted by the TLS layer.
+#[derive(Debug, Clone)]
+pub struct Peer(pub Arc<PeerCert>);
+
+/// A registered, unrevoked principal.
+pub struct Auth(pub Principal);
+
+impl Auth {
+    /// Checks the permission table; refusals are logged.
+    pub fn require(&self, action: Action) -> Result<(), ApiError> {
+        if allowed(self.0.role, action) {
+            Ok(())
+        } else {
+            tracing::warn!(principal = %self.0.name, role = %self.0.role, ?action, "permission denied");
+            Err(ApiError::forbidden(format!(
+                "role {} may not perform {:?}",
+                self.0.role, action
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<Peer>().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "no_client_certificate",
+                "a client certificate is required",
+            )
+        })?;
+        match state.principal(&peer.0.fingerprint) {
+            Some(Ok(p)) => Ok(Auth(p)),
+            Some(Err(why)) => {
+                tracing::warn!(cn = %peer.0.common_name, fingerprint = %peer.0.fingerprint, why, "refused certificate");
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "revoked_certificate",
+                    "this client certificate has been revoked",
+                ))
+            }
+            None => {
+                tracing::warn!(cn = %peer.0.common_name, fingerprint = %peer.0.fingerprint, "unknown principal");
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "unknown_principal",
+                    "this client certificate is not registered with the vault",
+                ))
+            }
+        }
+    }
+}
+
+/// A JSON body whose errors are JSON too.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is too large",
+                )
+            } else {
+                ApiError::bad_request("invalid_body", "the request body could not be read")
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            // serde's message names the field and position; it never echoes values.
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_json",
+                    format!("invalid request body: {}", strip_value(&e)),
+                )
+            })
+    }
+}
+
+/// serde_json messages can quote input (`invalid type: string "..."`); keep
+/// only the classification and position so a secret in a body never reaches
+/// a response or log.
+fn strip_value(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let cut = msg
+        .find(['"', '`'])
+        .map(|i| msg[..i].trim_end().to_owned())
+        .unwrap_or(msg);
+    format!("{cut} (line {}, column {})", e.line(), e.column())
+}
+
+/// A secret value from a request body: zeroized on drop, no Debug.
+pub struct SecretInput(pub zeroize::Zeroizing<String>);
+
+impl<'de> serde::Deserialize<'de> for SecretInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(SecretInput(zeroize::Zeroizing::new(String::deserialize(
+            d,
+        )?)))
+    }
+}

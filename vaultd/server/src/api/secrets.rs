@@ -1,0 +1,318 @@
+//! `/v1/secrets/*` and `/v1/checkouts/*`.
+//!
+//! A checkout decrypts first and records second: the value leaves only after
+//! the checkout record is durable, and a value that fails its integrity
+//! check produces no record and no value.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use vault_core::keyring::Tier;
+use vault_core::policy::{validate_path, Action};
+use vault_store::{WriteOp, WriteOutcome};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{Auth, JsonBody, SecretInput};
+use super::rfc3339;
+use crate::state::AppState;
+
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+const MAX_REASON_CHARS: usize = 1024;
+
+fn check_path(p: &str) -> ApiResult<()> {
+    validate_path(p).map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))
+}
+
+fn unsealed(st: &AppState) -> ApiResult<Arc<vault_core::keyring::Keyring>> {
+    st.keyring().ok_or_else(ApiError::sealed)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::internal("worker task failed"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutRequest {
+    value: SecretInput,
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(default)]
+    exclusive: Option<bool>,
+}
+
+pub async fn put(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    Path(path): Path<String>,
+    JsonBody(req): JsonBody<PutRequest>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Action::WriteSecret)?;
+    check_path(&path)?;
+    let kr = unsealed(&st)?;
+    let value = req.value.0;
+    if value.len() > st.config.limits.max_value_bytes {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!(
+                "values are limited to {} bytes",
+                st.config.limits.max_value_bytes
+            ),
+        ));
+    }
+    if let Some(m) = &req.metadata {
+        if !m.is_object() {
+            return Err(ApiError::bad_request(
+                "invalid_metadata",
+                "metadata must be a JSON object",
+            ));
+        }
+        if m.to_string().len() > MAX_METADATA_BYTES {
+            return Err(ApiError::bad_request(
+                "invalid_metadata",
+                "metadata is limited to 16 KiB",
+            ));
+        }
+    }
+    let s = st.clone();
+    let p = path.clone();
+    let by = auth.0.name.clone();
+    let now = st.now();
+    let outcome = blocking(move || {
+        let p2 = p.clone();
+        s.store.write(WriteOp::PutSecret {
+            path: p,
+            exclusive: req.exclusive,
+            metadata: req.metadata,
+            created_by: by,
+            now,
+            seal: Box::new(move |version| {
+                kr.seal_value(&p2, version, Tier::Standard, value.as_bytes())
+            }),
+        })
+    })
+    .await??;
+    let WriteOutcome::Version(version) = outcome else {
+        return Err(ApiError::internal("unexpected store outcome"));
+    };
+    tracing::info!(principal = %auth.0.name, %path, version, "secret version written");
+    Ok(Json(json!({"path": path, "version": version})))
+}
+
+pub async fn get(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    Path(path): Path<String>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Action::ReadMetadata)?;
+    check_path(&path)?;
+    unsealed(&st)?;
+    let s = st.clone();
+    let p = path.clone();
+    let info = blocking(move || s.store.secret(&p))
+        .await??
+        .ok_or_else(|| ApiError::not_found(format!("no secret at {path}")))?;
+    let now = st.now();
+    Ok(Json(json!({
+        "path": info.path,
+        "exclusive": info.exclusive,
+        "current_version": info.current_version,
+        "metadata": info.metadata,
+        "created_at": rfc3339(info.created_at),
+        "updated_at": rfc3339(info.updated_at),
+        "versions": info.versions.iter().map(|v| json!({
+            "version": v.version,
+            "created_at": rfc3339(v.created_at),
+            "created_by": v.created_by,
+            "keyring_version": v.key_version,
+        })).collect::<Vec<_>>(),
+        "open_checkouts": info.open_checkouts.iter().map(|c| json!({
+            "checkout_id": c.id,
+            "principal": c.principal,
+            "expires_at": rfc3339(c.expires_at),
+            "expired": c.expires_at <= now,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Action::ListSecrets)?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    unsealed(&st)?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be 1..=1000",
+        ));
+    }
+    let prefix = q.prefix.unwrap_or_default();
+    if prefix.len() > vault_core::policy::MAX_PATH_LEN {
+        return Err(ApiError::bad_request("invalid_query", "prefix is too long"));
+    }
+    let s = st.clone();
+    let after = q.after.clone();
+    let rows = blocking(move || s.store.list(&prefix, after.as_deref(), limit)).await??;
+    let next = if rows.len() == limit {
+        rows.last().map(|r| r.path.clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({
+        "secrets": rows.iter().map(|r| json!({
+            "path": r.path,
+            "current_version": r.current_version,
+            "exclusive": r.exclusive,
+            "updated_at": rfc3339(r.updated_at),
+        })).collect::<Vec<_>>(),
+        "next_after": next,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequest {
+    reason: String,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+}
+
+/// `POST /v1/secrets/{path}/checkout` (the route is a wildcard; the suffix
+/// is checked here).
+pub async fn post(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    Path(rest): Path<String>,
+    JsonBody(req): JsonBody<CheckoutRequest>,
+) -> ApiResult<Json<Value>> {
+    let Some(path) = rest.strip_suffix("/checkout") else {
+        return Err(ApiError::not_found(
+            "POST is only defined for /v1/secrets/{path}/checkout",
+        ));
+    };
+    auth.require(Action::Checkout)?;
+    check_path(path)?;
+    let reason = req.reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::bad_request(
+            "invalid_reason",
+            "reason must be 1-1024 characters",
+        ));
+    }
+    let limits = &st.config.limits;
+    let ttl = req.ttl_seconds.unwrap_or(limits.default_ttl_seconds);
+    if ttl == 0 || ttl > limits.max_ttl_seconds {
+        return Err(ApiError::bad_request(
+            "invalid_ttl",
+            format!("ttl_seconds must be 1..={}", limits.max_ttl_seconds),
+        ));
+    }
+    let kr = unsealed(&st)?;
+    let s = st.clone();
+    let path = path.to_owned();
+    let principal = auth.0.name.clone();
+    let (id, version, value, expires_at) = blocking(move || -> ApiResult<_> {
+        // Retry if a writer adds a version between our read and our record.
+        for _ in 0..3 {
+            let (version, sealed) = s
+                .store
+                .current(&path)?
+                .ok_or_else(|| ApiError::not_found(format!("no secret at {path}")))?;
+            let value = kr.open_value(&path, version, Tier::Standard, &sealed).map_err(|e| {
+                tracing::error!(%path, version, error = %e, "secret failed integrity check on checkout");
+                ApiError::integrity()
+            })?;
+            let id = uuid::Uuid::new_v4().to_string();
+            let now = s.now();
+            let expires_at = now + ttl as i64;
+            match s.store.write(WriteOp::Checkout {
+                id: id.clone(),
+                path: path.clone(),
+                expect_version: Some(version),
+                principal: principal.clone(),
+                reason: reason.clone(),
+                now,
+                expires_at,
+            }) {
+                Ok(_) => return Ok((id, version, value, expires_at)),
+                Err(vault_store::StoreError::Conflict("version_changed")) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "version_changed",
+            "the secret changed repeatedly during checkout; retry",
+        ))
+    })
+    .await??;
+    let text = std::str::from_utf8(value.expose_secret()).map_err(|_| ApiError::integrity())?;
+    st.metrics.checkouts.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(principal = %auth.0.name, path = %rest.trim_end_matches("/checkout"), version, checkout_id = %id, "checkout");
+    Ok(Json(json!({
+        "checkout_id": id,
+        "path": rest.trim_end_matches("/checkout"),
+        "value": text,
+        "version": version,
+        "expires_at": rfc3339(expires_at),
+    })))
+}
+
+pub async fn checkin(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Action::Checkin)?;
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return Err(ApiError::bad_request(
+            "invalid_checkout_id",
+            "checkout ids are UUIDs",
+        ));
+    }
+    unsealed(&st)?;
+    let s = st.clone();
+    let principal = auth.0.name.clone();
+    let now = st.now();
+    let i2 = id.clone();
+    let out = blocking(move || {
+        s.store.write(WriteOp::Checkin {
+            id: i2,
+            principal,
+            now,
+        })
+    })
+    .await??;
+    let WriteOutcome::CheckedIn(row) = out else {
+        return Err(ApiError::internal("unexpected store outcome"));
+    };
+    tracing::info!(principal = %auth.0.name, path = %row.path, checkout_id = %id, "checkin");
+    Ok(Json(json!({
+        "checkout_id": row.id,
+        "path": row.path,
+        "version": row.version,
+        "checked_in_at": rfc3339(row.checked_in_at.unwrap_or(now)),
+    })))
+}

@@ -1,0 +1,277 @@
+//! `/v1/sys/*`: health, seal status, unseal, certificates, keyring, principals.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use time::{Duration, OffsetDateTime};
+use vault_core::policy::{validate_name, Action, Role};
+use vault_store::{PrincipalRow, WriteOp};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{Auth, JsonBody};
+use super::rfc3339;
+use crate::state::{AppState, Vault};
+use crate::{ca, rotation, unseal};
+
+pub async fn health(State(st): State<Arc<AppState>>) -> Response {
+    let sealed = st.is_sealed();
+    let body = json!({
+        "status": if sealed { "sealed" } else { "ok" },
+        "sealed": sealed,
+        "initialized": true,
+        "version": env!("CARGO_PKG_VERSION"),
+        "appliance_id": st.appliance_id,
+    });
+    let code = if sealed {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(body)).into_response()
+}
+
+fn seal_status_body(st: &AppState) -> Value {
+    match &*st.vault.read().unwrap_or_else(|e| e.into_inner()) {
+        Vault::Sealed(r) => json!({
+            "sealed": true,
+            "mode": st.config.seal.mode,
+            "reason": {"code": r.code, "message": r.message},
+            "since": rfc3339(r.since),
+        }),
+        Vault::Unsealed(u) => json!({
+            "sealed": false,
+            "mode": st.config.seal.mode,
+            "reason": null,
+            "since": rfc3339(u.since),
+            "keyring_version": u.keyring.active_version(),
+            "ca_available": u.ca.is_some(),
+        }),
+    }
+}
+
+pub async fn seal_status(State(st): State<Arc<AppState>>) -> Json<Value> {
+    Json(seal_status_body(&st))
+}
+
+pub async fn unseal(State(st): State<Arc<AppState>>, auth: Auth) -> ApiResult<Json<Value>> {
+    auth.require(Action::Unseal)?;
+    let _guard = st.unseal_lock.lock().await;
+    if st.is_sealed() {
+        tracing::info!(principal = %auth.0.name, "unseal requested");
+        let s = st.clone();
+        let r = tokio::task::spawn_blocking(move || unseal::try_unseal(&s))
+            .await
+            .map_err(|_| ApiError::internal("unseal task failed"))?;
+        if let Err(f) = r {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                f.code(),
+                f.message(),
+            ));
+        }
+        rotation::spawn_rewrap(st.clone());
+    }
+    Ok(Json(seal_status_body(&st)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    name: String,
+    role: String,
+    csr_pem: String,
+    #[serde(default)]
+    validity_days: Option<u32>,
+}
+
+pub async fn issue_cert(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    JsonBody(req): JsonBody<IssueRequest>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Action::IssueCertificate)?;
+    if !validate_name(&req.name) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "name must be 1-64 characters of A-Z a-z 0-9 . _ -",
+        ));
+    }
+    let role = Role::parse(&req.role).ok_or_else(|| {
+        ApiError::bad_request("invalid_role", "role must be admin, writer, pam or auditor")
+    })?;
+    let max = st.config.limits.client_cert_days;
+    let days = req.validity_days.unwrap_or(max);
+    if days == 0 || days > max {
+        return Err(ApiError::bad_request(
+            "invalid_validity",
+            format!("validity_days must be 1..={max}"),
+        ));
+    }
+    if st.is_sealed() {
+        return Err(ApiError::sealed());
+    }
+    let key = st.ca().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ca_unavailable",
+            "the CA key in the token is not available",
+        )
+    })?;
+    let s = st.clone();
+    let name = req.name.clone();
+    let issued = tokio::task::spawn_blocking(move || {
+        let now = OffsetDateTime::from_unix_timestamp(s.now())
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let issuer = ca::issuer(&s.ca_pem, &key)?;
+        ca::issue_client_csr(
+            &issuer,
+            &req.csr_pem,
+            &name,
+            role,
+            now - Duration::minutes(5),
+            now + Duration::days(i64::from(days)),
+        )
+    })
+    .await
+    .map_err(|_| ApiError::internal("issuance task failed"))?
+    .map_err(|e| match e {
+        ca::CaError::BadCsr(m) => ApiError::bad_request("invalid_csr", m),
+        other => {
+            tracing::error!(error = %other, "certificate issuance failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ca_unavailable",
+                "certificate issuance failed",
+            )
+        }
+    })?;
+    let row = PrincipalRow {
+        fingerprint: issued.fingerprint.clone(),
+        name: req.name.clone(),
+        role: role.as_str().into(),
+        serial: issued.serial.clone(),
+        not_after: issued.not_after,
+        issued_at: st.now(),
+        revoked: false,
+    };
+    let s = st.clone();
+    tokio::task::spawn_blocking(move || s.store.write(WriteOp::AddPrincipal(row)))
+        .await
+        .map_err(|_| ApiError::internal("store task failed"))??;
+    st.reload_principals()?;
+    tracing::info!(issuer = %auth.0.name, name = %req.name, %role, fingerprint = %issued.fingerprint, "client certificate issued");
+    Ok(Json(json!({
+        "name": req.name,
+        "role": role,
+        "certificate_pem": issued.cert_pem,
+        "ca_pem": st.ca_pem,
+        "fingerprint": issued.fingerprint,
+        "serial": issued.serial,
+        "not_after": rfc3339(issued.not_after),
+    })))
+}
+
+pub async fn list_principals(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+) -> ApiResult<Json<Value>> {
+    auth.require(Action::IssueCertificate)?;
+    let rows = st.store.principals()?;
+    let list: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            json!({
+                "name": r.name, "role": r.role, "fingerprint": r.fingerprint, "serial": r.serial,
+                "not_after": rfc3339(r.not_after), "issued_at": rfc3339(r.issued_at), "revoked": r.revoked,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "principals": list })))
+}
+
+pub async fn revoke_principal(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    Path(fingerprint): Path<String>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Action::IssueCertificate)?;
+    if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "invalid_fingerprint",
+            "fingerprint must be 64 hex digits (SHA-256)",
+        ));
+    }
+    let fp = fingerprint.to_ascii_lowercase();
+    let s = st.clone();
+    let f2 = fp.clone();
+    tokio::task::spawn_blocking(move || {
+        s.store.write(WriteOp::RevokePrincipal { fingerprint: f2 })
+    })
+    .await
+    .map_err(|_| ApiError::internal("store task failed"))??;
+    st.reload_principals()?;
+    tracing::warn!(by = %auth.0.name, fingerprint = %fp, "principal revoked");
+    Ok(Json(json!({"fingerprint": fp, "revoked": true})))
+}
+
+pub async fn keyring_status(State(st): State<Arc<AppState>>, auth: Auth) -> ApiResult<Json<Value>> {
+    auth.require(Action::RotateKeyring)?;
+    let kr = st.keyring().ok_or_else(ApiError::sealed)?;
+    let counts = st.store.key_version_counts()?;
+    let versions: Vec<Value> = kr
+        .versions()
+        .into_iter()
+        .map(|v| {
+            let n = counts
+                .iter()
+                .find(|(k, _)| *k == v)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            json!({"version": v, "secret_versions": n})
+        })
+        .collect();
+    let stale: u64 = counts
+        .iter()
+        .filter(|(k, _)| *k != kr.active_version())
+        .map(|(_, n)| n)
+        .sum();
+    Ok(Json(json!({
+        "active_version": kr.active_version(),
+        "versions": versions,
+        "pending_rewrap": stale,
+        "rewrap_running": st.rewrap_running.load(std::sync::atomic::Ordering::SeqCst),
+    })))
+}
+
+pub async fn keyring_rotate(State(st): State<Arc<AppState>>, auth: Auth) -> ApiResult<Json<Value>> {
+    auth.require(Action::RotateKeyring)?;
+    if st.is_sealed() {
+        return Err(ApiError::sealed());
+    }
+    let s = st.clone();
+    let v = tokio::task::spawn_blocking(move || rotation::rotate(&s))
+        .await
+        .map_err(|_| ApiError::internal("rotation task failed"))?
+        .map_err(|e| match e {
+            rotation::RotateError::Sealed => ApiError::sealed(),
+            rotation::RotateError::Store(s) => ApiError::from(s),
+        })?;
+    tracing::info!(by = %auth.0.name, version = v, "keyring rotated");
+    Ok(Json(json!({"active_version": v, "rewrap": "started"})))
+}
+
+pub async fn metrics(State(st): State<Arc<AppState>>, _auth: Auth) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,320 @@
+//! The daemon's one TOML configuration file.
+//!
+//! Parsed into typed structs, then validated as a whole: every problem is
+//! reported at once (a list), never one per restart. Unknown keys are errors
+//! so a typo cannot silently disable a setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use vault_core::seal::SealMode;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the mTLS API listens on, e.g. "127.0.0.1:8443".
+    pub listen: SocketAddr,
+    /// Directory for the database, TLS files and the CA certificate.
+    pub data_dir: PathBuf,
+    pub seal: SealConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealConfig {
+    /// "tpm", "pkcs11", "tpm+pkcs11" or "tpm|pkcs11".
+    pub mode: String,
+    pub tpm: Option<TpmSection>,
+    /// Always required: the appliance CA key lives in the token.
+    pub pkcs11: Option<Pkcs11Section>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmSection {
+    /// TCTI, e.g. "device:/dev/tpmrm0" or "swtpm:host=127.0.0.1,port=2321".
+    pub tcti: String,
+    /// PCR indices (SHA-256 bank) the root key is bound to.
+    pub pcrs: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Section {
+    pub module: PathBuf,
+    pub token_label: String,
+    /// File holding the user PIN (read at every unseal attempt, trimmed).
+    pub pin_file: PathBuf,
+    #[serde(default = "default_seal_key_label")]
+    pub seal_key_label: String,
+    #[serde(default = "default_ca_key_label")]
+    pub ca_key_label: String,
+}
+
+fn default_seal_key_label() -> String {
+    "vaultd-seal".into()
+}
+fn default_ca_key_label() -> String {
+    "vaultd-ca".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted (bytes).
+    #[serde(default = "d_body")]
+    pub max_body_bytes: usize,
+    /// Largest secret value (bytes).
+    #[serde(default = "d_value")]
+    pub max_value_bytes: usize,
+    /// Per-request deadline (seconds).
+    #[serde(default = "d_timeout")]
+    pub request_timeout_secs: u64,
+    /// Default and maximum checkout lease.
+    #[serde(default = "d_ttl")]
+    pub default_ttl_seconds: u64,
+    #[serde(default = "d_max_ttl")]
+    pub max_ttl_seconds: u64,
+    /// Validity of client certificates issued by the CA.
+    #[serde(default = "d_cert_days")]
+    pub client_cert_days: u32,
+    /// Most concurrent connections.
+    #[serde(default = "d_conns")]
+    pub max_connections: usize,
+}
+
+fn d_body() -> usize {
+    128 * 1024
+}
+fn d_value() -> usize {
+    64 * 1024
+}
+fn d_timeout() -> u64 {
+    30
+}
+fn d_ttl() -> u64 {
+    900
+}
+fn d_max_ttl() -> u64 {
+    86_400
+}
+fn d_cert_days() -> u32 {
+    90
+}
+fn d_conns() -> usize {
+    1024
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: d_body(),
+            max_value_bytes: d_value(),
+            request_timeout_secs: d_timeout(),
+            default_ttl_seconds: d_ttl(),
+            max_ttl_seconds: d_max_ttl(),
+            client_cert_days: d_cert_days(),
+            max_connections: d_conns(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// "text" (default) or "json".
+    #[serde(default)]
+    pub format: Option<String>,
+    /// tracing filter, e.g. "info" or "vaultd=debug".
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Extra DNS names / IPs for the server certificate made at init.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+/// A configuration that failed to load: every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration {path}:\n  - {}", problems.join("\n  - "))]
+pub struct ConfigError {
+    pub path: String,
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |p: String| ConfigError {
+            path: path.display().to_string(),
+            problems: vec![p],
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        Config::parse(&text).map_err(|problems| ConfigError {
+            path: path.display().to_string(),
+            problems,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, Vec<String>> {
+        let cfg: Config = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Every problem at once.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut p = Vec::new();
+        match SealMode::parse(&self.seal.mode) {
+            None => p.push(format!(
+                "seal.mode {:?} is not one of \"tpm\", \"pkcs11\", \"tpm+pkcs11\", \"tpm|pkcs11\"",
+                self.seal.mode
+            )),
+            Some(m) => {
+                if m.kinds().contains(&vault_core::seal::SealKind::Tpm) && self.seal.tpm.is_none() {
+                    p.push(format!(
+                        "seal.mode {:?} needs a [seal.tpm] section",
+                        self.seal.mode
+                    ));
+                }
+            }
+        }
+        match &self.seal.pkcs11 {
+            None => p.push("[seal.pkcs11] is required (the CA key lives in the token)".into()),
+            Some(h) => {
+                if h.token_label.is_empty() {
+                    p.push("seal.pkcs11.token_label is empty".into());
+                }
+                if h.seal_key_label.is_empty() || h.ca_key_label.is_empty() {
+                    p.push("seal.pkcs11 key labels must not be empty".into());
+                }
+                if h.seal_key_label == h.ca_key_label {
+                    p.push("seal.pkcs11.seal_key_label and ca_key_label must differ".into());
+                }
+            }
+        }
+        if let Some(t) = &self.seal.tpm {
+            if t.tcti.is_empty() {
+                p.push("seal.tpm.tcti is empty".into());
+            }
+            if t.pcrs.is_empty() {
+                p.push(
+                    "seal.tpm.pcrs is empty: the root key must be bound to at least one PCR".into(),
+                );
+            }
+            if let Some(bad) = t.pcrs.iter().find(|&&i| i > 23) {
+                p.push(format!("seal.tpm.pcrs: PCR {bad} is out of range 0..=23"));
+            }
+        }
+        let l = &self.limits;
+        if l.max_value_bytes == 0 || l.max_value_bytes > 1024 * 1024 {
+            p.push("limits.max_value_bytes must be 1..=1048576".into());
+        }
+        if l.max_body_bytes < l.max_value_bytes {
+            p.push("limits.max_body_bytes must be at least limits.max_value_bytes".into());
+        }
+        if l.request_timeout_secs == 0 {
+            p.push("limits.request_timeout_secs must be positive".into());
+        }
+        if l.default_ttl_seconds == 0 || l.default_ttl_seconds > l.max_ttl_seconds {
+            p.push("limits.default_ttl_seconds must be 1..=max_ttl_seconds".into());
+        }
+        if l.client_cert_days == 0 || l.client_cert_days > 3650 {
+            p.push("limits.client_cert_days must be 1..=3650".into());
+        }
+        if l.max_connections == 0 {
+            p.push("limits.max_connections must be positive".into());
+        }
+        if let Some(f) = &self.log.format {
+            if f != "text" && f != "json" {
+                p.push(format!("log.format {f:?} is not \"text\" or \"json\""));
+            }
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+
+    pub fn seal_mode(&self) -> SealMode {
+        SealMode::parse(&self.seal.mode).expect("validated")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("vault.db")
+    }
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.data_dir.join("ca.pem")
+    }
+    pub fn server_cert_path(&self) -> PathBuf {
+        self.data_dir.join("server.pem")
+    }
+    pub fn server_key_path(&self) -> PathBuf {
+        self.data_dir.join("server-key.pem")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:8443"
+data_dir = "/var/lib/vaultd"
+[seal]
+mode = "tpm+pkcs11"
+[seal.tpm]
+tcti = "device:/dev/tpmrm0"
+pcrs = [7]
+[seal.pkcs11]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "vault"
+pin_file = "/etc/vaultd/pin"
+"#;
+
+    #[test]
+    fn good_config_parses() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.seal_mode(), SealMode::Both);
+        assert_eq!(c.limits.default_ttl_seconds, 900);
+        assert_eq!(c.seal.pkcs11.unwrap().ca_key_label, "vaultd-ca");
+    }
+
+    #[test]
+    fn all_problems_reported_at_once() {
+        let bad = GOOD
+            .replace("tpm+pkcs11", "software")
+            .replace("pcrs = [7]", "pcrs = [24]")
+            .replace("token_label = \"vault\"", "token_label = \"\"");
+        let errs = Config::parse(&bad).unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let errs = Config::parse(&format!("{GOOD}\n[limits]\nmax_bdy_bytes = 5\n")).unwrap_err();
+        assert!(errs[0].contains("max_bdy_bytes"), "{errs:?}");
+    }
+
+    #[test]
+    fn tpm_mode_needs_tpm_section() {
+        let no_tpm = GOOD.replace(
+            "[seal.tpm]\ntcti = \"device:/dev/tpmrm0\"\npcrs = [7]\n",
+            "",
+        );
+        let errs = Config::parse(&no_tpm).unwrap_err();
+        assert!(errs[0].contains("[seal.tpm]"), "{errs:?}");
+        assert!(Config::parse(&no_tpm.replace("tpm+pkcs11", "pkcs11")).is_ok());
+    }
+}

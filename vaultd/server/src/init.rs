@@ -1,0 +1,202 @@
+//! The init ceremony: root key, seal, keyring, CA, server and first admin
+//! certificates. Runs on the appliance with access to its TPM and token.
+//!
+//! Order matters: every file is written first and the database's `Init`
+//! record last, so an interrupted ceremony leaves an uninitialised vault that
+//! can simply be initialised again, never a half-initialised one.
+
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use time::{Duration, OffsetDateTime};
+use vault_core::keyring::KeyringVersion;
+use vault_core::policy::{validate_name, Role};
+use vault_core::seal::{seal_root, unseal_root, Seal, SealKind, SealProvider};
+use vault_core::secret::Key32;
+use vault_store::{PrincipalRow, Store, StoreError, StoreOptions, WriteOp};
+
+use crate::ca;
+use crate::config::Config;
+use crate::unseal::{open_ca, ConfigProvider};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InitError {
+    #[error("the vault is already initialised ({0})")]
+    AlreadyInitialized(String),
+    #[error("seal: {0} [{code}]", code = .0.code())]
+    Seal(#[from] vault_core::seal::SealError),
+    #[error("seal check after sealing failed: {0}")]
+    SealCheck(String),
+    #[error("CA: {0}")]
+    Ca(String),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("invalid admin name {0:?}")]
+    BadName(String),
+}
+
+/// What the ceremony produced (all public).
+#[derive(Debug)]
+pub struct InitReport {
+    pub appliance_id: String,
+    pub seal_mode: String,
+    pub ca_cert: PathBuf,
+    pub admin_cert: PathBuf,
+    pub admin_key: PathBuf,
+    pub admin_fingerprint: String,
+}
+
+/// Writes `data` to `path` atomically with `mode` permissions.
+pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), InitError> {
+    let io = |e| InitError::Io(path.to_owned(), e);
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io)?;
+    f.write_all(data).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+fn mkdir(p: &Path) -> Result<(), InitError> {
+    std::fs::create_dir_all(p).map_err(|e| InitError::Io(p.to_owned(), e))?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| InitError::Io(p.to_owned(), e))
+}
+
+/// Initialises the vault described by `config`; the first admin's
+/// credentials go to `out_dir`.
+pub fn initialize(
+    config: &Config,
+    out_dir: &Path,
+    admin_name: &str,
+) -> Result<InitReport, InitError> {
+    if !validate_name(admin_name) {
+        return Err(InitError::BadName(admin_name.to_owned()));
+    }
+    mkdir(&config.data_dir)?;
+    mkdir(out_dir)?;
+    let store = Store::open(&config.db_path(), StoreOptions::default())?;
+    if store.get_meta("sealed_root")?.is_some() {
+        return Err(InitError::AlreadyInitialized(
+            config.db_path().display().to_string(),
+        ));
+    }
+    let mode = config.seal_mode();
+
+    // Root key, sealed, and checked by unsealing it again before anything depends on it.
+    let provider = ConfigProvider {
+        config,
+        create: true,
+    };
+    let backends: Vec<Box<dyn Seal>> = mode
+        .kinds()
+        .iter()
+        .map(|k: &SealKind| provider.open(*k))
+        .collect::<Result<_, _>>()?;
+    let refs: Vec<&dyn Seal> = backends.iter().map(|b| b.as_ref()).collect();
+    let rk = Key32::generate();
+    let sealed = seal_root(mode, &refs, &rk)?;
+    drop(backends);
+    let check = unseal_root(
+        &sealed,
+        &ConfigProvider {
+            config,
+            create: false,
+        },
+    )
+    .map_err(|f| InitError::SealCheck(f.message()))?;
+    if !check.ct_eq(&rk) {
+        return Err(InitError::SealCheck("unsealed key differs".into()));
+    }
+    drop(check);
+    drop(rk);
+
+    // CA in the token; server and first admin certificates.
+    let appliance_id = uuid::Uuid::new_v4().to_string();
+    let now = OffsetDateTime::now_utc();
+    let ca_key = open_ca(config, true).map_err(InitError::Ca)?;
+    let ca_pem =
+        ca::create_ca(&ca_key, &appliance_id, now).map_err(|e| InitError::Ca(e.to_string()))?;
+    let issuer = ca::issuer(&ca_pem, &ca_key).map_err(|e| InitError::Ca(e.to_string()))?;
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    names.extend(config.tls.server_names.iter().cloned());
+    names.dedup();
+    let (server, server_key) =
+        ca::issue_server(&issuer, &names, now).map_err(|e| InitError::Ca(e.to_string()))?;
+    let (admin, admin_key) = ca::issue_client_keypair(
+        &issuer,
+        admin_name,
+        Role::Admin,
+        now - Duration::minutes(5),
+        now + Duration::days(i64::from(config.limits.client_cert_days)),
+    )
+    .map_err(|e| InitError::Ca(e.to_string()))?;
+
+    write_file(&config.ca_cert_path(), ca_pem.as_bytes(), 0o644)?;
+    write_file(
+        &config.server_cert_path(),
+        server.cert_pem.as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        &config.server_key_path(),
+        server_key.expose_pem().as_bytes(),
+        0o600,
+    )?;
+    let report = InitReport {
+        appliance_id: appliance_id.clone(),
+        seal_mode: mode.to_string(),
+        ca_cert: out_dir.join("ca.pem"),
+        admin_cert: out_dir.join(format!("{admin_name}.pem")),
+        admin_key: out_dir.join(format!("{admin_name}-key.pem")),
+        admin_fingerprint: admin.fingerprint.clone(),
+    };
+    write_file(&report.ca_cert, ca_pem.as_bytes(), 0o644)?;
+    write_file(&report.admin_cert, admin.cert_pem.as_bytes(), 0o644)?;
+    write_file(&report.admin_key, admin_key.expose_pem().as_bytes(), 0o600)?;
+
+    // Last: the database record that makes the vault initialised.
+    store.write(WriteOp::Init {
+        meta: vec![
+            (
+                "sealed_root".into(),
+                serde_json::to_vec(&sealed).expect("serialisable"),
+            ),
+            ("appliance_id".into(), appliance_id.into_bytes()),
+            ("ca_pem".into(), ca_pem.into_bytes()),
+            (
+                "created_at".into(),
+                now.unix_timestamp().to_string().into_bytes(),
+            ),
+        ],
+        keyring: KeyringVersion::new_random(1),
+        principals: vec![PrincipalRow {
+            fingerprint: admin.fingerprint,
+            name: admin_name.to_owned(),
+            role: Role::Admin.as_str().into(),
+            serial: admin.serial,
+            not_after: admin.not_after,
+            issued_at: now.unix_timestamp(),
+            revoked: false,
+        }],
+        now: now.unix_timestamp(),
+    })?;
+    tracing::info!(appliance_id = %report.appliance_id, mode = %report.seal_mode, "vault initialised");
+    Ok(report)
+}

@@ -1,0 +1,134 @@
+//! Shared daemon state: sealed or unsealed, the keyring, the principal cache.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use vault_core::keyring::Keyring;
+use vault_core::policy::Role;
+use vault_core::secret::Key32;
+use vault_store::{PrincipalRow, Store};
+
+use crate::ca::HsmCaKey;
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Wall-clock time, injected so tests can move it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+}
+
+/// Why the vault is sealed, as reported by `seal-status`.
+#[derive(Debug, Clone)]
+pub struct SealedReason {
+    pub code: String,
+    pub message: String,
+    pub since: i64,
+}
+
+pub struct Unsealed {
+    pub keyring: Arc<Keyring>,
+    pub(crate) rk: Key32,
+    /// None if the token is unreachable (e.g. `tpm|pkcs11` unsealed by TPM).
+    pub ca: Option<Arc<HsmCaKey>>,
+    pub since: i64,
+}
+
+pub enum Vault {
+    Sealed(SealedReason),
+    Unsealed(Unsealed),
+}
+
+/// A known principal, resolved from the certificate fingerprint.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+    pub fingerprint: String,
+}
+
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub vault: RwLock<Vault>,
+    pub principals: RwLock<HashMap<String, PrincipalRow>>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Metrics,
+    pub appliance_id: String,
+    pub ca_pem: String,
+    pub(crate) unseal_lock: tokio::sync::Mutex<()>,
+    pub(crate) rewrap_running: AtomicBool,
+}
+
+impl AppState {
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        matches!(
+            *self.vault.read().unwrap_or_else(|e| e.into_inner()),
+            Vault::Sealed(_)
+        )
+    }
+
+    /// The keyring, or None while sealed.
+    pub fn keyring(&self) -> Option<Arc<Keyring>> {
+        match &*self.vault.read().unwrap_or_else(|e| e.into_inner()) {
+            Vault::Unsealed(u) => Some(u.keyring.clone()),
+            Vault::Sealed(_) => None,
+        }
+    }
+
+    pub fn ca(&self) -> Option<Arc<HsmCaKey>> {
+        match &*self.vault.read().unwrap_or_else(|e| e.into_inner()) {
+            Vault::Unsealed(u) => u.ca.clone(),
+            Vault::Sealed(_) => None,
+        }
+    }
+
+    pub fn set_sealed(&self, code: &str, message: String) {
+        let since = self.now();
+        *self.vault.write().unwrap_or_else(|e| e.into_inner()) = Vault::Sealed(SealedReason {
+            code: code.to_owned(),
+            message,
+            since,
+        });
+        self.metrics.sealed.store(1, Ordering::Relaxed);
+    }
+
+    /// Looks up the principal for a certificate fingerprint.
+    pub fn principal(&self, fingerprint: &str) -> Option<Result<Principal, &'static str>> {
+        let map = self.principals.read().unwrap_or_else(|e| e.into_inner());
+        let row = map.get(fingerprint)?;
+        if row.revoked {
+            return Some(Err("revoked"));
+        }
+        Some(match Role::parse(&row.role) {
+            Some(role) => Ok(Principal {
+                name: row.name.clone(),
+                role,
+                fingerprint: row.fingerprint.clone(),
+            }),
+            None => Err("unknown_role"),
+        })
+    }
+
+    pub fn reload_principals(&self) -> Result<(), vault_store::StoreError> {
+        let rows = self.store.principals()?;
+        let map = rows
+            .into_iter()
+            .map(|r| (r.fingerprint.clone(), r))
+            .collect();
+        *self.principals.write().unwrap_or_else(|e| e.into_inner()) = map;
+        Ok(())
+    }
+}

@@ -1,0 +1,170 @@
+//! Unsealing at start and on `POST /v1/sys/unseal`.
+//!
+//! Devices are opened fresh on every attempt (the PIN file is re-read), so
+//! fixing the cause (plugging the token in, correcting the PIN) and retrying
+//! works without a restart. Any failure leaves the vault sealed with the
+//! failure's stable code.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use vault_core::keyring::Keyring;
+use vault_core::seal::{
+    unseal_root, Seal, SealError, SealKind, SealProvider, SealedRoot, UnsealFailure,
+};
+use vault_core::secret::Pin;
+use vault_hsm::{Pkcs11Config, Pkcs11Seal, Pkcs11Signer};
+use vault_tpm::{TpmConfig, TpmSeal};
+
+use crate::ca::HsmCaKey;
+use crate::config::{Config, Pkcs11Section};
+use crate::state::{AppState, Unsealed, Vault};
+
+/// Opens seal backends from the configuration.
+pub struct ConfigProvider<'a> {
+    pub config: &'a Config,
+    /// At init the seal key is created if absent.
+    pub create: bool,
+}
+
+pub(crate) fn read_pin(h: &Pkcs11Section) -> Result<Pin, SealError> {
+    let raw = std::fs::read_to_string(&h.pin_file)
+        .map_err(|e| SealError::PinUnavailable(format!("{}: {e}", h.pin_file.display())))?;
+    let pin = Pin::new(raw.trim().to_owned());
+    drop(zeroize::Zeroizing::new(raw));
+    if pin.expose_secret().is_empty() {
+        return Err(SealError::PinUnavailable(format!(
+            "{} is empty",
+            h.pin_file.display()
+        )));
+    }
+    Ok(pin)
+}
+
+pub(crate) fn pkcs11_config(h: &Pkcs11Section, key_label: &str) -> Pkcs11Config {
+    Pkcs11Config {
+        module: h.module.clone(),
+        token_label: h.token_label.clone(),
+        key_label: key_label.to_owned(),
+    }
+}
+
+impl SealProvider for ConfigProvider<'_> {
+    fn open(&self, kind: SealKind) -> Result<Box<dyn Seal>, SealError> {
+        match kind {
+            SealKind::Tpm => {
+                let t = self
+                    .config
+                    .seal
+                    .tpm
+                    .as_ref()
+                    .ok_or(SealError::NotConfigured(kind))?;
+                Ok(Box::new(TpmSeal::open(TpmConfig {
+                    tcti: t.tcti.clone(),
+                    pcrs: t.pcrs.clone(),
+                })?))
+            }
+            SealKind::Pkcs11 => {
+                let h = self
+                    .config
+                    .seal
+                    .pkcs11
+                    .as_ref()
+                    .ok_or(SealError::NotConfigured(kind))?;
+                let pin = read_pin(h)?;
+                let cfg = pkcs11_config(h, &h.seal_key_label);
+                Ok(Box::new(if self.create {
+                    Pkcs11Seal::open_or_create(&cfg, &pin)?
+                } else {
+                    Pkcs11Seal::open(&cfg, &pin)?
+                }))
+            }
+        }
+    }
+}
+
+/// Opens the CA key in the token.
+pub(crate) fn open_ca(config: &Config, create: bool) -> Result<HsmCaKey, String> {
+    let h = config
+        .seal
+        .pkcs11
+        .as_ref()
+        .ok_or("no [seal.pkcs11] section")?;
+    let pin = read_pin(h).map_err(|e| e.to_string())?;
+    let cfg = pkcs11_config(h, &h.ca_key_label);
+    let signer = if create {
+        Pkcs11Signer::open_or_create(&cfg, &pin, &h.ca_key_label)
+    } else {
+        Pkcs11Signer::open(&cfg, &pin, &h.ca_key_label)
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(HsmCaKey::new(signer))
+}
+
+/// One unseal attempt (blocking: talks to devices). On failure the vault is
+/// (still) sealed with the failure's code and message.
+pub fn try_unseal(state: &AppState) -> Result<(), UnsealFailure> {
+    if !state.is_sealed() {
+        return Ok(());
+    }
+    let result = unseal_inner(state);
+    match &result {
+        Ok(()) => {
+            state.metrics.sealed.store(0, Ordering::Relaxed);
+            tracing::info!(mode = %state.config.seal.mode, "vault unsealed");
+        }
+        Err(f) => {
+            tracing::warn!(code = f.code(), reason = %f.message(), "vault remains sealed");
+            state.set_sealed(f.code(), f.message());
+        }
+    }
+    result
+}
+
+fn unseal_inner(state: &AppState) -> Result<(), UnsealFailure> {
+    let raw = state
+        .store
+        .get_meta("sealed_root")
+        .map_err(|e| SealError::BlobCorrupt(format!("cannot read sealed root: {e}")))?
+        .ok_or_else(|| {
+            SealError::BlobCorrupt("no sealed root: the vault is not initialised".into())
+        })?;
+    let sr: SealedRoot = serde_json::from_slice(&raw)
+        .map_err(|e| SealError::BlobCorrupt(format!("sealed root does not parse: {e}")))?;
+    if sr.mode != state.config.seal_mode() {
+        return Err(SealError::BlobCorrupt(format!(
+            "the vault was sealed in mode {} but the configuration says {}",
+            sr.mode,
+            state.config.seal_mode()
+        ))
+        .into());
+    }
+    let rk = unseal_root(
+        &sr,
+        &ConfigProvider {
+            config: &state.config,
+            create: false,
+        },
+    )?;
+    let versions = state
+        .store
+        .keyring_versions()
+        .map_err(|e| SealError::BlobCorrupt(format!("cannot read keyring: {e}")))?;
+    let keyring = Keyring::load(&rk, &versions)
+        .map_err(|e| SealError::BlobCorrupt(format!("keyring: {e}")))?;
+    let ca = match open_ca(&state.config, false) {
+        Ok(k) => Some(Arc::new(k)),
+        Err(e) => {
+            tracing::warn!(error = %e, "CA key unavailable: certificate issuance disabled until the next unseal");
+            None
+        }
+    };
+    let since = state.now();
+    *state.vault.write().unwrap_or_else(|e| e.into_inner()) = Vault::Unsealed(Unsealed {
+        keyring: Arc::new(keyring),
+        rk,
+        ca,
+        since,
+    });
+    Ok(())
+}

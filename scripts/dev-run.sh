@@ -60,7 +60,8 @@ cleanup() {
   fi
   echo "==> stopped vaultd and swtpm"
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'exit 0' INT TERM
 
 echo "==> starting swtpm on 127.0.0.1:$TPM_PORT"
 swtpm socket --tpm2 --tpmstate dir="$DEV/tpm" \

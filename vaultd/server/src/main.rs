@@ -63,6 +63,12 @@ fn init_logging(cfg: Option<&Config>) {
 }
 
 fn main() -> ExitCode {
+    // libtss2 prints its own ERROR lines for every failed TPM call (e.g. a PCR
+    // mismatch) to stderr; our log already reports the cause. Set before any
+    // thread exists.
+    if std::env::var_os("TSS2_LOG").is_none() {
+        std::env::set_var("TSS2_LOG", "all+none");
+    }
     let cli = Cli::parse();
     let config = match Config::load(&cli.config) {
         Ok(c) => c,

@@ -51,13 +51,18 @@ pub enum StoreError {
     Forbidden(&'static str),
     #[error("the storage writer has stopped")]
     WriterGone,
+    /// The batch transaction could not begin or commit; nothing was written.
+    #[error("storage transaction failed: {0}")]
+    TransactionFailed(String),
 }
 
 impl StoreError {
     /// Stable API code.
     pub fn code(&self) -> &'static str {
         match self {
-            StoreError::Sqlite(_) | StoreError::WriterGone => "storage_unavailable",
+            StoreError::Sqlite(_) | StoreError::WriterGone | StoreError::TransactionFailed(_) => {
+                "storage_unavailable"
+            }
             StoreError::SchemaTooNew { .. } => "schema_too_new",
             StoreError::Corrupt(_) => "integrity",
             StoreError::NotFound => "not_found",

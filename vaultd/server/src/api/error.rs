@@ -71,7 +71,10 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %m, "stored row failed to decode");
                 ApiError::integrity()
             }
-            StoreError::Sqlite(_) | StoreError::WriterGone | StoreError::SchemaTooNew { .. } => {
+            StoreError::Sqlite(_)
+            | StoreError::WriterGone
+            | StoreError::TransactionFailed(_)
+            | StoreError::SchemaTooNew { .. } => {
                 tracing::error!(error = %e, "storage failure");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -102,6 +102,12 @@ api_addr      = "https://127.0.0.1:$BP"
 cluster_addr  = "https://127.0.0.1:$BC"
 disable_mlock = true
 log_level     = "warn"
+# OpenBao 2.7 only accepts audit devices declared in the configuration.
+audit "file" "file" {
+  options {
+    file_path = "$B/audit.log"
+  }
+}
 HCL
 bao server -config="$B/bao.hcl" > "$B/bao.log" 2>&1 &
 BPID=$!; PIDS+=($BPID)
@@ -112,7 +118,6 @@ bao operator unseal "$(python3 -c 'import json;print(json.load(open("init.json")
 export BAO_TOKEN=$(python3 -c 'import json;print(json.load(open("init.json"))["root_token"])')
 for _ in $(seq 100); do bao secrets list >/dev/null 2>&1 && break; sleep 0.2; done
 bao secrets enable -path=secret kv-v2 >/dev/null
-bao audit enable file file_path="$B/audit.log" >/dev/null
 printf 'path "secret/data/*" { capabilities = ["read"] }\n' | bao policy write pam-read - >/dev/null
 bao auth enable cert >/dev/null
 bao write auth/cert/certs/pam display_name=pam policies=pam-read certificate=@"$B/ca.pem" >/dev/null

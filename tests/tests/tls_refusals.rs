@@ -139,6 +139,38 @@ fn unacceptable_certificates_are_refused_and_logged() {
     assert_eq!(r.status, 403);
     assert_eq!(r.error_code().as_deref(), Some("revoked_certificate"));
 
+    // The last admin cannot be revoked; a name keeps its role.
+    let list = json_of(&req(&a.admin(), Method::GET, "/v1/sys/principals", None));
+    let admin_fp = list["principals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "admin")
+        .unwrap()["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = req(
+        &a.admin(),
+        Method::POST,
+        &format!("/v1/sys/principals/{admin_fp}/revoke"),
+        None,
+    );
+    assert_eq!(r.status, 409);
+    assert_eq!(r.error_code().as_deref(), Some("last_admin"));
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "w1");
+    let csr = p.serialize_request(&key).unwrap().pem().unwrap();
+    let r = req(
+        &a.admin(),
+        Method::POST,
+        "/v1/sys/certs",
+        Some(serde_json::json!({"name": "w1", "role": "pam", "csr_pem": csr})),
+    );
+    assert_eq!(r.status, 409);
+    assert_eq!(r.error_code().as_deref(), Some("name_in_use"));
+
     // Refusals are logged and counted; none of them disclosed the value.
     let log = a.log();
     assert!(log.contains("TLS handshake refused"), "{log}");

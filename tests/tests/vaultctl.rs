@@ -164,3 +164,38 @@ fn operator_and_pam_flows() {
     let o = ctl(&a, "nobody", &["status"], None);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn vaultd_refuses_to_serve_an_uninitialised_vault() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("vaultd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\n[seal]\nmode = \"pkcs11\"\n[seal.pkcs11]\nmodule = \"/nonexistent.so\"\ntoken_label = \"t\"\npin_file = \"/nonexistent\"\n",
+            vault_e2e::free_port(),
+            d.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(vault_e2e::vaultd_bin())
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not initialised"));
+    // A bad configuration lists every problem and exits 2.
+    std::fs::write(&cfg, "listen = \"nope\"\n").unwrap();
+    let o = Command::new(vault_e2e::vaultd_bin())
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

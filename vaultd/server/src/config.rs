@@ -318,3 +318,15 @@ pin_file = "/etc/vaultd/pin"
         assert!(Config::parse(&no_tpm.replace("tpm+pkcs11", "pkcs11")).is_ok());
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    /// The sample configuration in docs/ must stay valid.
+    #[test]
+    fn documented_sample_config_is_valid() {
+        let text = include_str!("../../../docs/vaultd.sample.toml");
+        if let Err(e) = super::Config::parse(text) {
+            panic!("docs/vaultd.sample.toml: {e:?}");
+        }
+    }
+}

@@ -102,9 +102,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let server_cert = read(&config.server_cert_path())?;
-    let server_key = zeroize::Zeroizing::new(read(&config.server_key_path())?);
+    let server_cert_path = config.server_cert_path();
+    let server_key_path = config.server_key_path();
     let state = build_state(config)?;
+    let server_cert = read(&server_cert_path)?;
+    let server_key = zeroize::Zeroizing::new(read(&server_key_path)?);
     let tls = tls::server_config(&state.ca_pem, &server_cert, &server_key)?;
     drop(server_key);
 

@@ -105,6 +105,7 @@ pub(crate) fn open_ca(config: &Config, create: bool) -> Result<HsmCaKey, String>
 /// (still) sealed with the failure's code and message.
 pub fn try_unseal(state: &AppState) -> Result<(), UnsealFailure> {
     if !state.is_sealed() {
+        retry_ca(state);
         return Ok(());
     }
     let result = unseal_inner(state);
@@ -155,7 +156,7 @@ fn unseal_inner(state: &AppState) -> Result<(), UnsealFailure> {
     let ca = match open_ca(&state.config, false) {
         Ok(k) => Some(Arc::new(k)),
         Err(e) => {
-            tracing::warn!(error = %e, "CA key unavailable: certificate issuance disabled until the next unseal");
+            tracing::warn!(error = %e, "CA key unavailable: certificate issuance is disabled until POST /v1/sys/unseal reopens it");
             None
         }
     };
@@ -167,4 +168,21 @@ fn unseal_inner(state: &AppState) -> Result<(), UnsealFailure> {
         since,
     });
     Ok(())
+}
+
+/// Unsealed but without the CA key (token was absent at unseal): try again.
+fn retry_ca(state: &AppState) {
+    if state.ca().is_some() {
+        return;
+    }
+    match open_ca(&state.config, false) {
+        Ok(k) => {
+            if let Vault::Unsealed(u) = &mut *state.vault.write().unwrap_or_else(|e| e.into_inner())
+            {
+                u.ca = Some(Arc::new(k));
+                tracing::info!("CA key reopened; certificate issuance enabled");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "CA key still unavailable"),
+    }
 }

@@ -336,13 +336,30 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             }))
         }
         WriteOp::RevokePrincipal { fingerprint } => {
-            let n = c.execute(
+            let role: String = c
+                .query_row(
+                    "SELECT role FROM principals WHERE fingerprint = ?1",
+                    [&fingerprint],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            if role == "admin" {
+                let others: i64 = c.query_row(
+                    "SELECT count(*) FROM principals WHERE role = 'admin' AND revoked = 0 AND fingerprint <> ?1",
+                    [&fingerprint],
+                    |r| r.get(0),
+                )?;
+                if others == 0 {
+                    // Revoking the last admin would lock everyone out of
+                    // issuance, unseal and rotation for good.
+                    return Err(StoreError::Conflict("last_admin"));
+                }
+            }
+            c.execute(
                 "UPDATE principals SET revoked = 1 WHERE fingerprint = ?1",
                 [fingerprint],
             )?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
             Ok(WriteOutcome::Done)
         }
         WriteOp::AddPrincipal(p) => {
@@ -378,6 +395,18 @@ fn add_keyring(c: &Connection, kv: &KeyringVersion, now: i64) -> Result<(), Stor
 }
 
 fn add_principal(c: &Connection, p: &PrincipalRow) -> Result<(), StoreError> {
+    // A name is one principal with one role; new certificates for a name
+    // (renewals) must keep its role, since checkouts are recorded by name.
+    let other_role: Option<String> = c
+        .query_row(
+            "SELECT role FROM principals WHERE name = ?1 AND revoked = 0 AND role <> ?2 LIMIT 1",
+            params![p.name, p.role],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if other_role.is_some() {
+        return Err(StoreError::Conflict("name_in_use"));
+    }
     c.execute(
         "INSERT INTO principals (fingerprint, name, role, serial, not_after, issued_at, revoked)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

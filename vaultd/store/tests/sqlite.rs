@@ -346,3 +346,36 @@ fn checkout_refuses_a_changed_version_and_revocation_works() {
     });
     assert_eq!(missing.err().unwrap().code(), "not_found");
 }
+
+#[test]
+fn last_admin_cannot_be_revoked_and_names_keep_their_role() {
+    let (_d, s) = open();
+    let p = |fp: &str, name: &str, role: &str| vault_store::PrincipalRow {
+        fingerprint: fp.into(),
+        name: name.into(),
+        role: role.into(),
+        serial: "01".into(),
+        not_after: 9,
+        issued_at: 1,
+        revoked: false,
+    };
+    s.write(WriteOp::AddPrincipal(p("a1", "root", "admin")))
+        .unwrap();
+    let e = s.write(WriteOp::RevokePrincipal {
+        fingerprint: "a1".into(),
+    });
+    assert_eq!(e.err().unwrap().code(), "last_admin");
+    s.write(WriteOp::AddPrincipal(p("a2", "root2", "admin")))
+        .unwrap();
+    s.write(WriteOp::RevokePrincipal {
+        fingerprint: "a1".into(),
+    })
+    .unwrap();
+    // Renewal under the same name and role is fine; another role is not.
+    s.write(WriteOp::AddPrincipal(p("p1", "pam01", "pam")))
+        .unwrap();
+    s.write(WriteOp::AddPrincipal(p("p2", "pam01", "pam")))
+        .unwrap();
+    let e = s.write(WriteOp::AddPrincipal(p("p3", "pam01", "writer")));
+    assert_eq!(e.err().unwrap().code(), "name_in_use");
+}

@@ -61,6 +61,10 @@ pub async fn seal_status(State(st): State<Arc<AppState>>) -> Json<Value> {
 pub async fn unseal(State(st): State<Arc<AppState>>, auth: Auth) -> ApiResult<Json<Value>> {
     auth.require(Action::Unseal)?;
     let _guard = st.unseal_lock.lock().await;
+    if !st.is_sealed() && st.ca().is_none() {
+        let s = st.clone();
+        let _ = tokio::task::spawn_blocking(move || unseal::try_unseal(&s)).await;
+    }
     if st.is_sealed() {
         tracing::info!(principal = %auth.0.name, "unseal requested");
         let s = st.clone();

@@ -72,18 +72,16 @@ impl Pkcs11Seal {
     }
 
     fn open_inner(cfg: &Pkcs11Config, pin: &Pin, create: bool) -> Result<Self, HsmError> {
+        let _ops = token::ops_lock();
         let session = token::open_session(&cfg.module, &cfg.token_label, pin)?;
         let what = format!("AES key {:?} on token {:?}", cfg.key_label, cfg.token_label);
         let template = key_template(&cfg.key_label);
         let key = match token::find_one(&session, &template, &what)? {
             Some(k) => k,
-            None if create => {
-                let _guard = token::create_lock();
-                match token::find_one(&session, &template, &what)? {
-                    Some(k) => k,
-                    None => generate_key(&session, &cfg.key_label)?,
-                }
-            }
+            None if create => match token::find_one(&session, &template, &what)? {
+                Some(k) => k,
+                None => generate_key(&session, &cfg.key_label)?,
+            },
             None => return Err(HsmError::KeyMissing(what)),
         };
         Ok(Pkcs11Seal {

@@ -69,6 +69,7 @@ impl Pkcs11Signer {
         key_label: &str,
         create: bool,
     ) -> Result<Self, HsmError> {
+        let _ops = token::ops_lock();
         let session = token::open_session(&cfg.module, &cfg.token_label, pin)?;
         let what =
             |half: &str| format!("EC {half} key {key_label:?} on token {:?}", cfg.token_label);
@@ -76,16 +77,13 @@ impl Pkcs11Signer {
         let pub_t = template(ObjectClass::PUBLIC_KEY, key_label);
         let (private, public) = match token::find_one(&session, &priv_t, &what("private"))? {
             Some(k) => (k, token::find_one(&session, &pub_t, &what("public"))?),
-            None if create => {
-                let _guard = token::create_lock();
-                match token::find_one(&session, &priv_t, &what("private"))? {
-                    Some(k) => (k, token::find_one(&session, &pub_t, &what("public"))?),
-                    None => {
-                        let (public, private) = generate_pair(&session, key_label)?;
-                        (private, Some(public))
-                    }
+            None if create => match token::find_one(&session, &priv_t, &what("private"))? {
+                Some(k) => (k, token::find_one(&session, &pub_t, &what("public"))?),
+                None => {
+                    let (public, private) = generate_pair(&session, key_label)?;
+                    (private, Some(public))
                 }
-            }
+            },
             None => return Err(HsmError::KeyMissing(what("private"))),
         };
         let public = public.ok_or_else(|| HsmError::KeyMissing(what("public")))?;

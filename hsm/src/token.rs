@@ -13,12 +13,32 @@ use vault_core::secret::Pin;
 use crate::error::HsmError;
 use crate::module;
 
-/// Serialises key creation in this process so two handles calling
-/// `open_or_create` at once do not both generate a key under one label.
-pub(crate) static CREATE_LOCK: Mutex<()> = Mutex::new(());
+/// Serialises every token operation of this process: opening sessions,
+/// logging in, finding and creating objects, encrypting, signing.
+///
+/// SoftHSM2 (file object store) has been seen to fail key generation with
+/// CKR_TEMPLATE_INCONSISTENT while other threads worked on the same token,
+/// and vaultd's token operations are rare (unseal, certificate issuance,
+/// checkpoint signing), so one lock costs nothing and removes the class of
+/// concurrency faults. It also keeps two `open_or_create` calls from both
+/// generating a key under one label.
+pub(crate) static OPS_LOCK: Mutex<()> = Mutex::new(());
 
-pub(crate) fn create_lock() -> MutexGuard<'static, ()> {
-    CREATE_LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+pub(crate) fn ops_lock() -> MutexGuard<'static, ()> {
+    OPS_LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A session locked for one operation, under the process-wide token lock.
+pub(crate) struct Locked<'a> {
+    _ops: MutexGuard<'static, ()>,
+    session: MutexGuard<'a, Session>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        &self.session
+    }
 }
 
 /// Loads the module, finds the token by label, opens a RW session and logs
@@ -97,7 +117,12 @@ pub(crate) fn key_id(label: &str) -> Vec<u8> {
     Sha256::digest(label.as_bytes())[..16].to_vec()
 }
 
-/// Locks a session mutex; a panic elsewhere does not make the session unusable.
-pub(crate) fn lock(session: &Mutex<Session>) -> MutexGuard<'_, Session> {
-    session.lock().unwrap_or_else(PoisonError::into_inner)
+/// Locks a session for one operation (and the process-wide token lock); a
+/// panic elsewhere does not make the session unusable.
+pub(crate) fn lock(session: &Mutex<Session>) -> Locked<'_> {
+    let ops = ops_lock();
+    Locked {
+        _ops: ops,
+        session: session.lock().unwrap_or_else(PoisonError::into_inner),
+    }
 }

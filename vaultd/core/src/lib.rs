@@ -8,6 +8,8 @@
 //!
 //! * [`secret`]: secret-holding types (`Key32`, `SecretBytes`, `Pin`): no
 //!   `Debug`, zeroized on drop, explicit `expose_secret()`.
+//! * [`audit`]: audit entries, RFC 9162 Merkle trees and proofs, signed
+//!   checkpoints.
 //! * [`barrier`]: AES-256-GCM with a format byte and associated data.
 //! * [`keyring`]: keyring keys derived from the root key, per-version data
 //!   keys, the associated-data encoding that binds ciphertext to its row.
@@ -19,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod barrier;
 pub mod keyring;
 pub mod policy;

@@ -89,7 +89,7 @@ impl Tree {
         self.levels[0].push(leaf);
         let mut level = 0;
         // Complete every perfect subtree this leaf finishes.
-        while self.levels[level].len() % 2 == 0 {
+        while self.levels[level].len().is_multiple_of(2) {
             let n = self.levels[level].len();
             let h = node_hash(&self.levels[level][n - 2], &self.levels[level][n - 1]);
             if self.levels.len() == level + 1 {
@@ -114,7 +114,7 @@ impl Tree {
         debug_assert!(n > 0);
         if n.is_power_of_two() {
             let k = n.trailing_zeros() as usize;
-            if start % n == 0 {
+            if start.is_multiple_of(n) {
                 return self.levels[k][(start >> k) as usize];
             }
         }

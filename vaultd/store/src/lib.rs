@@ -19,19 +19,20 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 mod schema;
 pub mod types;
 pub mod write;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use vault_core::keyring::{KeyringVersion, SealedValue};
 
 pub use schema::SCHEMA_VERSION;
 pub use types::*;
-pub use write::{WriteOp, WriteOutcome};
+pub use write::{AuditFn, WriteOp, WriteOutcome};
 
 /// Storage errors. `Corrupt` means a stored row could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,9 @@ pub enum StoreError {
     /// The batch transaction could not begin or commit; nothing was written.
     #[error("storage transaction failed: {0}")]
     TransactionFailed(String),
+    /// The audit entry could not be made durable; the change was not made.
+    #[error("the audit log cannot be written: {0}")]
+    AuditUnavailable(String),
 }
 
 impl StoreError {
@@ -63,6 +67,7 @@ impl StoreError {
             StoreError::Sqlite(_) | StoreError::WriterGone | StoreError::TransactionFailed(_) => {
                 "storage_unavailable"
             }
+            StoreError::AuditUnavailable(_) => "audit_unavailable",
             StoreError::SchemaTooNew { .. } => "schema_too_new",
             StoreError::Corrupt(_) => "integrity",
             StoreError::NotFound => "not_found",
@@ -90,6 +95,7 @@ pub struct Store {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     writer: write::Writer,
+    audit: Arc<audit::AuditLog>,
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -112,11 +118,14 @@ impl Store {
         // FULL: the WAL is fsynced at every commit, so a returned commit is durable.
         conn.pragma_update(None, "synchronous", "FULL")?;
         schema::migrate(&mut conn)?;
-        let writer = write::Writer::start(conn, opts.max_batch);
+        let tree = load_tree(&conn)?;
+        let audit = Arc::new(audit::AuditLog::new(tree));
+        let writer = write::Writer::start(conn, opts.max_batch, audit.clone());
         Ok(Store {
             path: path.to_owned(),
             readers: Mutex::new(Vec::new()),
             writer,
+            audit,
         })
     }
 
@@ -151,7 +160,64 @@ impl Store {
 
     /// Submits a write and waits until it is durable (or failed).
     pub fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        self.writer.submit(op)
+        self.writer.submit(op, None)
+    }
+
+    /// Submits a write with its audit entry, built from the write's result.
+    /// A change and its entry commit together; a refused change still gets
+    /// its entry; if the entry cannot be made durable the result is
+    /// `AuditUnavailable` and nothing changed.
+    pub fn write_audited(&self, op: WriteOp, audit: AuditFn) -> Result<WriteOutcome, StoreError> {
+        self.writer.submit(op, Some(audit))
+    }
+
+    /// Appends one audit entry on its own.
+    pub fn audit(&self, draft: vault_core::audit::entry::Draft) -> Result<(), StoreError> {
+        self.write_audited(WriteOp::AuditOnly, Box::new(move |_| draft))
+            .map(|_| ())
+    }
+
+    /// The audit log's Merkle tree (committed entries only).
+    pub fn audit_log(&self) -> &audit::AuditLog {
+        &self.audit
+    }
+
+    /// Entries `[start, end)` as stored (canonical bytes).
+    pub fn audit_entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT idx, entry FROM audit_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+            )?;
+            let rows = st.query_map(params![start as i64, end as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// The newest signed checkpoint: (tree size, note).
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT tree_size, note FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+            )
+            .optional()?)
+        })
+    }
+
+    /// Every checkpoint with `tree_size` in `[from, to]`, ascending.
+    pub fn checkpoints(&self, from: u64, to: u64) -> Result<Vec<(u64, String)>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT tree_size, note FROM audit_checkpoints WHERE tree_size >= ?1 AND tree_size <= ?2 ORDER BY tree_size",
+            )?;
+            let rows = st.query_map(params![from as i64, to as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -395,4 +461,32 @@ pub(crate) fn read_sealed(
             }))
         }
     }
+}
+
+/// Rebuilds the Merkle tree from the stored leaf hashes, checking that the
+/// indices are dense and every stored leaf hash matches its entry's bytes.
+fn load_tree(c: &Connection) -> Result<vault_core::audit::merkle::Tree, StoreError> {
+    use vault_core::audit::merkle::{leaf_hash, Tree};
+    let mut tree = Tree::new();
+    let mut st = c.prepare("SELECT idx, entry, leaf_hash FROM audit_log ORDER BY idx")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        let idx: i64 = r.get(0)?;
+        if idx as u64 != tree.size() {
+            return Err(StoreError::Corrupt(format!(
+                "audit log: index {idx} where {} was expected",
+                tree.size()
+            )));
+        }
+        let entry: Vec<u8> = r.get(1)?;
+        let stored: Vec<u8> = r.get(2)?;
+        let leaf = leaf_hash(&entry);
+        if stored != leaf {
+            return Err(StoreError::Corrupt(format!(
+                "audit log: entry {idx} does not match its leaf hash"
+            )));
+        }
+        tree.push(leaf);
+    }
+    Ok(tree)
 }

@@ -59,6 +59,19 @@ const MIGRATIONS: &[&str] = &[
         revoked     INTEGER NOT NULL DEFAULT 0
     ) STRICT;
     "#,
+    // 2: the audit log (entries are canonical bytes; leaf_hash = RFC 9162 leaf hash)
+    r#"
+    CREATE TABLE audit_log (
+        idx       INTEGER PRIMARY KEY,
+        entry     BLOB NOT NULL,
+        leaf_hash BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE audit_checkpoints (
+        tree_size  INTEGER PRIMARY KEY,
+        note       TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,12 +1,15 @@
 //! Write operations and the group-commit writer thread.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
+use vault_core::audit::entry::Draft;
+use vault_core::audit::merkle::{leaf_hash, Hash};
 use vault_core::keyring::{KeyringVersion, SealedValue};
 
+use crate::audit::AuditLog;
 use crate::types::{CheckoutRow, PrincipalRow};
 use crate::StoreError;
 
@@ -54,6 +57,14 @@ pub enum WriteOp {
     RevokePrincipal {
         fingerprint: String,
     },
+    /// Nothing but the audit entry (refused requests, unseal, seal).
+    AuditOnly,
+    /// A signed checkpoint of the audit log.
+    AddCheckpoint {
+        tree_size: u64,
+        note: String,
+        now: i64,
+    },
     Checkin {
         id: String,
         principal: String,
@@ -87,8 +98,12 @@ pub enum WriteOutcome {
     Rewrapped(bool),
 }
 
+/// Builds the audit entry of a write from its result (success or refusal).
+pub type AuditFn = Box<dyn FnOnce(Result<&WriteOutcome, &StoreError>) -> Draft + Send>;
+
 struct Job {
     op: WriteOp,
+    audit: Option<AuditFn>,
     reply: mpsc::SyncSender<Result<WriteOutcome, StoreError>>,
 }
 
@@ -97,25 +112,29 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(conn: Connection, max_batch: usize) -> Writer {
+    pub(crate) fn start(conn: Connection, max_batch: usize, log: Arc<AuditLog>) -> Writer {
         let (tx, rx) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("vault-store-writer".into())
-            .spawn(move || run(conn, rx, max_batch.max(1)))
+            .spawn(move || run(conn, rx, max_batch.max(1), log))
             .expect("spawning the storage writer thread");
         Writer { tx }
     }
 
-    pub(crate) fn submit(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+    pub(crate) fn submit(
+        &self,
+        op: WriteOp,
+        audit: Option<AuditFn>,
+    ) -> Result<WriteOutcome, StoreError> {
         let (reply, rx) = mpsc::sync_channel(1);
         self.tx
-            .send(Job { op, reply })
+            .send(Job { op, audit, reply })
             .map_err(|_| StoreError::WriterGone)?;
         rx.recv().map_err(|_| StoreError::WriterGone)?
     }
 }
 
-fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
+fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize, log: Arc<AuditLog>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -124,54 +143,135 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, batch);
+        commit_batch(&mut conn, batch, &log);
     }
 }
 
-fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let msg = e.to_string();
-        for job in batch {
-            let _ = job.reply.send(Err(StoreError::Sqlite(
-                rusqlite::Error::InvalidParameterName(format!("begin failed: {msg}")),
-            )));
+/// Position of the next entry while a batch is being built.
+struct Cursor {
+    next: u64,
+    prev: Option<Hash>,
+    leaves: Vec<Hash>,
+}
+
+fn append_entry(c: &Connection, cur: &mut Cursor, draft: Draft) -> Result<(), StoreError> {
+    let bytes = draft.finalize(cur.next, cur.prev.as_ref());
+    let leaf = leaf_hash(&bytes);
+    c.execute(
+        "INSERT INTO audit_log (idx, entry, leaf_hash) VALUES (?1, ?2, ?3)",
+        params![cur.next as i64, bytes, leaf.to_vec()],
+    )?;
+    cur.next += 1;
+    cur.prev = Some(leaf);
+    cur.leaves.push(leaf);
+    Ok(())
+}
+
+/// Runs one job in savepoints. The audit entry of a successful change
+/// commits atomically with it; the entry of a refused change is written in
+/// its own savepoint after the change is rolled back. If the entry cannot
+/// be written, the job fails with `AuditUnavailable` and changes nothing.
+fn run_job(
+    c: &Connection,
+    job_op: WriteOp,
+    audit: Option<AuditFn>,
+    cur: &mut Cursor,
+) -> Result<WriteOutcome, StoreError> {
+    let mark = (cur.next, cur.prev, cur.leaves.len());
+    let undo = |cur: &mut Cursor| {
+        cur.next = mark.0;
+        cur.prev = mark.1;
+        cur.leaves.truncate(mark.2);
+    };
+    c.execute_batch("SAVEPOINT op")?;
+    let r = apply(c, job_op);
+    match (r, audit) {
+        (Ok(v), None) => {
+            c.execute_batch("RELEASE op")?;
+            Ok(v)
         }
+        (Ok(v), Some(audit)) => match append_entry(c, cur, audit(Ok(&v))) {
+            Ok(()) => {
+                c.execute_batch("RELEASE op")?;
+                Ok(v)
+            }
+            Err(e) => {
+                undo(cur);
+                let _ = c.execute_batch("ROLLBACK TO op; RELEASE op");
+                tracing::error!(error = %e, "audit entry could not be written; the change is rolled back");
+                Err(StoreError::AuditUnavailable(e.to_string()))
+            }
+        },
+        (Err(e), audit) => {
+            let _ = c.execute_batch("ROLLBACK TO op; RELEASE op");
+            if let Some(audit) = audit {
+                let draft = audit(Err(&e));
+                let ok = c
+                    .execute_batch("SAVEPOINT entry")
+                    .map_err(StoreError::from)
+                    .and_then(|_| append_entry(c, cur, draft));
+                match ok {
+                    Ok(()) => c.execute_batch("RELEASE entry")?,
+                    Err(ae) => {
+                        undo(cur);
+                        let _ = c.execute_batch("ROLLBACK TO entry; RELEASE entry");
+                        return Err(StoreError::AuditUnavailable(ae.to_string()));
+                    }
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+fn commit_batch(conn: &mut Connection, batch: Vec<Job>, log: &AuditLog) {
+    let fail_all = |batch: Vec<Job>, msg: String| {
+        for job in batch {
+            let e = if job.audit.is_some() {
+                StoreError::AuditUnavailable(msg.clone())
+            } else {
+                StoreError::TransactionFailed(msg.clone())
+            };
+            let _ = job.reply.send(Err(e));
+        }
+    };
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        fail_all(batch, format!("begin: {e}"));
         return;
     }
+    let (next, prev) = log.head();
+    let mut cur = Cursor {
+        next,
+        prev,
+        leaves: Vec::new(),
+    };
     let mut results = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
     for job in batch {
-        let r = conn
-            .execute_batch("SAVEPOINT op")
-            .map_err(StoreError::from)
-            .and_then(|_| apply(conn, job.op));
-        let r = match r {
-            Ok(v) => conn
-                .execute_batch("RELEASE op")
-                .map(|_| v)
-                .map_err(StoreError::from),
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
-                Err(e)
-            }
-        };
+        let audited = job.audit.is_some();
+        let r = run_job(conn, job.op, job.audit, &mut cur);
         results.push(r);
-        replies.push(job.reply);
+        replies.push((job.reply, audited));
     }
     match conn.execute_batch("COMMIT") {
         Ok(()) => {
-            for (reply, r) in replies.into_iter().zip(results) {
+            // Durable: only now do the entries join the in-memory tree.
+            log.extend(&cur.leaves);
+            for ((reply, _), r) in replies.into_iter().zip(results) {
                 let _ = reply.send(r);
             }
         }
         Err(e) => {
             tracing::error!(error = %e, batch = replies.len(), "group commit failed; every write in the batch fails");
             let _ = conn.execute_batch("ROLLBACK");
-            let msg = e.to_string();
-            for reply in replies {
-                let _ = reply.send(Err(StoreError::Sqlite(
-                    rusqlite::Error::InvalidParameterName(format!("commit failed: {msg}")),
-                )));
+            let msg = format!("commit: {e}");
+            for (reply, audited) in replies {
+                let err = if audited {
+                    StoreError::AuditUnavailable(msg.clone())
+                } else {
+                    StoreError::TransactionFailed(msg.clone())
+                };
+                let _ = reply.send(Err(err));
             }
         }
     }
@@ -359,6 +459,18 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             c.execute(
                 "UPDATE principals SET revoked = 1 WHERE fingerprint = ?1",
                 [fingerprint],
+            )?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::AuditOnly => Ok(WriteOutcome::Done),
+        WriteOp::AddCheckpoint {
+            tree_size,
+            note,
+            now,
+        } => {
+            c.execute(
+                "INSERT OR IGNORE INTO audit_checkpoints (tree_size, note, created_at) VALUES (?1, ?2, ?3)",
+                params![tree_size as i64, note, now],
             )?;
             Ok(WriteOutcome::Done)
         }

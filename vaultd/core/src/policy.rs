@@ -58,6 +58,8 @@ pub enum Action {
     ListSecrets,
     Checkout,
     Checkin,
+    /// Audit log entries, proofs, checkpoints, value hashes.
+    ReadAudit,
 }
 
 /// The single permission table.
@@ -70,7 +72,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
         ),
         Role::Writer => matches!(action, WriteSecret | ReadMetadata | ListSecrets),
         Role::Pam => matches!(action, Checkout | Checkin | ReadMetadata | ListSecrets),
-        Role::Auditor => matches!(action, ReadMetadata | ListSecrets),
+        Role::Auditor => matches!(action, ReadMetadata | ListSecrets | ReadAudit),
     }
 }
 
@@ -128,6 +130,10 @@ mod tests {
         assert!(!allowed(Role::Pam, Action::WriteSecret));
         assert!(allowed(Role::Writer, Action::WriteSecret));
         assert!(allowed(Role::Admin, Action::IssueCertificate));
+        assert!(allowed(Role::Auditor, Action::ReadAudit));
+        for r in [Role::Admin, Role::Writer, Role::Pam] {
+            assert!(!allowed(r, Action::ReadAudit), "{r}");
+        }
         for r in [Role::Writer, Role::Pam, Role::Auditor] {
             assert!(!allowed(r, Action::IssueCertificate), "{r}");
             assert!(!allowed(r, Action::Unseal), "{r}");

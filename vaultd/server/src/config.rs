@@ -24,6 +24,31 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub tls: TlsConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// SHA-256 of the file this configuration was loaded from (audited at start).
+    #[serde(skip)]
+    pub source_sha256: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A new signed checkpoint at most this often while entries arrive.
+    #[serde(default = "d_checkpoint")]
+    pub checkpoint_interval_secs: u64,
+}
+
+fn d_checkpoint() -> u64 {
+    2
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_interval_secs: d_checkpoint(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +81,9 @@ pub struct Pkcs11Section {
     pub seal_key_label: String,
     #[serde(default = "default_ca_key_label")]
     pub ca_key_label: String,
+    /// ECDSA P-256 key that signs audit checkpoints (created at init).
+    #[serde(default = "default_audit_key_label")]
+    pub audit_key_label: String,
 }
 
 fn default_seal_key_label() -> String {
@@ -63,6 +91,9 @@ fn default_seal_key_label() -> String {
 }
 fn default_ca_key_label() -> String {
     "vaultd-ca".into()
+}
+fn default_audit_key_label() -> String {
+    "vaultd-audit".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,10 +191,13 @@ impl Config {
             problems: vec![p],
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        Config::parse(&text).map_err(|problems| ConfigError {
+        let mut cfg = Config::parse(&text).map_err(|problems| ConfigError {
             path: path.display().to_string(),
             problems,
-        })
+        })?;
+        use sha2::Digest as _;
+        cfg.source_sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+        Ok(cfg)
     }
 
     pub fn parse(text: &str) -> Result<Config, Vec<String>> {
@@ -198,8 +232,12 @@ impl Config {
                 if h.seal_key_label.is_empty() || h.ca_key_label.is_empty() {
                     p.push("seal.pkcs11 key labels must not be empty".into());
                 }
-                if h.seal_key_label == h.ca_key_label {
-                    p.push("seal.pkcs11.seal_key_label and ca_key_label must differ".into());
+                let labels = [&h.seal_key_label, &h.ca_key_label, &h.audit_key_label];
+                if labels[0] == labels[1] || labels[0] == labels[2] || labels[1] == labels[2] {
+                    p.push("seal.pkcs11 seal_key_label, ca_key_label and audit_key_label must all differ".into());
+                }
+                if h.audit_key_label.is_empty() {
+                    p.push("seal.pkcs11 key labels must not be empty".into());
                 }
             }
         }
@@ -231,6 +269,9 @@ impl Config {
         }
         if l.client_cert_days == 0 || l.client_cert_days > 3650 {
             p.push("limits.client_cert_days must be 1..=3650".into());
+        }
+        if self.audit.checkpoint_interval_secs == 0 || self.audit.checkpoint_interval_secs > 3600 {
+            p.push("audit.checkpoint_interval_secs must be 1..=3600".into());
         }
         if l.max_connections == 0 {
             p.push("limits.max_connections must be positive".into());

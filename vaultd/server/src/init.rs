@@ -127,6 +127,9 @@ pub fn initialize(
     let appliance_id = uuid::Uuid::new_v4().to_string();
     let now = OffsetDateTime::now_utc();
     let ca_key = open_ca(config, true).map_err(InitError::Ca)?;
+    let audit_key = crate::unseal::open_audit_signer(config, true, &[]).map_err(InitError::Ca)?;
+    let audit_spki = audit_key.public_key_spki_der();
+    drop(audit_key);
     let ca_pem =
         ca::create_ca(&ca_key, &appliance_id, now).map_err(|e| InitError::Ca(e.to_string()))?;
     let issuer = ca::issuer(&ca_pem, &ca_key).map_err(|e| InitError::Ca(e.to_string()))?;
@@ -172,31 +175,59 @@ pub fn initialize(
     write_file(&report.admin_key, admin_key.expose_pem().as_bytes(), 0o600)?;
 
     // Last: the database record that makes the vault initialised.
-    store.write(WriteOp::Init {
-        meta: vec![
+    let mut first = crate::audit::Who::system();
+    first.principal = "ceremony".into();
+    let init_entry = vault_core::audit::entry::Draft {
+        time: crate::api::rfc3339(now.unix_timestamp()),
+        request_id: first.request_id.clone(),
+        principal: first.principal.clone(),
+        role: "system".into(),
+        fingerprint: String::new(),
+        action: "sys.init".into(),
+        target: String::new(),
+        outcome: vault_core::audit::entry::Outcome::Success,
+        error: String::new(),
+        details: [
+            ("seal_mode".to_owned(), mode.to_string()),
+            ("admin".to_owned(), admin_name.to_owned()),
             (
-                "sealed_root".into(),
-                serde_json::to_vec(&sealed).expect("serialisable"),
+                "admin_fingerprint".to_owned(),
+                report.admin_fingerprint.clone(),
             ),
-            ("appliance_id".into(), appliance_id.into_bytes()),
-            ("ca_pem".into(), ca_pem.into_bytes()),
-            (
-                "created_at".into(),
-                now.unix_timestamp().to_string().into_bytes(),
-            ),
-        ],
-        keyring: KeyringVersion::new_random(1),
-        principals: vec![PrincipalRow {
-            fingerprint: admin.fingerprint,
-            name: admin_name.to_owned(),
-            role: Role::Admin.as_str().into(),
-            serial: admin.serial,
-            not_after: admin.not_after,
-            issued_at: now.unix_timestamp(),
-            revoked: false,
-        }],
-        now: now.unix_timestamp(),
-    })?;
+        ]
+        .into_iter()
+        .collect(),
+        hmac: Default::default(),
+    };
+    store.write_audited(
+        WriteOp::Init {
+            meta: vec![
+                (
+                    "sealed_root".into(),
+                    serde_json::to_vec(&sealed).expect("serialisable"),
+                ),
+                ("appliance_id".into(), appliance_id.into_bytes()),
+                ("ca_pem".into(), ca_pem.into_bytes()),
+                (
+                    "created_at".into(),
+                    now.unix_timestamp().to_string().into_bytes(),
+                ),
+                ("audit_spki".into(), audit_spki),
+            ],
+            keyring: KeyringVersion::new_random(1),
+            principals: vec![PrincipalRow {
+                fingerprint: admin.fingerprint,
+                name: admin_name.to_owned(),
+                role: Role::Admin.as_str().into(),
+                serial: admin.serial,
+                not_after: admin.not_after,
+                issued_at: now.unix_timestamp(),
+                revoked: false,
+            }],
+            now: now.unix_timestamp(),
+        },
+        Box::new(move |_| init_entry),
+    )?;
     tracing::info!(appliance_id = %report.appliance_id, mode = %report.seal_mode, "vault initialised");
     Ok(report)
 }

@@ -12,12 +12,14 @@
 //! * [`ca`]: the internal CA (key in the PKCS#11 token) and certificate parsing.
 //! * [`tls`]: rustls mTLS configuration and the connection loop.
 //! * [`api`]: the `/v1` REST API, errors, OpenAPI document.
+//! * [`audit`]: audit entry drafts, value HMACs, signed checkpoints.
 //! * [`rotation`]: keyring rotation and background rewrap.
 //! * [`metrics`]: Prometheus counters.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod ca;
 pub mod config;
 pub mod init;
@@ -72,6 +74,10 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     }
     let appliance_id = meta_string(&store, "appliance_id")?;
     let ca_pem = meta_string(&store, "ca_pem")?;
+    let audit_spki = store
+        .get_meta("audit_spki")?
+        .ok_or_else(|| StartError::Store(StoreError::Corrupt("meta audit_spki missing".into())))?;
+    let origin = audit::origin(&appliance_id);
     let state = Arc::new(AppState {
         config,
         store: Arc::new(store),
@@ -85,6 +91,8 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         metrics: Default::default(),
         appliance_id,
         ca_pem,
+        origin,
+        audit_spki,
         unseal_lock: tokio::sync::Mutex::new(()),
         rewrap_running: AtomicBool::new(false),
     });
@@ -110,19 +118,55 @@ pub async fn run(
     let tls = tls::server_config(&state.ca_pem, &server_cert, &server_key)?;
     drop(server_key);
 
+    // The first entries of every run: the daemon started with this configuration.
+    let who = audit::Who::system();
+    let mut start = who.draft(
+        &state,
+        "daemon.start",
+        "",
+        vault_core::audit::entry::Outcome::Success,
+        "",
+    );
+    start
+        .details
+        .insert("config_sha256".into(), state.config.source_sha256.clone());
+    start
+        .details
+        .insert("seal_mode".into(), state.config.seal.mode.clone());
+    start
+        .details
+        .insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    state.store.audit(start)?;
+
     let s = state.clone();
-    let unsealed = tokio::task::spawn_blocking(move || unseal::try_unseal(&s).is_ok())
-        .await
-        .unwrap_or(false);
+    let unsealed =
+        tokio::task::spawn_blocking(move || unseal::try_unseal(&s, &audit::Who::system()).is_ok())
+            .await
+            .unwrap_or(false);
     if unsealed {
         rotation::spawn_rewrap(state.clone());
     }
+    audit::spawn_checkpointer(state.clone());
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Io("listener".into(), e))?;
     tracing::info!(%addr, sealed = !unsealed, "vaultd listening (mTLS)");
     let app = api::router(state.clone());
-    tls::serve(listener, tls, app, state, shutdown).await;
+    tls::serve(listener, tls, app, state.clone(), shutdown).await;
+    // Seal on the way out: drop the root key and record it.
+    state.set_sealed("stopped", "the daemon stopped".into());
+    let s = state.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = audit::checkpoint_now(&s);
+        s.store.audit(who.draft(
+            &s,
+            "sys.seal",
+            "",
+            vault_core::audit::entry::Outcome::Success,
+            "",
+        ))
+    })
+    .await;
     tracing::info!("vaultd stopped");
     Ok(())
 }

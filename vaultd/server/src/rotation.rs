@@ -6,13 +6,15 @@
 //! (`WHERE key_version = old`), so it is safe to interrupt and to resume:
 //! it restarts after every unseal while stale rows remain.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use vault_core::keyring::{Keyring, KeyringVersion, Tier};
 use vault_store::{StoreError, WriteOp, WriteOutcome};
 
+use crate::audit::Who;
 use crate::state::{AppState, Vault};
+use vault_core::audit::entry::Outcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RotateError {
@@ -23,15 +25,34 @@ pub enum RotateError {
 }
 
 /// Adds a keyring version and makes it active. Returns the new version.
-pub fn rotate(state: &Arc<AppState>) -> Result<u32, RotateError> {
+pub fn rotate(state: &Arc<AppState>, who: &Who, audited: &AtomicBool) -> Result<u32, RotateError> {
+    if state.is_sealed() {
+        return Err(RotateError::Sealed);
+    }
     let versions = state.store.keyring_versions()?;
     let next = versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
     let kv = KeyringVersion::new_random(next);
-    // Durable first.
-    state.store.write(WriteOp::AddKeyringVersion {
-        kv: kv.clone(),
-        now: state.now(),
-    })?;
+    // Durable (with its audit entry) first.
+    let (w, st) = (who.clone(), state.clone());
+    let r = state.store.write_audited(
+        WriteOp::AddKeyringVersion {
+            kv: kv.clone(),
+            now: state.now(),
+        },
+        Box::new(move |r| {
+            let (o, code) = match r {
+                Ok(_) => (Outcome::Success, ""),
+                Err(e) => (Outcome::Denied, e.code()),
+            };
+            let mut d = w.draft(&st, "keyring.rotate", "", o, code);
+            d.details.insert("version".into(), next.to_string());
+            d
+        }),
+    );
+    if !matches!(r, Err(StoreError::WriterGone)) {
+        audited.store(true, Ordering::SeqCst);
+    }
+    r?;
     {
         let mut vault = state.vault.write().unwrap_or_else(|e| e.into_inner());
         let Vault::Unsealed(u) = &mut *vault else {

@@ -39,6 +39,10 @@ pub struct Unsealed {
     pub(crate) rk: Key32,
     /// None if the token is unreachable (e.g. `tpm|pkcs11` unsealed by TPM).
     pub ca: Option<Arc<HsmCaKey>>,
+    /// Signs audit checkpoints; None while the token is unreachable.
+    pub audit_signer: Option<Arc<vault_hsm::Pkcs11Signer>>,
+    /// Keys the HMACs of sensitive fields in audit entries.
+    pub(crate) audit_hmac: Key32,
     pub since: i64,
 }
 
@@ -64,6 +68,10 @@ pub struct AppState {
     pub metrics: Metrics,
     pub appliance_id: String,
     pub ca_pem: String,
+    /// Checkpoint key name and origin line.
+    pub origin: String,
+    /// DER SubjectPublicKeyInfo of the audit checkpoint key (published).
+    pub audit_spki: Vec<u8>,
     pub(crate) unseal_lock: tokio::sync::Mutex<()>,
     pub(crate) rewrap_running: AtomicBool,
 }
@@ -91,6 +99,28 @@ impl AppState {
     pub fn ca(&self) -> Option<Arc<HsmCaKey>> {
         match &*self.vault.read().unwrap_or_else(|e| e.into_inner()) {
             Vault::Unsealed(u) => u.ca.clone(),
+            Vault::Sealed(_) => None,
+        }
+    }
+
+    pub fn sealed_reason_code(&self) -> Option<String> {
+        match &*self.vault.read().unwrap_or_else(|e| e.into_inner()) {
+            Vault::Sealed(r) => Some(r.code.clone()),
+            Vault::Unsealed(_) => None,
+        }
+    }
+
+    pub fn audit_signer(&self) -> Option<Arc<vault_hsm::Pkcs11Signer>> {
+        match &*self.vault.read().unwrap_or_else(|e| e.into_inner()) {
+            Vault::Unsealed(u) => u.audit_signer.clone(),
+            Vault::Sealed(_) => None,
+        }
+    }
+
+    /// The audit HMAC of a sensitive value (None while sealed).
+    pub fn audit_hmac(&self, value: &[u8]) -> Option<String> {
+        match &*self.vault.read().unwrap_or_else(|e| e.into_inner()) {
+            Vault::Unsealed(u) => Some(vault_core::audit::value_hmac(&u.audit_hmac, value)),
             Vault::Sealed(_) => None,
         }
     }

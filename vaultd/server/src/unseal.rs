@@ -16,9 +16,11 @@ use vault_core::secret::Pin;
 use vault_hsm::{Pkcs11Config, Pkcs11Seal, Pkcs11Signer};
 use vault_tpm::{TpmConfig, TpmSeal};
 
+use crate::audit::Who;
 use crate::ca::HsmCaKey;
 use crate::config::{Config, Pkcs11Section};
 use crate::state::{AppState, Unsealed, Vault};
+use vault_core::audit::entry::Outcome;
 
 /// Opens seal backends from the configuration.
 pub struct ConfigProvider<'a> {
@@ -101,9 +103,41 @@ pub(crate) fn open_ca(config: &Config, create: bool) -> Result<HsmCaKey, String>
     Ok(HsmCaKey::new(signer))
 }
 
+/// Opens (or at init creates) the audit checkpoint key. When `expect_spki`
+/// is given, the token's key must be the published one.
+pub(crate) fn open_audit_signer(
+    config: &Config,
+    create: bool,
+    expect_spki: &[u8],
+) -> Result<Pkcs11Signer, String> {
+    let h = config
+        .seal
+        .pkcs11
+        .as_ref()
+        .ok_or("no [seal.pkcs11] section")?;
+    let pin = read_pin(h).map_err(|e| e.to_string())?;
+    let cfg = pkcs11_config(h, &h.audit_key_label);
+    let signer = if create {
+        Pkcs11Signer::open_or_create(&cfg, &pin, &h.audit_key_label)
+    } else {
+        Pkcs11Signer::open(&cfg, &pin, &h.audit_key_label)
+    }
+    .map_err(|e| e.to_string())?;
+    if !expect_spki.is_empty() && signer.public_key_spki_der() != expect_spki {
+        return Err(format!(
+            "the token's key {:?} is not the published audit key",
+            h.audit_key_label
+        ));
+    }
+    Ok(signer)
+}
+
 /// One unseal attempt (blocking: talks to devices). On failure the vault is
 /// (still) sealed with the failure's code and message.
-pub fn try_unseal(state: &AppState) -> Result<(), UnsealFailure> {
+///
+/// Every attempt is audited; an unseal whose entry cannot be written is
+/// undone (no audit, no access).
+pub fn try_unseal(state: &AppState, who: &Who) -> Result<(), UnsealFailure> {
     if !state.is_sealed() {
         retry_ca(state);
         return Ok(());
@@ -111,12 +145,33 @@ pub fn try_unseal(state: &AppState) -> Result<(), UnsealFailure> {
     let result = unseal_inner(state);
     match &result {
         Ok(()) => {
+            let mut d = who.draft(state, "sys.unseal", "", Outcome::Success, "");
+            d.details
+                .insert("mode".into(), state.config.seal.mode.clone());
+            if let Err(e) = state.store.audit(d) {
+                tracing::error!(error = %e, "unseal could not be audited; staying sealed");
+                state.set_sealed(
+                    "audit_unavailable",
+                    format!("the unseal could not be audited: {e}"),
+                );
+                return Err(SealError::Device {
+                    kind: vault_core::seal::SealKind::Pkcs11,
+                    call: "audit",
+                    message: "the unseal could not be audited".into(),
+                }
+                .into());
+            }
             state.metrics.sealed.store(0, Ordering::Relaxed);
             tracing::info!(mode = %state.config.seal.mode, "vault unsealed");
         }
         Err(f) => {
             tracing::warn!(code = f.code(), reason = %f.message(), "vault remains sealed");
             state.set_sealed(f.code(), f.message());
+            let mut d = who.draft(state, "sys.unseal", "", Outcome::Error, f.code());
+            d.details.insert("reason".into(), f.message());
+            if let Err(e) = state.store.audit(d) {
+                tracing::error!(error = %e, "failed unseal could not be audited");
+            }
         }
     }
     result
@@ -160,11 +215,21 @@ fn unseal_inner(state: &AppState) -> Result<(), UnsealFailure> {
             None
         }
     };
+    let audit_signer = match open_audit_signer(&state.config, false, &state.audit_spki) {
+        Ok(k) => Some(Arc::new(k)),
+        Err(e) => {
+            tracing::warn!(error = %e, "audit checkpoint key unavailable: no new checkpoints until it is");
+            None
+        }
+    };
+    let audit_hmac = vault_core::audit::derive_hmac_key(&rk);
     let since = state.now();
     *state.vault.write().unwrap_or_else(|e| e.into_inner()) = Vault::Unsealed(Unsealed {
         keyring: Arc::new(keyring),
         rk,
         ca,
+        audit_signer,
+        audit_hmac,
         since,
     });
     Ok(())

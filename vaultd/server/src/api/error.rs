@@ -51,6 +51,13 @@ impl ApiError {
             "stored data failed an integrity check; the incident has been logged",
         )
     }
+    pub fn audit_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "the audit log cannot be written; nothing was done or disclosed",
+        )
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
@@ -67,6 +74,10 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Conflict(code) => ApiError::new(StatusCode::CONFLICT, code, e.to_string()),
             StoreError::Forbidden(m) => ApiError::forbidden(*m),
+            StoreError::AuditUnavailable(_) => {
+                tracing::error!(error = %e, "audit log unavailable; request refused");
+                ApiError::audit_unavailable()
+            }
             StoreError::Corrupt(m) => {
                 tracing::error!(error = %m, "stored row failed to decode");
                 ApiError::integrity()

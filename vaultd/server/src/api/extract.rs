@@ -1,6 +1,7 @@
 //! Request extractors: the authenticated principal and JSON bodies with
 //! JSON errors.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -11,17 +12,81 @@ use serde::de::DeserializeOwned;
 use vault_core::policy::{allowed, Action};
 
 use super::error::ApiError;
+use crate::audit::Who;
 use crate::ca::PeerCert;
 use crate::state::{AppState, Principal};
+use vault_core::audit::entry::{Draft, Outcome};
+use vault_store::{AuditFn, StoreError, WriteOutcome};
 
 /// The verified client certificate, inserted by the TLS layer.
 #[derive(Debug, Clone)]
 pub struct Peer(pub Arc<PeerCert>);
 
-/// A registered, unrevoked principal.
-pub struct Auth(pub Principal);
+/// Set on a request by the access middleware.
+#[derive(Debug, Clone)]
+pub struct RequestCtx {
+    pub request_id: String,
+    /// Set once a handler has written the request's audit entry, so the
+    /// middleware does not write a second one.
+    pub audited: Arc<AtomicBool>,
+}
+
+/// A registered, unrevoked principal, and who to name in audit entries.
+pub struct Auth(pub Principal, pub Who, pub Arc<AtomicBool>);
 
 impl Auth {
+    /// Marks the request as audited by its handler.
+    pub fn audited(&self) {
+        self.2.store(true, Ordering::SeqCst);
+    }
+
+    /// The audit entry builder for a store write: success gets `extra`'s
+    /// details; a refusal gets the store's error code.
+    pub fn audit_fn(
+        &self,
+        st: &Arc<AppState>,
+        action: &'static str,
+        target: String,
+        extra: impl FnOnce(&WriteOutcome, &mut Draft) + Send + 'static,
+    ) -> AuditFn {
+        let who = self.1.clone();
+        let st = st.clone();
+        Box::new(move |r| match r {
+            Ok(o) => {
+                let mut d = who.draft(&st, action, &target, Outcome::Success, "");
+                extra(o, &mut d);
+                d
+            }
+            Err(e) => {
+                let outcome = match e.code() {
+                    "integrity" | "storage_unavailable" => Outcome::Error,
+                    _ => Outcome::Denied,
+                };
+                who.draft(&st, action, &target, outcome, e.code())
+            }
+        })
+    }
+
+    /// After an audited store write: the store wrote the entry unless the
+    /// writer was gone.
+    pub fn after_write<T>(&self, r: &Result<T, StoreError>) {
+        if !matches!(r, Err(StoreError::WriterGone)) {
+            self.audited();
+        }
+    }
+
+    /// A draft entry for this request.
+    pub fn draft(
+        &self,
+        st: &AppState,
+        action: &str,
+        target: &str,
+        outcome: Outcome,
+        error: &str,
+    ) -> Draft {
+        self.1.draft(st, action, target, outcome, error)
+    }
+
     /// Checks the permission table; refusals are logged.
     pub fn require(&self, action: Action) -> Result<(), ApiError> {
         if allowed(self.0.role, action) {
@@ -50,8 +115,24 @@ impl FromRequestParts<Arc<AppState>> for Auth {
                 "a client certificate is required",
             )
         })?;
+        let ctx = parts
+            .extensions
+            .get::<RequestCtx>()
+            .cloned()
+            .unwrap_or_else(|| RequestCtx {
+                request_id: String::new(),
+                audited: Arc::default(),
+            });
         match state.principal(&peer.0.fingerprint) {
-            Some(Ok(p)) => Ok(Auth(p)),
+            Some(Ok(p)) => {
+                let who = Who {
+                    request_id: ctx.request_id.clone(),
+                    principal: p.name.clone(),
+                    role: p.role.as_str().into(),
+                    fingerprint: p.fingerprint.clone(),
+                };
+                Ok(Auth(p, who, ctx.audited))
+            }
             Some(Err(why)) => {
                 tracing::warn!(cn = %peer.0.common_name, fingerprint = %peer.0.fingerprint, why, "refused certificate");
                 Err(ApiError::new(

@@ -7,8 +7,10 @@
 //!   JSON bodies whose errors are JSON.
 //! * [`sys`]: health, seal status, unseal, certificates, keyring, principals.
 //! * [`secrets`]: secrets and checkouts.
+//! * [`audit`]: the auditor's API (checkpoints, entries, proofs, value hashes).
 //! * `openapi.json`: the OpenAPI 3 document served at `/v1/openapi.json`.
 
+pub mod audit;
 pub mod error;
 pub mod extract;
 pub mod secrets;
@@ -26,7 +28,9 @@ use axum::Router;
 
 use self::error::{ApiError, ErrorCode};
 use self::extract::Peer;
+use crate::audit::Who;
 use crate::state::AppState;
+use vault_core::audit::entry::Outcome;
 
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -61,6 +65,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(secrets::get).put(secrets::put).post(secrets::post),
         )
         .route("/v1/checkouts/{id}/checkin", post(secrets::checkin))
+        .route(
+            "/v1/audit/checkpoint",
+            get(audit::checkpoint).post(audit::new_checkpoint),
+        )
+        .route("/v1/audit/public-key", get(audit::public_key))
+        .route("/v1/audit/entries", get(audit::entries))
+        .route("/v1/audit/proof/inclusion", get(audit::inclusion))
+        .route("/v1/audit/proof/consistency", get(audit::consistency))
+        .route("/v1/audit/hash", post(audit::hash))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(sys::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -85,9 +98,16 @@ async fn openapi() -> Response {
 }
 
 /// Request id, deadline, access log and metrics for every request.
-async fn access(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+async fn access(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let audited = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    req.extensions_mut().insert(extract::RequestCtx {
+        request_id: request_id.clone(),
+        audited: audited.clone(),
+    });
+    let target = req.uri().path().to_owned();
+    let peer = req.extensions().get::<Peer>().cloned();
     let method = req.method().clone();
     let route = req
         .extensions()
@@ -109,6 +129,34 @@ async fn access(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Re
         )
         .into_response(),
     };
+    // Every refusal that no handler recorded is recorded here, before the
+    // response leaves; if that fails, the answer becomes audit_unavailable.
+    if resp.status().as_u16() >= 400 && !audited.load(std::sync::atomic::Ordering::SeqCst) {
+        let code = resp
+            .extensions()
+            .get::<ErrorCode>()
+            .map(|c| c.0)
+            .unwrap_or("error");
+        if code != "audit_unavailable" {
+            let who = peer_who(&st, peer.as_ref(), &request_id);
+            let outcome = if resp.status().is_server_error()
+                && resp.status() != StatusCode::SERVICE_UNAVAILABLE
+            {
+                Outcome::Error
+            } else {
+                Outcome::Denied
+            };
+            let mut d = who.draft(&st, action_for(&method, &route), &target, outcome, code);
+            d.details
+                .insert("status".into(), resp.status().as_u16().to_string());
+            let s = st.clone();
+            let ok = tokio::task::spawn_blocking(move || s.store.audit(d)).await;
+            if !matches!(ok, Ok(Ok(()))) {
+                tracing::error!(request_id, "refusal could not be audited");
+                resp = ApiError::audit_unavailable().into_response();
+            }
+        }
+    }
     let status = resp.status().as_u16();
     let code = resp.extensions().get::<ErrorCode>().map(|c| c.0);
     if let Some(c) = code {
@@ -129,4 +177,51 @@ async fn access(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Re
         elapsed_us = start.elapsed().as_micros() as u64,
     );
     resp
+}
+
+/// The audit identity of a request's peer, registered or not.
+fn peer_who(st: &AppState, peer: Option<&Peer>, request_id: &str) -> Who {
+    let mut who = Who {
+        request_id: request_id.to_owned(),
+        ..Who::default()
+    };
+    if let Some(p) = peer {
+        who.fingerprint = p.0.fingerprint.clone();
+        match st.principal(&p.0.fingerprint) {
+            Some(Ok(pr)) => {
+                who.principal = pr.name;
+                who.role = pr.role.as_str().into();
+            }
+            _ => {
+                // Not a registered principal: record what the certificate claims.
+                who.principal = format!("unregistered:{}", p.0.common_name);
+                who.role = String::new();
+            }
+        }
+    }
+    who
+}
+
+/// The audit action name of a route.
+fn action_for(method: &axum::http::Method, route: &str) -> &'static str {
+    use axum::http::Method as M;
+    match (method, route) {
+        (&M::PUT, "/v1/secrets/{*path}") => "secret.write",
+        (&M::POST, "/v1/secrets/{*path}") => "secret.checkout",
+        (&M::GET, "/v1/secrets/{*path}") => "secret.metadata",
+        (&M::GET, "/v1/secrets") => "secret.list",
+        (&M::POST, "/v1/checkouts/{id}/checkin") => "checkout.checkin",
+        (&M::POST, "/v1/sys/unseal") => "sys.unseal",
+        (&M::POST, "/v1/sys/certs") => "cert.issue",
+        (&M::GET, "/v1/sys/principals") => "principal.list",
+        (&M::POST, "/v1/sys/principals/{fingerprint}/revoke") => "principal.revoke",
+        (&M::GET, "/v1/sys/keyring") => "keyring.status",
+        (&M::POST, "/v1/sys/keyring/rotate") => "keyring.rotate",
+        (&M::POST, "/v1/audit/hash") => "audit.hash",
+        (&M::POST, "/v1/audit/checkpoint") => "audit.checkpoint",
+        (_, r) if r.starts_with("/v1/audit/") => "audit.read",
+        (_, "/metrics") => "metrics.read",
+        (_, r) if r.starts_with("/v1/sys/") => "sys.read",
+        _ => "request",
+    }
 }

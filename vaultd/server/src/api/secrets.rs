@@ -11,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use vault_core::audit::entry::Outcome;
 use vault_core::keyring::Tier;
 use vault_core::policy::{validate_path, Action};
 use vault_store::{WriteOp, WriteOutcome};
@@ -81,24 +82,38 @@ pub async fn put(
             ));
         }
     }
+    let hmac = st.audit_hmac(value.as_bytes());
+    let audit = auth.audit_fn(&st, "secret.write", path.clone(), move |o, d| {
+        if let WriteOutcome::Version(v) = o {
+            d.details.insert("version".into(), v.to_string());
+        }
+        if let Some(h) = hmac {
+            d.hmac.insert("value".into(), h);
+        }
+    });
     let s = st.clone();
     let p = path.clone();
     let by = auth.0.name.clone();
     let now = st.now();
-    let outcome = blocking(move || {
+    let r = blocking(move || {
         let p2 = p.clone();
-        s.store.write(WriteOp::PutSecret {
-            path: p,
-            exclusive: req.exclusive,
-            metadata: req.metadata,
-            created_by: by,
-            now,
-            seal: Box::new(move |version| {
-                kr.seal_value(&p2, version, Tier::Standard, value.as_bytes())
-            }),
-        })
+        s.store.write_audited(
+            WriteOp::PutSecret {
+                path: p,
+                exclusive: req.exclusive,
+                metadata: req.metadata,
+                created_by: by,
+                now,
+                seal: Box::new(move |version| {
+                    kr.seal_value(&p2, version, Tier::Standard, value.as_bytes())
+                }),
+            },
+            audit,
+        )
     })
-    .await??;
+    .await?;
+    auth.after_write(&r);
+    let outcome = r?;
     let WriteOutcome::Version(version) = outcome else {
         return Err(ApiError::internal("unexpected store outcome"));
     };
@@ -233,6 +248,8 @@ pub async fn post(
     let s = st.clone();
     let path = path.to_owned();
     let principal = auth.0.name.clone();
+    let who = auth.1.clone();
+    let audited = auth.2.clone();
     let (id, version, value, expires_at) = blocking(move || -> ApiResult<_> {
         // Retry if a writer adds a version between our read and our record.
         for _ in 0..3 {
@@ -247,15 +264,24 @@ pub async fn post(
             let id = uuid::Uuid::new_v4().to_string();
             let now = s.now();
             let expires_at = now + ttl as i64;
-            match s.store.write(WriteOp::Checkout {
-                id: id.clone(),
-                path: path.clone(),
-                expect_version: Some(version),
-                principal: principal.clone(),
-                reason: reason.clone(),
-                now,
-                expires_at,
-            }) {
+            let details = (id.clone(), version, ttl, reason.clone());
+            let audit = auth_fn(&s, &who, path.clone(), details);
+            let r = s.store.write_audited(
+                WriteOp::Checkout {
+                    id: id.clone(),
+                    path: path.clone(),
+                    expect_version: Some(version),
+                    principal: principal.clone(),
+                    reason: reason.clone(),
+                    now,
+                    expires_at,
+                },
+                audit,
+            );
+            if !matches!(r, Err(vault_store::StoreError::WriterGone)) {
+                audited.store(true, Ordering::SeqCst);
+            }
+            match r {
                 Ok(_) => return Ok((id, version, value, expires_at)),
                 Err(vault_store::StoreError::Conflict("version_changed")) => continue,
                 Err(e) => return Err(e.into()),
@@ -297,14 +323,25 @@ pub async fn checkin(
     let principal = auth.0.name.clone();
     let now = st.now();
     let i2 = id.clone();
-    let out = blocking(move || {
-        s.store.write(WriteOp::Checkin {
-            id: i2,
-            principal,
-            now,
-        })
+    let audit = auth.audit_fn(&st, "checkout.checkin", id.clone(), |o, d| {
+        if let WriteOutcome::CheckedIn(row) = o {
+            d.details.insert("path".into(), row.path.clone());
+            d.details.insert("version".into(), row.version.to_string());
+        }
+    });
+    let r = blocking(move || {
+        s.store.write_audited(
+            WriteOp::Checkin {
+                id: i2,
+                principal,
+                now,
+            },
+            audit,
+        )
     })
-    .await??;
+    .await?;
+    auth.after_write(&r);
+    let out = r?;
     let WriteOutcome::CheckedIn(row) = out else {
         return Err(ApiError::internal("unexpected store outcome"));
     };
@@ -315,4 +352,29 @@ pub async fn checkin(
         "version": row.version,
         "checked_in_at": rfc3339(row.checked_in_at.unwrap_or(now)),
     })))
+}
+
+/// The audit entry of a checkout attempt.
+fn auth_fn(
+    st: &Arc<AppState>,
+    who: &crate::audit::Who,
+    path: String,
+    (id, version, ttl, reason): (String, u64, u64, String),
+) -> vault_store::AuditFn {
+    let who = who.clone();
+    let st = st.clone();
+    Box::new(move |r| {
+        let (outcome, code) = match r {
+            Ok(_) => (Outcome::Success, ""),
+            Err(e) => (Outcome::Denied, e.code()),
+        };
+        let mut d = who.draft(&st, "secret.checkout", &path, outcome, code);
+        d.details.insert("version".into(), version.to_string());
+        d.details.insert("ttl_seconds".into(), ttl.to_string());
+        d.details.insert("reason".into(), reason);
+        if r.is_ok() {
+            d.details.insert("checkout_id".into(), id);
+        }
+        d
+    })
 }

@@ -63,15 +63,22 @@ pub async fn unseal(State(st): State<Arc<AppState>>, auth: Auth) -> ApiResult<Js
     let _guard = st.unseal_lock.lock().await;
     if !st.is_sealed() && st.ca().is_none() {
         let s = st.clone();
-        let _ = tokio::task::spawn_blocking(move || unseal::try_unseal(&s)).await;
+        let who = auth.1.clone();
+        let _ = tokio::task::spawn_blocking(move || unseal::try_unseal(&s, &who)).await;
     }
     if st.is_sealed() {
         tracing::info!(principal = %auth.0.name, "unseal requested");
         let s = st.clone();
-        let r = tokio::task::spawn_blocking(move || unseal::try_unseal(&s))
+        let who = auth.1.clone();
+        let r = tokio::task::spawn_blocking(move || unseal::try_unseal(&s, &who))
             .await
             .map_err(|_| ApiError::internal("unseal task failed"))?;
+        // try_unseal wrote the entry, success or not.
+        auth.audited();
         if let Err(f) = r {
+            if st.sealed_reason_code().as_deref() == Some("audit_unavailable") {
+                return Err(ApiError::audit_unavailable());
+            }
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 f.code(),
@@ -164,9 +171,19 @@ pub async fn issue_cert(
         revoked: false,
     };
     let s = st.clone();
-    tokio::task::spawn_blocking(move || s.store.write(WriteOp::AddPrincipal(row)))
-        .await
-        .map_err(|_| ApiError::internal("store task failed"))??;
+    let (fp, serial) = (issued.fingerprint.clone(), issued.serial.clone());
+    let audit = auth.audit_fn(&st, "cert.issue", req.name.clone(), move |_, d| {
+        d.details.insert("role".into(), role.as_str().into());
+        d.details.insert("fingerprint".into(), fp);
+        d.details.insert("serial".into(), serial);
+    });
+    let r = tokio::task::spawn_blocking(move || {
+        s.store.write_audited(WriteOp::AddPrincipal(row), audit)
+    })
+    .await
+    .map_err(|_| ApiError::internal("store task failed"))?;
+    auth.after_write(&r);
+    r?;
     st.reload_principals()?;
     tracing::info!(issuer = %auth.0.name, name = %req.name, %role, fingerprint = %issued.fingerprint, "client certificate issued");
     Ok(Json(json!({
@@ -213,11 +230,15 @@ pub async fn revoke_principal(
     let fp = fingerprint.to_ascii_lowercase();
     let s = st.clone();
     let f2 = fp.clone();
-    tokio::task::spawn_blocking(move || {
-        s.store.write(WriteOp::RevokePrincipal { fingerprint: f2 })
+    let audit = auth.audit_fn(&st, "principal.revoke", fp.clone(), |_, _| {});
+    let r = tokio::task::spawn_blocking(move || {
+        s.store
+            .write_audited(WriteOp::RevokePrincipal { fingerprint: f2 }, audit)
     })
     .await
-    .map_err(|_| ApiError::internal("store task failed"))??;
+    .map_err(|_| ApiError::internal("store task failed"))?;
+    auth.after_write(&r);
+    r?;
     st.reload_principals()?;
     tracing::warn!(by = %auth.0.name, fingerprint = %fp, "principal revoked");
     Ok(Json(json!({"fingerprint": fp, "revoked": true})))
@@ -258,7 +279,9 @@ pub async fn keyring_rotate(State(st): State<Arc<AppState>>, auth: Auth) -> ApiR
         return Err(ApiError::sealed());
     }
     let s = st.clone();
-    let v = tokio::task::spawn_blocking(move || rotation::rotate(&s))
+    let who = auth.1.clone();
+    let audited = auth.2.clone();
+    let v = tokio::task::spawn_blocking(move || rotation::rotate(&s, &who, &audited))
         .await
         .map_err(|_| ApiError::internal("rotation task failed"))?
         .map_err(|e| match e {

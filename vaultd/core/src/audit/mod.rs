@@ -3,10 +3,12 @@
 //! * [`merkle`]: RFC 9162 §2.1 hashing, proofs and their verification.
 //! * [`entry`]: the entry record and its canonical bytes (the Merkle leaf).
 //! * [`note`]: C2SP tlog-checkpoint signed notes (ECDSA P-256).
+//! * [`verify`]: offline verification of an exported log.
 
 pub mod entry;
 pub mod merkle;
 pub mod note;
+pub mod verify;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

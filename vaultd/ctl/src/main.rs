@@ -10,6 +10,8 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
+
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,6 +96,47 @@ enum Cmd {
     /// Keyring (admin).
     #[command(subcommand)]
     Keyring(KeyringCmd),
+    /// The audit log (auditor): export, verify offline, inspect.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Download entries and the newest signed checkpoint into DIR (resumable).
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify an exported log offline: signatures, hash chain, Merkle roots,
+    /// coverage, and consistency with your last trusted checkpoint.
+    Verify {
+        dir: PathBuf,
+        /// The checkpoint public key (PEM), obtained and pinned beforehand.
+        #[arg(long)]
+        key: PathBuf,
+        /// A checkpoint you saved earlier; the log must extend it.
+        #[arg(long)]
+        trusted_checkpoint: Option<PathBuf>,
+    },
+    /// The newest entries.
+    Tail {
+        #[arg(short, default_value_t = 20)]
+        n: u64,
+    },
+    /// One entry; with --key, its inclusion proof is checked against the newest signed checkpoint.
+    Show {
+        index: u64,
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// The HMAC a value has in audit entries (value from --value-file or stdin).
+    Hash {
+        #[arg(long)]
+        value_file: Option<PathBuf>,
+    },
+    /// Print the checkpoint public key (PEM) as the appliance publishes it.
+    PublicKey,
 }
 
 #[derive(Subcommand)]
@@ -222,6 +265,10 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(ServerError(0, _, msg))) => {
+            eprintln!("vaultctl: {msg}");
+            ExitCode::from(1)
+        }
         Ok(Err(ServerError(status, code, msg))) => {
             eprintln!("vaultctl: server refused ({status} {code}): {msg}");
             ExitCode::from(1)
@@ -535,6 +582,54 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
                     checkout_id,
                     v["path"].as_str().unwrap_or("")
                 )
+            });
+        }
+        Cmd::Audit(AuditCmd::Verify {
+            dir,
+            key,
+            trusted_checkpoint,
+        }) => {
+            if !audit::verify_dir(&dir, &key, trusted_checkpoint.as_ref(), j)? {
+                return Ok(Err(ServerError(
+                    0,
+                    "verification_failed".into(),
+                    "the audit log did not verify".into(),
+                )));
+            }
+        }
+        Cmd::Audit(AuditCmd::Export { out: dir }) => audit::export(&c.client()?, &dir, j).await?,
+        Cmd::Audit(AuditCmd::Tail { n }) => audit::tail(&c.client()?, n, j).await?,
+        Cmd::Audit(AuditCmd::Show { index, key }) => {
+            audit::show(&c.client()?, index, key.as_deref(), j).await?
+        }
+        Cmd::Audit(AuditCmd::Hash { value_file }) => {
+            let mut value = zeroize::Zeroizing::new(String::new());
+            match &value_file {
+                Some(p) => {
+                    *value = std::fs::read_to_string(p).with_context(|| p.display().to_string())?
+                }
+                None => {
+                    std::io::stdin()
+                        .read_to_string(&mut value)
+                        .context("reading the value from stdin")?;
+                }
+            }
+            let trimmed = zeroize::Zeroizing::new(value.trim_end_matches(['\n', '\r']).to_owned());
+            let v = server!(
+                call(
+                    c,
+                    Method::POST,
+                    "/v1/audit/hash",
+                    Some(json!({"value": trimmed.as_str()}))
+                )
+                .await?
+            );
+            out(j, &v, |v| println!("{}", v["hmac"].as_str().unwrap_or("")));
+        }
+        Cmd::Audit(AuditCmd::PublicKey) => {
+            let v = server!(call(c, Method::GET, "/v1/audit/public-key", None).await?);
+            out(j, &v, |v| {
+                print!("{}", v["public_key_pem"].as_str().unwrap_or(""))
             });
         }
         Cmd::Keyring(KeyringCmd::Rotate) => {

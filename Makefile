@@ -1,4 +1,4 @@
-.PHONY: run test bench fmt lint
+.PHONY: run test bench bench-audit fmt lint
 
 # Start a local appliance (SoftHSM token, swtpm, SQLite) on https://127.0.0.1:8443.
 run:
@@ -11,6 +11,10 @@ test:
 # Checkout throughput over mTLS: vaultd vs OpenBao 2.7.2 in the same run.
 bench:
 	bash scripts/bench.sh
+
+# Audit log: durable appends/s, offline verification of 1M entries.
+bench-audit:
+	bash scripts/bench-audit.sh
 
 fmt:
 	cargo fmt --all

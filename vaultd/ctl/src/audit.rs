@@ -30,25 +30,49 @@ fn b64d(s: &str) -> anyhow::Result<Vec<u8>> {
         .map_err(|_| anyhow!("bad base64 from the server"))
 }
 
-/// Reads `entries.log`: the records and the byte length of the complete ones.
-pub fn read_entries(path: &Path) -> anyhow::Result<(Vec<Vec<u8>>, u64, bool)> {
+/// `entries.log` in memory: one buffer, and where each record lies in it.
+pub struct Records {
+    pub data: Vec<u8>,
+    pub spans: Vec<(usize, usize)>,
+    /// Length of the complete records (a torn tail lies beyond).
+    pub good_len: u64,
+}
+
+impl Records {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+    pub fn get(&self, i: usize) -> &[u8] {
+        let (a, b) = self.spans[i];
+        &self.data[a..b]
+    }
+    pub fn torn(&self) -> bool {
+        self.good_len != self.data.len() as u64
+    }
+}
+
+/// Reads `entries.log` (missing = empty).
+pub fn read_entries(path: &Path) -> anyhow::Result<Records> {
     let data = match std::fs::read(path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).with_context(|| path.display().to_string()),
     };
-    let mut out = Vec::new();
+    let mut spans = Vec::new();
     let mut pos = 0usize;
     while pos + 4 <= data.len() {
         let len = u32::from_be_bytes(data[pos..pos + 4].try_into().expect("4 bytes")) as usize;
         if pos + 4 + len > data.len() {
             break;
         }
-        out.push(data[pos + 4..pos + 4 + len].to_vec());
+        spans.push((pos + 4, pos + 4 + len));
         pos += 4 + len;
     }
-    let torn = pos != data.len();
-    Ok((out, pos as u64, torn))
+    Ok(Records {
+        data,
+        spans,
+        good_len: pos as u64,
+    })
 }
 
 /// PEM SubjectPublicKeyInfo → DER.
@@ -116,13 +140,13 @@ fn note_size(note: &str) -> anyhow::Result<u64> {
 pub async fn export(c: &Client, dir: &Path, json: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("checkpoints")).with_context(|| dir.display().to_string())?;
     let log = dir.join("entries.log");
-    let (have, good_len, torn) = read_entries(&log)?;
+    let recs = read_entries(&log)?;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log)?;
-    if torn {
-        f.set_len(good_len)?;
+    if recs.torn() {
+        f.set_len(recs.good_len)?;
         eprintln!(
             "cut a torn record at the end of {} (interrupted export)",
             log.display()
@@ -130,7 +154,8 @@ pub async fn export(c: &Client, dir: &Path, json: bool) -> anyhow::Result<()> {
     }
     let note = latest_note(c).await?;
     let size = note_size(&note)?;
-    let mut next = have.len() as u64;
+    let mut next = recs.len() as u64;
+    drop(recs);
     if next > size {
         bail!("the local export has {next} entries but the appliance's newest checkpoint is of size {size}: the log was truncated or this directory belongs to another appliance");
     }
@@ -192,7 +217,8 @@ pub fn verify_dir(
     json: bool,
 ) -> anyhow::Result<bool> {
     let spki = read_key(key)?;
-    let (entries, _, torn) = read_entries(&dir.join("entries.log"))?;
+    let recs = read_entries(&dir.join("entries.log"))?;
+    let torn = recs.torn();
     let mut notes = Vec::new();
     let cdir = dir.join("checkpoints");
     if cdir.exists() {
@@ -209,8 +235,8 @@ pub fn verify_dir(
         None => None,
     };
     let tty = std::io::stderr().is_terminal() && !json;
-    let total = entries.len();
-    let refs: Vec<&[u8]> = entries.iter().map(|e| e.as_slice()).collect();
+    let total = recs.len();
+    let refs: Vec<&[u8]> = (0..total).map(|i| recs.get(i)).collect();
     let nrefs: Vec<&str> = notes.iter().map(|n| n.as_str()).collect();
     let started = std::time::Instant::now();
     let mut report = verify(&refs, &nrefs, &spki, trusted.as_deref(), &mut |n| {

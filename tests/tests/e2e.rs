@@ -265,6 +265,12 @@ fn bad_input_gets_stable_json_errors() {
         "/v1/secrets/{path}",
         "/v1/secrets/{path}/checkout",
         "/v1/checkouts/{id}/checkin",
+        "/v1/audit/checkpoint",
+        "/v1/audit/public-key",
+        "/v1/audit/entries",
+        "/v1/audit/proof/inclusion",
+        "/v1/audit/proof/consistency",
+        "/v1/audit/hash",
     ] {
         assert!(doc["paths"].get(p).is_some(), "{p} missing from OpenAPI");
     }

@@ -124,6 +124,13 @@ cat <<MSG
        "\$VAULT_ADDR/v1/secrets/demo/db-root/checkout"
   $BIN/vaultctl --cert "\$VAULT_PAM_CERT" --key "\$VAULT_PAM_KEY" checkout demo/db-root --reason demo
 
+  # auditor: pin the checkpoint key, export the signed log, verify it offline
+  A=(--cert "\$VAULT_AUDITOR_CERT" --key "\$VAULT_AUDITOR_KEY")
+  $BIN/vaultctl "\${A[@]}" audit public-key > audit.pub
+  $BIN/vaultctl "\${A[@]}" audit export --out ./audit-export
+  $BIN/vaultctl audit verify ./audit-export --key audit.pub
+  $BIN/vaultctl "\${A[@]}" audit tail -n 10
+
 Ctrl-C stops vaultd and swtpm.
 MSG
 

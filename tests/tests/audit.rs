@@ -363,3 +363,50 @@ fn checkout_refusal_and_unseal_are_provably_in_the_signed_log() {
     assert_eq!(o.status.code(), Some(2));
     let _ = json!({});
 }
+
+#[test]
+fn vaultd_refuses_to_start_on_a_log_edited_offline() {
+    let mut a = Appliance::start(Options::default());
+    let pam = a.issue("pam", "p1");
+    checkout(&pam, "nope");
+    a.stop(); // clean shutdown signs a checkpoint covering everything
+    {
+        let c = rusqlite::Connection::open(a.db_path()).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM audit_checkpoints", [], |r| r.get(0))
+            .unwrap();
+        assert!(n >= 1, "no checkpoint at shutdown");
+        // Rewrite entry 1 and recompute its stored leaf hash, as an attacker
+        // with write access to the database would.
+        let bytes: Vec<u8> = c
+            .query_row("SELECT entry FROM audit_log WHERE idx = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let mut e = Entry::parse(&bytes).unwrap();
+        e.principal = "someone-else".into();
+        let forged = serde_json::to_vec(&e).unwrap();
+        c.execute(
+            "UPDATE audit_log SET entry = ?1, leaf_hash = ?2 WHERE idx = 1",
+            rusqlite::params![forged, leaf_hash(&forged).to_vec()],
+        )
+        .unwrap();
+    }
+    let o = a
+        .command(vault_e2e::vaultd_bin())
+        .arg("--config")
+        .arg(&a.config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not match its signed checkpoint"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

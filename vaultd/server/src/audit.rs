@@ -143,3 +143,38 @@ pub fn spawn_checkpointer(st: Arc<AppState>) {
         }
     });
 }
+
+/// At start: the stored log must still match the newest checkpoint this
+/// appliance signed. A database whose history was edited (and whose leaf
+/// hashes were recomputed) would otherwise be signed over at the next
+/// checkpoint; refusing to start keeps the edit visible.
+pub fn check_log_against_checkpoint(
+    store: &vault_store::Store,
+    origin: &str,
+    spki: &[u8],
+) -> Result<(), vault_store::StoreError> {
+    use vault_store::StoreError;
+    let Some((size, note)) = store.latest_checkpoint()? else {
+        return Ok(());
+    };
+    let cp = Checkpoint::verify(&note, origin, spki).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "newest audit checkpoint (size {size}) does not verify: {e}"
+        ))
+    })?;
+    let t = store.audit_log().read();
+    let root = t.root_at(cp.size).map_err(|_| {
+        StoreError::Corrupt(format!(
+            "the audit log has {} entries but a checkpoint of size {} is signed: entries were removed",
+            t.size(),
+            cp.size
+        ))
+    })?;
+    if root != cp.root {
+        return Err(StoreError::Corrupt(format!(
+            "the audit log does not match its signed checkpoint of size {}: history was modified",
+            cp.size
+        )));
+    }
+    Ok(())
+}

@@ -37,6 +37,79 @@ pub struct AuditConfig {
     /// A new signed checkpoint at most this often while entries arrive.
     #[serde(default = "d_checkpoint")]
     pub checkpoint_interval_secs: u64,
+    /// Export of the log to a SIEM (`[audit.siem]`); off when absent.
+    #[serde(default)]
+    pub siem: Option<SiemConfig>,
+}
+
+/// `[audit.siem]`: JSON lines to a file and/or RFC 5424 syslog, fed in the
+/// background from the durable log (see `docs/SIEM.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiemConfig {
+    /// Append one JSON line per entry to this file.
+    #[serde(default)]
+    pub jsonl_path: Option<PathBuf>,
+    /// Syslog collector, "ip:port".
+    #[serde(default)]
+    pub syslog_address: Option<String>,
+    /// "udp" (default) or "tcp" (RFC 6587 octet counting).
+    #[serde(default = "d_syslog_protocol")]
+    pub syslog_protocol: String,
+    /// RFC 5424 APP-NAME.
+    #[serde(default = "d_syslog_app_name")]
+    pub syslog_app_name: String,
+    /// Entries read from the log per round: the memory bound of a sink.
+    #[serde(default = "d_siem_batch")]
+    pub batch_entries: usize,
+}
+
+fn d_syslog_protocol() -> String {
+    "udp".into()
+}
+fn d_syslog_app_name() -> String {
+    "vaultd".into()
+}
+fn d_siem_batch() -> usize {
+    500
+}
+
+impl SiemConfig {
+    /// The syslog collector address (validated).
+    pub fn syslog_addr(&self) -> Option<SocketAddr> {
+        self.syslog_address.as_deref().and_then(|a| a.parse().ok())
+    }
+
+    fn validate(&self, p: &mut Vec<String>) {
+        if self.jsonl_path.is_none() && self.syslog_address.is_none() {
+            p.push("[audit.siem] needs at least one sink: jsonl_path or syslog_address".into());
+        }
+        if let Some(path) = &self.jsonl_path {
+            if path.as_os_str().is_empty() {
+                p.push("audit.siem.jsonl_path is empty".into());
+            }
+        }
+        if let Some(a) = &self.syslog_address {
+            if a.parse::<SocketAddr>().is_err() {
+                p.push(format!(
+                    "audit.siem.syslog_address {a:?} is not an ip:port address"
+                ));
+            }
+        }
+        if self.syslog_protocol != "udp" && self.syslog_protocol != "tcp" {
+            p.push(format!(
+                "audit.siem.syslog_protocol {:?} is not \"udp\" or \"tcp\"",
+                self.syslog_protocol
+            ));
+        }
+        let n = &self.syslog_app_name;
+        if n.is_empty() || n.len() > 48 || !n.bytes().all(|b| (33..=126).contains(&b)) {
+            p.push("audit.siem.syslog_app_name must be 1..=48 printable ASCII characters without spaces".into());
+        }
+        if self.batch_entries == 0 || self.batch_entries > 10_000 {
+            p.push("audit.siem.batch_entries must be 1..=10000".into());
+        }
+    }
 }
 
 fn d_checkpoint() -> u64 {
@@ -47,6 +120,7 @@ impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             checkpoint_interval_secs: d_checkpoint(),
+            siem: None,
         }
     }
 }
@@ -273,6 +347,9 @@ impl Config {
         if self.audit.checkpoint_interval_secs == 0 || self.audit.checkpoint_interval_secs > 3600 {
             p.push("audit.checkpoint_interval_secs must be 1..=3600".into());
         }
+        if let Some(siem) = &self.audit.siem {
+            siem.validate(&mut p);
+        }
         if l.max_connections == 0 {
             p.push("limits.max_connections must be positive".into());
         }
@@ -357,6 +434,39 @@ pin_file = "/etc/vaultd/pin"
         let errs = Config::parse(&no_tpm).unwrap_err();
         assert!(errs[0].contains("[seal.tpm]"), "{errs:?}");
         assert!(Config::parse(&no_tpm.replace("tpm+pkcs11", "pkcs11")).is_ok());
+    }
+
+    #[test]
+    fn siem_section() {
+        let c = Config::parse(GOOD).unwrap();
+        assert!(c.audit.siem.is_none());
+        let c = Config::parse(&format!(
+            "{GOOD}\n[audit.siem]\njsonl_path = \"/var/log/vaultd/audit.jsonl\"\nsyslog_address = \"127.0.0.1:514\"\n"
+        ))
+        .unwrap();
+        let s = c.audit.siem.unwrap();
+        assert_eq!(s.syslog_protocol, "udp");
+        assert_eq!(s.syslog_app_name, "vaultd");
+        assert_eq!(s.batch_entries, 500);
+        assert_eq!(s.syslog_addr(), Some("127.0.0.1:514".parse().unwrap()));
+
+        let errs = Config::parse(&format!("{GOOD}\n[audit.siem]\n")).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("at least one sink"), "{errs:?}");
+
+        let errs = Config::parse(&format!(
+            "{GOOD}\n[audit.siem]\nsyslog_address = \"syslog.example:514\"\nsyslog_protocol = \"tls\"\nbatch_entries = 0\nsyslog_app_name = \"va ultd\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        let errs = Config::parse(&format!(
+            "{GOOD}\n[audit.siem]\njsonl_path = \"/x\"\nbatch_entries = 10001\n"
+        ))
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        let errs =
+            Config::parse(&format!("{GOOD}\n[audit.siem]\njsonl_pth = \"/x\"\n")).unwrap_err();
+        assert!(errs[0].contains("jsonl_pth"), "{errs:?}");
     }
 }
 

@@ -15,6 +15,7 @@
 //! * [`audit`]: audit entry drafts, value HMACs, signed checkpoints.
 //! * [`rotation`]: keyring rotation and background rewrap.
 //! * [`metrics`]: Prometheus counters.
+//! * [`siem`]: background export of the audit log (JSON lines, syslog).
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod config;
 pub mod init;
 pub mod metrics;
 pub mod rotation;
+pub mod siem;
 pub mod state;
 pub mod tls;
 pub mod unseal;
@@ -78,6 +80,7 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         .get_meta("audit_spki")?
         .ok_or_else(|| StartError::Store(StoreError::Corrupt("meta audit_spki missing".into())))?;
     let origin = audit::origin(&appliance_id);
+    audit::check_log_against_checkpoint(&store, &origin, &audit_spki)?;
     let state = Arc::new(AppState {
         config,
         store: Arc::new(store),
@@ -147,26 +150,31 @@ pub async fn run(
         rotation::spawn_rewrap(state.clone());
     }
     audit::spawn_checkpointer(state.clone());
+    let _siem = siem::spawn(state.clone()); // dropped last: drains and stops the sinks
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Io("listener".into(), e))?;
     tracing::info!(%addr, sealed = !unsealed, "vaultd listening (mTLS)");
     let app = api::router(state.clone());
     tls::serve(listener, tls, app, state.clone(), shutdown).await;
-    // Seal on the way out: drop the root key and record it.
-    state.set_sealed("stopped", "the daemon stopped".into());
+    // On the way out: record the seal, sign a checkpoint covering it (the
+    // signer exists only while unsealed), then drop the root key.
     let s = state.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        let _ = audit::checkpoint_now(&s);
-        s.store.audit(who.draft(
+        let r = s.store.audit(who.draft(
             &s,
             "sys.seal",
             "",
             vault_core::audit::entry::Outcome::Success,
             "",
-        ))
+        ));
+        if let Err(e) = audit::checkpoint_now(&s) {
+            tracing::warn!(error = %e, "no checkpoint at shutdown");
+        }
+        r
     })
     .await;
+    state.set_sealed("stopped", "the daemon stopped".into());
     tracing::info!("vaultd stopped");
     Ok(())
 }

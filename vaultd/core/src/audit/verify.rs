@@ -235,7 +235,7 @@ pub fn verify(
     }
     for (i, bytes) in entries.iter().enumerate() {
         let i = i as u64;
-        if i % 65536 == 0 {
+        if i.is_multiple_of(65536) {
             progress(i);
         }
         let (seq, prev) = match position(bytes) {

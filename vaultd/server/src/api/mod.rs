@@ -131,12 +131,10 @@ async fn access(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -
     };
     // Every refusal that no handler recorded is recorded here, before the
     // response leaves; if that fails, the answer becomes audit_unavailable.
-    if resp.status().as_u16() >= 400 && !audited.load(std::sync::atomic::Ordering::SeqCst) {
-        let code = resp
-            .extensions()
-            .get::<ErrorCode>()
-            .map(|c| c.0)
-            .unwrap_or("error");
+    // Only real refusals carry an ErrorCode: a sealed health probe's 503 is a
+    // status report, not a refused request.
+    let refused = resp.extensions().get::<ErrorCode>().map(|c| c.0);
+    if let (Some(code), false) = (refused, audited.load(std::sync::atomic::Ordering::SeqCst)) {
         if code != "audit_unavailable" {
             let who = peer_who(&st, peer.as_ref(), &request_id);
             let outcome = if resp.status().is_server_error()

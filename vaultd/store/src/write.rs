@@ -108,17 +108,37 @@ struct Job {
 }
 
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Job>,
+    /// None once dropped (closing the channel stops the thread).
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    /// Stops the writer after the queued writes and waits until it has
+    /// closed the database, so a dropped store is a closed store.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            // Never join from the writer thread itself (an audit closure
+            // could hold the last reference to the store).
+            if t.thread().id() != thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
 }
 
 impl Writer {
     pub(crate) fn start(conn: Connection, max_batch: usize, log: Arc<AuditLog>) -> Writer {
         let (tx, rx) = mpsc::channel::<Job>();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("vault-store-writer".into())
             .spawn(move || run(conn, rx, max_batch.max(1), log))
             .expect("spawning the storage writer thread");
-        Writer { tx }
+        Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
     }
 
     pub(crate) fn submit(
@@ -128,6 +148,8 @@ impl Writer {
     ) -> Result<WriteOutcome, StoreError> {
         let (reply, rx) = mpsc::sync_channel(1);
         self.tx
+            .as_ref()
+            .ok_or(StoreError::WriterGone)?
             .send(Job { op, audit, reply })
             .map_err(|_| StoreError::WriterGone)?;
         rx.recv().map_err(|_| StoreError::WriterGone)?

@@ -243,6 +243,23 @@ async fn call(
     }
 }
 
+/// A secret value from a file or stdin, never argv; a trailing newline
+/// from `echo` or an editor is not part of the value.
+fn read_value(file: Option<&Path>) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let mut value = zeroize::Zeroizing::new(String::new());
+    match file {
+        Some(p) => *value = std::fs::read_to_string(p).with_context(|| p.display().to_string())?,
+        None => {
+            std::io::stdin()
+                .read_to_string(&mut value)
+                .context("reading the value from stdin")?;
+        }
+    }
+    Ok(zeroize::Zeroizing::new(
+        value.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
+}
+
 fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
     vaultd::init::write_file(path, data.as_bytes(), 0o600).map_err(|e| anyhow!("{e}"))
 }
@@ -450,19 +467,7 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
             metadata,
             exclusive,
         }) => {
-            let mut value = zeroize::Zeroizing::new(String::new());
-            match &value_file {
-                Some(p) => {
-                    *value = std::fs::read_to_string(p).with_context(|| p.display().to_string())?
-                }
-                None => {
-                    std::io::stdin()
-                        .read_to_string(&mut value)
-                        .context("reading the value from stdin")?;
-                }
-            }
-            // A trailing newline from `echo` or an editor is not part of the value.
-            let trimmed = zeroize::Zeroizing::new(value.trim_end_matches(['\n', '\r']).to_owned());
+            let trimmed = read_value(value_file.as_deref())?;
             let mut body = json!({"value": trimmed.as_str()});
             if let Some(m) = metadata {
                 body["metadata"] =
@@ -603,18 +608,7 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
             audit::show(&c.client()?, index, key.as_deref(), j).await?
         }
         Cmd::Audit(AuditCmd::Hash { value_file }) => {
-            let mut value = zeroize::Zeroizing::new(String::new());
-            match &value_file {
-                Some(p) => {
-                    *value = std::fs::read_to_string(p).with_context(|| p.display().to_string())?
-                }
-                None => {
-                    std::io::stdin()
-                        .read_to_string(&mut value)
-                        .context("reading the value from stdin")?;
-                }
-            }
-            let trimmed = zeroize::Zeroizing::new(value.trim_end_matches(['\n', '\r']).to_owned());
+            let trimmed = read_value(value_file.as_deref())?;
             let v = server!(
                 call(
                     c,

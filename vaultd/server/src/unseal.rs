@@ -85,22 +85,31 @@ impl SealProvider for ConfigProvider<'_> {
     }
 }
 
-/// Opens the CA key in the token.
-pub(crate) fn open_ca(config: &Config, create: bool) -> Result<HsmCaKey, String> {
+/// Opens (or at init creates) the ECDSA key `label` in the token.
+fn open_signer(
+    config: &Config,
+    label: impl Fn(&Pkcs11Section) -> &str,
+    create: bool,
+) -> Result<Pkcs11Signer, String> {
     let h = config
         .seal
         .pkcs11
         .as_ref()
         .ok_or("no [seal.pkcs11] section")?;
     let pin = read_pin(h).map_err(|e| e.to_string())?;
-    let cfg = pkcs11_config(h, &h.ca_key_label);
-    let signer = if create {
-        Pkcs11Signer::open_or_create(&cfg, &pin, &h.ca_key_label)
+    let label = label(h);
+    let cfg = pkcs11_config(h, label);
+    if create {
+        Pkcs11Signer::open_or_create(&cfg, &pin, label)
     } else {
-        Pkcs11Signer::open(&cfg, &pin, &h.ca_key_label)
+        Pkcs11Signer::open(&cfg, &pin, label)
     }
-    .map_err(|e| e.to_string())?;
-    Ok(HsmCaKey::new(signer))
+    .map_err(|e| e.to_string())
+}
+
+/// Opens the CA key in the token.
+pub(crate) fn open_ca(config: &Config, create: bool) -> Result<HsmCaKey, String> {
+    open_signer(config, |h| &h.ca_key_label, create).map(HsmCaKey::new)
 }
 
 /// Opens (or at init creates) the audit checkpoint key. When `expect_spki`
@@ -110,24 +119,9 @@ pub(crate) fn open_audit_signer(
     create: bool,
     expect_spki: &[u8],
 ) -> Result<Pkcs11Signer, String> {
-    let h = config
-        .seal
-        .pkcs11
-        .as_ref()
-        .ok_or("no [seal.pkcs11] section")?;
-    let pin = read_pin(h).map_err(|e| e.to_string())?;
-    let cfg = pkcs11_config(h, &h.audit_key_label);
-    let signer = if create {
-        Pkcs11Signer::open_or_create(&cfg, &pin, &h.audit_key_label)
-    } else {
-        Pkcs11Signer::open(&cfg, &pin, &h.audit_key_label)
-    }
-    .map_err(|e| e.to_string())?;
+    let signer = open_signer(config, |h| &h.audit_key_label, create)?;
     if !expect_spki.is_empty() && signer.public_key_spki_der() != expect_spki {
-        return Err(format!(
-            "the token's key {:?} is not the published audit key",
-            h.audit_key_label
-        ));
+        return Err("the token's audit key is not the published audit key".into());
     }
     Ok(signer)
 }

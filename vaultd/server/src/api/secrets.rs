@@ -261,6 +261,11 @@ pub async fn post(
                 tracing::error!(%path, version, error = %e, "secret failed integrity check on checkout");
                 ApiError::integrity()
             })?;
+            // Values are stored from JSON strings; anything else is a forged row.
+            if std::str::from_utf8(value.expose_secret()).is_err() {
+                tracing::error!(%path, version, "secret is not UTF-8 after decryption");
+                return Err(ApiError::integrity());
+            }
             let id = uuid::Uuid::new_v4().to_string();
             let now = s.now();
             let expires_at = now + ttl as i64;
@@ -283,7 +288,12 @@ pub async fn post(
             }
             match r {
                 Ok(_) => return Ok((id, version, value, expires_at)),
-                Err(vault_store::StoreError::Conflict("version_changed")) => continue,
+                Err(vault_store::StoreError::Conflict("version_changed")) => {
+                    // That attempt is recorded; whatever ends the request is
+                    // recorded too.
+                    audited.store(false, Ordering::SeqCst);
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -531,3 +531,55 @@ fn keyring_rotation_is_online_and_rewraps() {
     assert_eq!(info["versions"][0]["keyring_version"], 2);
     assert_eq!(json_of(&checkout(&pam, "k/0"))["value"], "v0");
 }
+
+#[test]
+fn missing_token_and_corrupt_blob_have_their_own_reasons() {
+    let mut a = Appliance::start(Options::default());
+    let pam = a.issue("pam", "p1");
+    let status =
+        |a: &Appliance| json_of(&req(&a.admin(), Method::GET, "/v1/sys/seal-status", None));
+
+    // The token is gone (its directory emptied).
+    a.stop();
+    let tokens = a.dir.path().join("softhsm").join("tokens");
+    let moved = a.dir.path().join("tokens.away");
+    std::fs::rename(&tokens, &moved).unwrap();
+    std::fs::create_dir(&tokens).unwrap();
+    a.spawn();
+    a.wait_ready();
+    let s = status(&a);
+    assert_eq!(s["reason"]["code"], "pkcs11_token_missing", "{s}");
+    assert_eq!(checkout(&pam, "x").error_code().as_deref(), Some("sealed"));
+    a.stop();
+    std::fs::remove_dir(&tokens).unwrap();
+    std::fs::rename(&moved, &tokens).unwrap();
+
+    // The sealed root key blob in the database is damaged.
+    {
+        let c = rusqlite::Connection::open(a.db_path()).unwrap();
+        let raw: Vec<u8> = c
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'sealed_root'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        let tpm = v["tpm"].as_str().unwrap().to_owned();
+        // Flip one character of the TPM blob's base64.
+        let mut chars: Vec<char> = tpm.chars().collect();
+        let i = chars.len() / 2;
+        chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+        v["tpm"] = serde_json::Value::String(chars.into_iter().collect());
+        c.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'sealed_root'",
+            [serde_json::to_vec(&v).unwrap()],
+        )
+        .unwrap();
+    }
+    a.spawn();
+    a.wait_ready();
+    let s = status(&a);
+    assert_eq!(s["reason"]["code"], "seal_blob_corrupt", "{s}");
+    assert_eq!(checkout(&pam, "x").error_code().as_deref(), Some("sealed"));
+}

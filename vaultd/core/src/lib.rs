@@ -10,6 +10,8 @@
 //!   `Debug`, zeroized on drop, explicit `expose_secret()`.
 //! * [`audit`]: audit entries, RFC 9162 Merkle trees and proofs, signed
 //!   checkpoints.
+//! * [`custodian`]: Shamir sharing, share encryption (ECIES) for custodians
+//!   (work in progress).
 //! * [`barrier`]: AES-256-GCM with a format byte and associated data.
 //! * [`keyring`]: keyring keys derived from the root key, per-version data
 //!   keys, the associated-data encoding that binds ciphertext to its row.
@@ -23,6 +25,7 @@
 
 pub mod audit;
 pub mod barrier;
+pub mod custodian;
 pub mod keyring;
 pub mod policy;
 pub mod seal;

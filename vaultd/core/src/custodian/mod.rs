@@ -1,0 +1,11 @@
+//! The custodian protocol (no I/O): k-of-n sharing, encryption of shares
+//! to custodians' YubiKey keys, signed approvals and the quorum rules.
+//!
+//! * [`shamir`]: Shamir's secret sharing over GF(2^8).
+//! * [`ecies`]: ECDH P-256 + HKDF-SHA256 + AES-256-GCM envelopes.
+//!
+//! Work in progress for the custodian issue: enrolment, the YubiKey token,
+//! the break-glass tier and recovery are not built yet.
+
+pub mod ecies;
+pub mod shamir;

@@ -3,9 +3,13 @@
 //!
 //! * [`shamir`]: Shamir's secret sharing over GF(2^8).
 //! * [`ecies`]: ECDH P-256 + HKDF-SHA256 + AES-256-GCM envelopes.
+//! * [`token`]: the custodian-token trait (PIV 9c/9d) and a software token.
+//! * [`approval`]: canonical signed approvals and the quorum rules.
 //!
 //! Work in progress for the custodian issue: enrolment, the YubiKey token,
 //! the break-glass tier and recovery are not built yet.
 
+pub mod approval;
 pub mod ecies;
 pub mod shamir;
+pub mod token;

@@ -1,0 +1,307 @@
+//! The custodian protocol with software tokens: quorum rules, every
+//! refused vote, and a break-glass round trip.
+
+use p256::{PublicKey, SecretKey};
+use vault_core::barrier;
+use vault_core::custodian::approval::{
+    Custodian, Decision, GroupRule, Request, Status, Tally, VoteError,
+};
+use vault_core::custodian::ecies::{open_with, seal_to, soft_ecdh};
+use vault_core::custodian::shamir::{combine, split, Share};
+use vault_core::custodian::token::{CustodianToken, Slot, SoftToken, TokenError};
+use vault_core::secret::{Key32, Pin};
+
+fn request(id: &str, appliance: &str) -> Request {
+    Request {
+        request_id: id.into(),
+        appliance_id: appliance.into(),
+        path: "cloud/root".into(),
+        version: 3,
+        requester: "pam01".into(),
+        reason: "INC-42 break glass".into(),
+        created_at: 1_000,
+        expires_at: 2_000,
+        nonce: [7u8; 32],
+    }
+}
+
+struct Person {
+    token: SoftToken,
+    who: Custodian,
+}
+
+fn person(id: &str, groups: &[&str], serial: u32) -> Person {
+    let mut token = SoftToken::new(serial, "123456");
+    token.verify_pin(&Pin::new("123456".into())).unwrap();
+    let who = Custodian {
+        id: id.into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        signing_key: token.public_key(Slot::Signature).unwrap(),
+    };
+    Person { token, who }
+}
+
+fn sign(p: &mut Person, req: &Request, d: Decision) -> Vec<u8> {
+    p.token.sign(&req.message(d, &p.who.id)).unwrap()
+}
+
+fn cast(
+    t: &mut Tally,
+    p: &mut Person,
+    req: &Request,
+    d: Decision,
+    now: i64,
+) -> Result<Status, VoteError> {
+    let sig = sign(p, req, d);
+    t.vote(&p.who, d, &sig, now)
+}
+
+fn policy() -> Vec<GroupRule> {
+    vec![
+        GroupRule {
+            group: "security".into(),
+            k: 2,
+        },
+        GroupRule {
+            group: "dba".into(),
+            k: 1,
+        },
+    ]
+}
+
+#[test]
+fn quorum_is_and_across_groups() {
+    let mut alice = person("alice", &["security"], 1);
+    let mut bob = person("bob", &["security"], 2);
+    let mut carol = person("carol", &["dba"], 3);
+    let req = request("r1", "app-1");
+    let mut t = Tally::new(req.clone(), policy());
+    assert_eq!(
+        t.status(1_500),
+        Status::Pending(vec![("security".into(), 2), ("dba".into(), 1)])
+    );
+    let s = cast(&mut t, &mut alice, &req, Decision::Approve, 1_100).unwrap();
+    assert_eq!(
+        s,
+        Status::Pending(vec![("security".into(), 1), ("dba".into(), 1)])
+    );
+    let s = cast(&mut t, &mut carol, &req, Decision::Approve, 1_200).unwrap();
+    assert_eq!(s, Status::Pending(vec![("security".into(), 1)]));
+    let s = cast(&mut t, &mut bob, &req, Decision::Approve, 1_300).unwrap();
+    assert_eq!(s, Status::Approved);
+    // Closed once approved.
+    assert_eq!(
+        cast(&mut t, &mut bob, &req, Decision::Approve, 1_300).err(),
+        Some(VoteError::Closed("approved"))
+    );
+}
+
+#[test]
+fn a_member_of_two_groups_counts_once_in_each() {
+    let mut dave = person("dave", &["security", "dba"], 4);
+    let mut erin = person("erin", &["security"], 5);
+    let req = request("r2", "app-1");
+    let mut t = Tally::new(req.clone(), policy());
+    cast(&mut t, &mut dave, &req, Decision::Approve, 1_100).unwrap();
+    assert_eq!(
+        t.status(1_100),
+        Status::Pending(vec![("security".into(), 1)])
+    );
+    let s = cast(&mut t, &mut erin, &req, Decision::Approve, 1_100).unwrap();
+    assert_eq!(s, Status::Approved);
+}
+
+#[test]
+fn abuse_is_refused() {
+    let mut alice = person("alice", &["security"], 1);
+    let mut pam = person("pam01", &["security"], 9); // the requester is also a custodian
+    let mut zed = person("zed", &["finance"], 8);
+    let req = request("r3", "app-1");
+    let mut t = Tally::new(req.clone(), policy());
+    // Self-approval.
+    assert_eq!(
+        cast(&mut t, &mut pam, &req, Decision::Approve, 1_100).err(),
+        Some(VoteError::SelfApproval)
+    );
+    // Not in any policy group.
+    assert_eq!(
+        cast(&mut t, &mut zed, &req, Decision::Approve, 1_100).err(),
+        Some(VoteError::NotInPolicy)
+    );
+    // Replayed from another request, another appliance; flipped decision; another's signature.
+    let other_req = request("r-other", "app-1");
+    let other_app = request("r3", "app-2");
+    for (sig, what) in [
+        (
+            sign(&mut alice, &other_req, Decision::Approve),
+            "another request",
+        ),
+        (
+            sign(&mut alice, &other_app, Decision::Approve),
+            "another appliance",
+        ),
+        (
+            sign(&mut alice, &req, Decision::Deny),
+            "the opposite decision",
+        ),
+        (
+            sign(&mut zed, &req, Decision::Approve),
+            "another custodian's key",
+        ),
+        (
+            vec![0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01],
+            "a forged signature",
+        ),
+        (
+            // A P-384-sized signature (48-byte r and s) is not a P-256 signature.
+            [
+                vec![0x30, 0x64, 0x02, 0x30],
+                vec![0x11; 48],
+                vec![0x02, 0x30],
+                vec![0x22; 48],
+            ]
+            .concat(),
+            "a wrong-curve signature",
+        ),
+    ] {
+        assert_eq!(
+            t.vote(&alice.who, Decision::Approve, &sig, 1_100).err(),
+            Some(VoteError::BadSignature),
+            "{what}"
+        );
+    }
+    // A good vote, then a duplicate.
+    cast(&mut t, &mut alice, &req, Decision::Approve, 1_100).unwrap();
+    assert_eq!(
+        cast(&mut t, &mut alice, &req, Decision::Approve, 1_100).err(),
+        Some(VoteError::Duplicate)
+    );
+    // Expiry.
+    let mut bob = person("bob", &["security"], 2);
+    assert_eq!(
+        cast(&mut t, &mut bob, &req, Decision::Approve, 2_000).err(),
+        Some(VoteError::Expired)
+    );
+    assert_eq!(t.status(2_000), Status::Expired);
+}
+
+#[test]
+fn one_denial_vetoes() {
+    let mut alice = person("alice", &["security"], 1);
+    let mut bob = person("bob", &["security"], 2);
+    let req = request("r4", "app-1");
+    let mut t = Tally::new(req.clone(), policy());
+    cast(&mut t, &mut alice, &req, Decision::Approve, 1_100).unwrap();
+    let s = cast(&mut t, &mut bob, &req, Decision::Deny, 1_100).unwrap();
+    assert_eq!(s, Status::Denied { by: "bob".into() });
+}
+
+#[test]
+fn tokens_need_the_pin_and_count_tries() {
+    let mut t = SoftToken::new(1, "123456");
+    assert_eq!(t.sign(b"x").err(), Some(TokenError::PinRequired));
+    assert_eq!(
+        t.verify_pin(&Pin::new("000000".into())).err(),
+        Some(TokenError::WrongPin { tries: 2 })
+    );
+    assert_eq!(
+        t.verify_pin(&Pin::new("000000".into())).err(),
+        Some(TokenError::WrongPin { tries: 1 })
+    );
+    t.verify_pin(&Pin::new("123456".into())).unwrap();
+    assert!(t.sign(b"x").is_ok());
+    assert!(t.attest(Slot::Signature).is_err());
+}
+
+/// AAD binding a share to its secret, version and custodian.
+fn share_aad(path: &str, version: u64, custodian: &str) -> Vec<u8> {
+    format!("vaultd share v1\n{path}\n{version}\n{custodian}").into_bytes()
+}
+
+#[test]
+fn break_glass_round_trip_needs_k_custodians() {
+    let people: Vec<Person> = ["alice", "bob", "carol"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| person(n, &["security"], i as u32 + 1))
+        .collect();
+    let mut people = people;
+    // Writing: the value under a fresh data key, the data key split 2-of-3,
+    // each share sealed to a custodian's 9d key. Nothing here is under the
+    // appliance's root key.
+    let dek = Key32::generate();
+    let value_aad = b"vaultd/value/v1 cloud/root 3 sealed";
+    let ciphertext = barrier::encrypt(&dek, value_aad, b"root-password-123");
+    let shares = split(dek.expose_secret(), 2, 3, &mut rand::rngs::OsRng).unwrap();
+    let envelopes: Vec<Vec<u8>> = shares
+        .iter()
+        .zip(&people)
+        .map(|(s, p)| {
+            let pk = p.token.public_key(Slot::KeyManagement).unwrap();
+            seal_to(
+                &pk,
+                &share_aad("cloud/root", 3, &p.who.id),
+                &s.to_bytes(),
+                &mut rand::rngs::OsRng,
+            )
+        })
+        .collect();
+    drop(dek);
+
+    // Retrieval: the requester's one-time key; two custodians re-encrypt
+    // their share to it.
+    let one_time = SecretKey::random(&mut rand::rngs::OsRng);
+    let one_time_pub = one_time.public_key();
+    let mut forwarded = Vec::new();
+    for i in [0usize, 2] {
+        let p = &mut people[i];
+        let pk = p.token.public_key(Slot::KeyManagement).unwrap();
+        let mut ecdh = |e: &PublicKey| p.token.ecdh(e).map_err(|x| x.to_string());
+        let share = open_with(
+            &envelopes[i],
+            &pk,
+            &share_aad("cloud/root", 3, &p.who.id),
+            &mut ecdh,
+        )
+        .unwrap();
+        forwarded.push(seal_to(
+            &one_time_pub,
+            format!("r9|{}", p.who.id).as_bytes(),
+            &share,
+            &mut rand::rngs::OsRng,
+        ));
+        // A share opened under another custodian's context fails.
+        let mut ecdh = |e: &PublicKey| p.token.ecdh(e).map_err(|x| x.to_string());
+        assert!(open_with(
+            &envelopes[i],
+            &pk,
+            &share_aad("cloud/root", 3, "mallory"),
+            &mut ecdh
+        )
+        .is_err());
+    }
+    // The requester opens and combines locally.
+    let mut mine = |e: &PublicKey| Ok(soft_ecdh(&one_time, e));
+    let got: Vec<Share> = forwarded
+        .iter()
+        .zip(["alice", "carol"])
+        .map(|(f, who)| {
+            Share::from_bytes(
+                &open_with(f, &one_time_pub, format!("r9|{who}").as_bytes(), &mut mine).unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let dek = combine(&got, 2).unwrap();
+    let dek = Key32::from_slice(&dek).unwrap();
+    assert_eq!(
+        barrier::decrypt(&dek, value_aad, &ciphertext)
+            .unwrap()
+            .expose_secret(),
+        b"root-password-123"
+    );
+    // One share alone does not give the key (the AEAD says so).
+    let one = combine(&got[..1], 1).unwrap();
+    let wrong = Key32::from_slice(&one).unwrap();
+    assert!(barrier::decrypt(&wrong, value_aad, &ciphertext).is_err());
+}

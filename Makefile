@@ -1,4 +1,4 @@
-.PHONY: run test bench bench-audit fmt lint
+.PHONY: run test bench bench-audit fuzz fmt lint
 
 # Start a local appliance (SoftHSM token, swtpm, SQLite) on https://127.0.0.1:8443.
 run:
@@ -15,6 +15,13 @@ bench:
 # Audit log: durable appends/s, offline verification of 1M entries.
 bench-audit:
 	bash scripts/bench-audit.sh
+
+# Fuzz every parser of untrusted input for FUZZ_SECONDS each (nightly + cargo-fuzz).
+FUZZ_SECONDS ?= 60
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd vaultd/core && for t in $$(cargo +nightly fuzz list); do \
+	  cargo +nightly fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 || exit 1; done
 
 fmt:
 	cargo fmt --all

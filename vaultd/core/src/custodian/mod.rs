@@ -5,11 +5,13 @@
 //! * [`ecies`]: ECDH P-256 + HKDF-SHA256 + AES-256-GCM envelopes.
 //! * [`token`]: the custodian-token trait (PIV 9c/9d) and a software token.
 //! * [`approval`]: canonical signed approvals and the quorum rules.
+//! * [`attestation`]: YubiKey PIV attestation chains and device policy.
 //!
 //! Work in progress for the custodian issue: enrolment, the YubiKey token,
 //! the break-glass tier and recovery are not built yet.
 
 pub mod approval;
+pub mod attestation;
 pub mod ecies;
 pub mod shamir;
 pub mod token;

@@ -75,7 +75,7 @@ fn good() -> Chain {
 #[test]
 fn a_good_chain_verifies_and_reads_the_extensions() {
     let c = good();
-    let a = verify(&c.leaf, &[c.f9.clone()], &[c.root.clone()], NOW).unwrap();
+    let a = verify(&c.leaf, &[&c.f9[..]], &[&c.root[..]], NOW).unwrap();
     assert_eq!(a.serial, 12_345_678);
     assert_eq!(a.firmware, (5, 4, 3));
     assert_eq!(a.pin_policy, PinPolicy::Always);
@@ -102,40 +102,40 @@ fn refusals() {
     let other = good();
     // Unknown root.
     assert_eq!(
-        verify(&c.leaf, &[c.f9.clone()], &[other.root.clone()], NOW),
+        verify(&c.leaf, &[&c.f9[..]], &[&other.root[..]], NOW),
         Err(AttestationError::UnknownRoot)
     );
     // A leaf signed by another device's f9.
     assert_eq!(
-        verify(&c.leaf, &[other.f9.clone()], &[other.root.clone()], NOW),
+        verify(&c.leaf, &[&other.f9[..]], &[&other.root[..]], NOW),
         Err(AttestationError::BadSignature)
     );
     // No f9 certificate, garbage, trailing bytes.
     assert!(matches!(
-        verify(&c.leaf, &[], &[c.root.clone()], NOW),
+        verify(&c.leaf, &[], &[&c.root[..]], NOW),
         Err(AttestationError::Malformed(_))
     ));
     assert!(matches!(
-        verify(b"not a cert", &[c.f9.clone()], &[c.root.clone()], NOW),
+        verify(b"not a cert", &[&c.f9[..]], &[&c.root[..]], NOW),
         Err(AttestationError::Malformed(_))
     ));
     let mut trailing = c.leaf.clone();
     trailing.push(0);
     assert!(matches!(
-        verify(&trailing, &[c.f9.clone()], &[c.root.clone()], NOW),
+        verify(&trailing, &[&c.f9[..]], &[&c.root[..]], NOW),
         Err(AttestationError::Malformed(_))
     ));
     // A tampered leaf.
     let mut t = c.leaf.clone();
     let n = t.len();
     t[n - 40] ^= 0x01;
-    assert!(verify(&t, &[c.f9.clone()], &[c.root.clone()], NOW).is_err());
+    assert!(verify(&t, &[&c.f9[..]], &[&c.root[..]], NOW).is_err());
     // Outside the validity period.
     let mut p = leaf_params(1, [5, 4, 3], [1, 1], None);
     p.not_after = OffsetDateTime::from_unix_timestamp(NOW).unwrap() - Duration::days(1);
     let e = chain_with(p, &PKCS_ECDSA_P256_SHA256);
     assert_eq!(
-        verify(&e.leaf, &[e.f9.clone()], &[e.root.clone()], NOW),
+        verify(&e.leaf, &[&e.f9[..]], &[&e.root[..]], NOW),
         Err(AttestationError::Expired)
     );
     // Not a P-256 key.
@@ -144,7 +144,7 @@ fn refusals() {
         &PKCS_ECDSA_P384_SHA384,
     );
     assert_eq!(
-        verify(&w.leaf, &[w.f9.clone()], &[w.root.clone()], NOW),
+        verify(&w.leaf, &[&w.f9[..]], &[&w.root[..]], NOW),
         Err(AttestationError::WrongKeyType)
     );
     // Missing Yubico extensions: not an attestation.
@@ -153,7 +153,7 @@ fn refusals() {
             leaf_params(1, [5, 4, 3], [1, 1], Some(oid)),
             &PKCS_ECDSA_P256_SHA256,
         );
-        let err = verify(&m.leaf, &[m.f9.clone()], &[m.root.clone()], NOW).unwrap_err();
+        let err = verify(&m.leaf, &[&m.f9[..]], &[&m.root[..]], NOW).unwrap_err();
         assert_eq!(err.code(), "unattested_key", "{oid}");
     }
     // Policy: no touch, PIN once.
@@ -161,7 +161,7 @@ fn refusals() {
         leaf_params(1, [5, 4, 3], [2, 1], None),
         &PKCS_ECDSA_P256_SHA256,
     );
-    let a = verify(&lax.leaf, &[lax.f9.clone()], &[lax.root.clone()], NOW).unwrap();
+    let a = verify(&lax.leaf, &[&lax.f9[..]], &[&lax.root[..]], NOW).unwrap();
     assert!(DevicePolicy {
         require_touch: true,
         ..Default::default()

@@ -122,8 +122,8 @@ fn ext<'a>(c: &'a X509Certificate<'_>, oid: &'static str) -> Result<&'a [u8], At
 /// `roots`, all valid at `now` (unix seconds), and reads the extensions.
 pub fn verify(
     leaf: &[u8],
-    chain: &[Vec<u8>],
-    roots: &[Vec<u8>],
+    chain: &[&[u8]],
+    roots: &[&[u8]],
     now: i64,
 ) -> Result<Attested, AttestationError> {
     let leaf_c = parse(leaf)?;

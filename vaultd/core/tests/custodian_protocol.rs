@@ -305,3 +305,66 @@ fn break_glass_round_trip_needs_k_custodians() {
     let wrong = Key32::from_slice(&one).unwrap();
     assert!(barrier::decrypt(&wrong, value_aad, &ciphertext).is_err());
 }
+
+#[test]
+fn root_key_recovery_needs_k_custodians_and_checks_the_result() {
+    use vault_core::custodian::recovery::{open_share, recover, split as split_rk, RecoveryError};
+    let mut people: Vec<Person> = ["alice", "bob", "carol"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| person(n, &["security"], i as u32 + 1))
+        .collect();
+    let rk = Key32::generate();
+    let custodians: Vec<(String, PublicKey)> = people
+        .iter()
+        .map(|p| {
+            (
+                p.who.id.clone(),
+                p.token.public_key(Slot::KeyManagement).unwrap(),
+            )
+        })
+        .collect();
+    let bundle = split_rk(&rk, "app-1", &custodians, 2, &mut rand::rngs::OsRng).unwrap();
+    let open = |p: &mut Person, b: &vault_core::custodian::recovery::Bundle| {
+        let pk = p.token.public_key(Slot::KeyManagement).unwrap();
+        let id = p.who.id.clone();
+        let mut ecdh = |e: &PublicKey| p.token.ecdh(e).map_err(|x| x.to_string());
+        open_share(b, &id, &pk, &mut ecdh)
+    };
+    let a = open(&mut people[0], &bundle).unwrap();
+    let c = open(&mut people[2], &bundle).unwrap();
+    assert!(recover(&bundle, &[a, c]).unwrap().ct_eq(&rk));
+    // One share is not enough; shares from another bundle fail the check.
+    let a = open(&mut people[0], &bundle).unwrap();
+    assert!(matches!(
+        recover(&bundle, &[a]),
+        Err(RecoveryError::Shamir(_))
+    ));
+    let other = split_rk(
+        &Key32::generate(),
+        "app-1",
+        &custodians,
+        2,
+        &mut rand::rngs::OsRng,
+    )
+    .unwrap();
+    let a = open(&mut people[0], &bundle).unwrap();
+    let b2 = open(&mut people[1], &other).unwrap();
+    assert_eq!(
+        recover(&bundle, &[a, b2]).err(),
+        Some(RecoveryError::CheckFailed)
+    );
+    // A share moved to another appliance's bundle does not open.
+    let mut moved = bundle.clone();
+    moved.appliance_id = "app-2".into();
+    assert!(matches!(
+        open(&mut people[0], &moved),
+        Err(RecoveryError::Envelope(..))
+    ));
+    // Someone not in the bundle.
+    let mut zed = person("zed", &["security"], 9);
+    assert!(matches!(
+        open(&mut zed, &bundle),
+        Err(RecoveryError::UnknownCustodian(_))
+    ));
+}

@@ -5,6 +5,7 @@
 //! * [`ecies`]: ECDH P-256 + HKDF-SHA256 + AES-256-GCM envelopes.
 //! * [`token`]: the custodian-token trait (PIV 9c/9d) and a software token.
 //! * [`approval`]: canonical signed approvals and the quorum rules.
+//! * [`recovery`]: the root key split k-of-n to custodians, and its recovery.
 //! * [`attestation`]: YubiKey PIV attestation chains and device policy.
 //!
 //! Work in progress for the custodian issue: enrolment, the YubiKey token,
@@ -13,5 +14,6 @@
 pub mod approval;
 pub mod attestation;
 pub mod ecies;
+pub mod recovery;
 pub mod shamir;
 pub mod token;

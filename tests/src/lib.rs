@@ -64,6 +64,8 @@ pub fn free_port() -> u16 {
 pub struct Options {
     pub mode: &'static str,
     pub pcrs: Vec<u8>,
+    /// Appended to the generated vaultd.toml (extra sections).
+    pub extra_config: String,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
         Options {
             mode: "tpm+pkcs11",
             pcrs: vec![7],
+            extra_config: String::new(),
         }
     }
 }
@@ -114,12 +117,14 @@ pin_file = "{pin}"
 max_body_bytes = 131072
 [log]
 level = "info"
+{extra}
 "#,
                 data = dir.path().join("data").display(),
                 mode = opts.mode,
                 tcti = tpm.tcti(),
                 pcrs = opts.pcrs,
                 pin = dir.path().join("pin").display(),
+                extra = opts.extra_config,
             ),
         )
         .unwrap();

@@ -41,17 +41,21 @@ impl KeyringVersion {
     }
 }
 
-/// The storage tier of a secret. Only `standard` (under RK) exists today;
-/// the tier is already part of the associated data.
+/// The storage tier of a secret; part of every value's associated data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
+    /// Data key wrapped under the keyring (the appliance can open it).
     Standard,
+    /// Data key split among custodians ([`crate::custodian::sealed`]); the
+    /// appliance cannot open it.
+    Sealed,
 }
 
 impl Tier {
     fn tag(self) -> u8 {
         match self {
             Tier::Standard => 1,
+            Tier::Sealed => 2,
         }
     }
 }

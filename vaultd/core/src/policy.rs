@@ -3,7 +3,8 @@
 //! Separation of duties is enforced here, in one table: `admin` manages
 //! principals and the keyring but never reads a value; `writer` stores values
 //! but cannot read them back; `pam` checks values out; `auditor` reads
-//! metadata and (later) audit data.
+//! metadata and audit data; `custodian` sees and votes on approval
+//! requests (their votes are signatures made on their YubiKey).
 
 use std::fmt;
 
@@ -16,10 +17,17 @@ pub enum Role {
     Writer,
     Pam,
     Auditor,
+    Custodian,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Writer, Role::Pam, Role::Auditor];
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Writer,
+        Role::Pam,
+        Role::Auditor,
+        Role::Custodian,
+    ];
 
     pub fn parse(s: &str) -> Option<Role> {
         match s {
@@ -27,6 +35,7 @@ impl Role {
             "writer" => Some(Role::Writer),
             "pam" => Some(Role::Pam),
             "auditor" => Some(Role::Auditor),
+            "custodian" => Some(Role::Custodian),
             _ => None,
         }
     }
@@ -37,6 +46,7 @@ impl Role {
             Role::Writer => "writer",
             Role::Pam => "pam",
             Role::Auditor => "auditor",
+            Role::Custodian => "custodian",
         }
     }
 }
@@ -60,6 +70,15 @@ pub enum Action {
     Checkin,
     /// Audit log entries, proofs, checkpoints, value hashes.
     ReadAudit,
+    /// Enrol a custodian's YubiKey (attested keys).
+    EnrollCustodian,
+    ListCustodians,
+    /// Set the approvals a secret's checkouts need.
+    SetApprovalPolicy,
+    /// See approval and break-glass requests.
+    ReadRequests,
+    /// Submit a signed approval or denial.
+    Vote,
 }
 
 /// The single permission table.
@@ -68,11 +87,29 @@ pub fn allowed(role: Role, action: Action) -> bool {
     match role {
         Role::Admin => matches!(
             action,
-            Unseal | IssueCertificate | RotateKeyring | ReadMetadata | ListSecrets
+            Unseal
+                | IssueCertificate
+                | RotateKeyring
+                | ReadMetadata
+                | ListSecrets
+                | EnrollCustodian
+                | ListCustodians
+                | SetApprovalPolicy
+                | ReadRequests
         ),
         Role::Writer => matches!(action, WriteSecret | ReadMetadata | ListSecrets),
-        Role::Pam => matches!(action, Checkout | Checkin | ReadMetadata | ListSecrets),
-        Role::Auditor => matches!(action, ReadMetadata | ListSecrets | ReadAudit),
+        Role::Pam => matches!(
+            action,
+            Checkout | Checkin | ReadMetadata | ListSecrets | ReadRequests
+        ),
+        Role::Auditor => matches!(
+            action,
+            ReadMetadata | ListSecrets | ReadAudit | ListCustodians | ReadRequests
+        ),
+        Role::Custodian => matches!(
+            action,
+            ReadMetadata | ListSecrets | ListCustodians | ReadRequests | Vote
+        ),
     }
 }
 
@@ -134,7 +171,16 @@ mod tests {
         for r in [Role::Admin, Role::Writer, Role::Pam] {
             assert!(!allowed(r, Action::ReadAudit), "{r}");
         }
-        for r in [Role::Writer, Role::Pam, Role::Auditor] {
+        // Only custodians vote; custodians never check out or write.
+        for r in [Role::Admin, Role::Writer, Role::Pam, Role::Auditor] {
+            assert!(!allowed(r, Action::Vote), "{r}");
+        }
+        assert!(allowed(Role::Custodian, Action::Vote));
+        assert!(!allowed(Role::Custodian, Action::Checkout));
+        assert!(!allowed(Role::Custodian, Action::WriteSecret));
+        assert!(!allowed(Role::Custodian, Action::EnrollCustodian));
+        assert!(!allowed(Role::Custodian, Action::SetApprovalPolicy));
+        for r in [Role::Writer, Role::Pam, Role::Auditor, Role::Custodian] {
             assert!(!allowed(r, Action::IssueCertificate), "{r}");
             assert!(!allowed(r, Action::Unseal), "{r}");
             assert!(!allowed(r, Action::RotateKeyring), "{r}");

@@ -22,6 +22,7 @@ fn request(id: &str, appliance: &str) -> Request {
         created_at: 1_000,
         expires_at: 2_000,
         nonce: [7u8; 32],
+        recipient_key: None,
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Config {
     pub tls: TlsConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub custodians: CustodianConfig,
     /// SHA-256 of the file this configuration was loaded from (audited at start).
     #[serde(skip)]
     pub source_sha256: String,
@@ -108,6 +110,46 @@ impl SiemConfig {
         }
         if self.batch_entries == 0 || self.batch_entries > 10_000 {
             p.push("audit.siem.batch_entries must be 1..=10000".into());
+        }
+    }
+}
+
+/// `[custodians]`: who may enrol and how long approval requests live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustodianConfig {
+    /// Trust Yubico's published PIV attestation roots (shipped in the binary).
+    #[serde(default = "d_true")]
+    pub trust_yubico_roots: bool,
+    /// Extra PEM files of PIV attestation roots (e.g. a test root).
+    #[serde(default)]
+    pub attestation_roots: Vec<PathBuf>,
+    /// Refuse keys whose attestation does not say touch is always required.
+    #[serde(default)]
+    pub require_touch: bool,
+    /// Refuse keys whose attestation does not say PIN is required for every use.
+    #[serde(default)]
+    pub require_pin_always: bool,
+    /// Lifetime of an approval or break-glass request.
+    #[serde(default = "d_request_ttl")]
+    pub request_ttl_secs: u64,
+}
+
+fn d_true() -> bool {
+    true
+}
+fn d_request_ttl() -> u64 {
+    3600
+}
+
+impl Default for CustodianConfig {
+    fn default() -> Self {
+        CustodianConfig {
+            trust_yubico_roots: true,
+            attestation_roots: Vec::new(),
+            require_touch: false,
+            require_pin_always: false,
+            request_ttl_secs: d_request_ttl(),
         }
     }
 }
@@ -327,6 +369,13 @@ impl Config {
             if let Some(bad) = t.pcrs.iter().find(|&&i| i > 23) {
                 p.push(format!("seal.tpm.pcrs: PCR {bad} is out of range 0..=23"));
             }
+        }
+        let c = &self.custodians;
+        if c.request_ttl_secs < 60 || c.request_ttl_secs > 7 * 24 * 3600 {
+            p.push("custodians.request_ttl_secs must be 60..=604800".into());
+        }
+        if !c.trust_yubico_roots && c.attestation_roots.is_empty() {
+            p.push("custodians: with trust_yubico_roots = false, attestation_roots must name at least one root".into());
         }
         let l = &self.limits;
         if l.max_value_bytes == 0 || l.max_value_bytes > 1024 * 1024 {

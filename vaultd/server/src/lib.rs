@@ -54,6 +54,56 @@ pub enum StartError {
     Io(String, std::io::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("attestation roots: {0}")]
+    AttestationRoots(String),
+}
+
+/// Yubico's PIV attestation roots (see the comments in the file for
+/// fingerprints and sources).
+pub const YUBICO_PIV_ROOTS: &str = include_str!("yubico-piv-roots.pem");
+
+/// DER certificates from PEM text; at least one, every block a certificate.
+pub fn pem_certificates(text: &str, what: &str) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    for item in rustls_pemfile::read_all(&mut text.as_bytes()) {
+        match item {
+            Ok(rustls_pemfile::Item::X509Certificate(der)) => out.push(der.to_vec()),
+            Ok(_) => {
+                return Err(format!(
+                    "{what}: contains something other than certificates"
+                ))
+            }
+            Err(e) => return Err(format!("{what}: not PEM: {e}")),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{what}: no certificate found"));
+    }
+    for der in &out {
+        x509_parser::parse_x509_certificate(der)
+            .map_err(|e| format!("{what}: a certificate does not parse: {e}"))?;
+    }
+    Ok(out)
+}
+
+/// The configured PIV attestation roots.
+pub fn load_attestation_roots(cfg: &config::CustodianConfig) -> Result<Vec<Vec<u8>>, StartError> {
+    let mut roots = Vec::new();
+    if cfg.trust_yubico_roots {
+        roots.extend(
+            pem_certificates(YUBICO_PIV_ROOTS, "built-in Yubico roots")
+                .map_err(StartError::AttestationRoots)?,
+        );
+    }
+    for path in &cfg.attestation_roots {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| StartError::Io(path.display().to_string(), e))?;
+        roots.extend(
+            pem_certificates(&text, &path.display().to_string())
+                .map_err(StartError::AttestationRoots)?,
+        );
+    }
+    Ok(roots)
 }
 
 fn meta_string(store: &Store, key: &str) -> Result<String, StartError> {
@@ -81,6 +131,7 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         .ok_or_else(|| StartError::Store(StoreError::Corrupt("meta audit_spki missing".into())))?;
     let origin = audit::origin(&appliance_id);
     audit::check_log_against_checkpoint(&store, &origin, &audit_spki)?;
+    let attestation_roots = load_attestation_roots(&config.custodians)?;
     let state = Arc::new(AppState {
         config,
         store: Arc::new(store),
@@ -96,6 +147,7 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         ca_pem,
         origin,
         audit_spki,
+        attestation_roots,
         unseal_lock: tokio::sync::Mutex::new(()),
         rewrap_running: AtomicBool::new(false),
     });

@@ -72,6 +72,8 @@ pub struct AppState {
     pub origin: String,
     /// DER SubjectPublicKeyInfo of the audit checkpoint key (published).
     pub audit_spki: Vec<u8>,
+    /// DER certificates of the trusted PIV attestation roots.
+    pub attestation_roots: Vec<Vec<u8>>,
     pub(crate) unseal_lock: tokio::sync::Mutex<()>,
     pub(crate) rewrap_running: AtomicBool,
 }

@@ -32,7 +32,7 @@ use vault_core::keyring::{KeyringVersion, SealedValue};
 
 pub use schema::SCHEMA_VERSION;
 pub use types::*;
-pub use write::{AuditFn, WriteOp, WriteOutcome};
+pub use write::{AuditFn, SealedFn, VoteFn, WriteOp, WriteOutcome};
 
 /// Storage errors. `Corrupt` means a stored row could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -260,23 +260,127 @@ impl Store {
         self.read(|c| read_sealed(c, path, version))
     }
 
-    /// The current version of a secret and its sealed value, in one read.
-    pub fn current(&self, path: &str) -> Result<Option<(u64, SealedValue)>, StoreError> {
+    /// The current version of a secret, its sealed value and its policy, in
+    /// one read.
+    pub fn current(
+        &self,
+        path: &str,
+    ) -> Result<Option<(u64, SealedValue, SecretPolicy)>, StoreError> {
         self.read(|c| {
-            let v: Option<i64> = c
+            let v = c
                 .query_row(
-                    "SELECT current_version FROM secrets WHERE path = ?1",
+                    "SELECT current_version, tier, approvals, custody FROM secrets WHERE path = ?1",
                     [path],
-                    |r| r.get(0),
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            SecretPolicy {
+                                tier: r.get(1)?,
+                                approvals: r.get(2)?,
+                                custody: r.get(3)?,
+                            },
+                        ))
+                    },
                 )
                 .optional()?;
-            let Some(v) = v else { return Ok(None) };
+            let Some((v, policy)) = v else {
+                return Ok(None);
+            };
             let v = v as u64;
             let sealed = read_sealed(c, path, v)?.ok_or_else(|| {
                 StoreError::Corrupt(format!("{path}: current version {v} has no row"))
             })?;
-            Ok(Some((v, sealed)))
+            Ok(Some((v, sealed, policy)))
         })
+    }
+
+    /// The ciphertext and custodian shares of a sealed-tier version.
+    pub fn sealed_version(
+        &self,
+        path: &str,
+        version: u64,
+    ) -> Result<Option<SealedVersion>, StoreError> {
+        self.read(|c| {
+            let Some(sv) = read_sealed(c, path, version)? else {
+                return Ok(None);
+            };
+            let mut st = c.prepare_cached(
+                "SELECT custodian, envelope FROM sealed_shares WHERE path = ?1 AND version = ?2 ORDER BY custodian",
+            )?;
+            let shares = st
+                .query_map(params![path, version as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(SealedVersion {
+                ciphertext: sv.ciphertext,
+                shares,
+            }))
+        })
+    }
+
+    pub fn custodians(&self) -> Result<Vec<CustodianRow>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT name, groups, serial, firmware, pin_policy, touch_policy, sig_key, kex_key,
+                        attestation, enrolled_at, enrolled_by FROM custodians ORDER BY name",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(1)?,
+                    CustodianRow {
+                        name: r.get(0)?,
+                        groups: Vec::new(),
+                        serial: r.get::<_, i64>(2)? as u32,
+                        firmware: r.get(3)?,
+                        pin_policy: r.get(4)?,
+                        touch_policy: r.get(5)?,
+                        sig_key: r.get(6)?,
+                        kex_key: r.get(7)?,
+                        attestation: r.get(8)?,
+                        enrolled_at: r.get(9)?,
+                        enrolled_by: r.get(10)?,
+                    },
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (groups, mut c) = row?;
+                c.groups = serde_json::from_str(&groups).map_err(|e| {
+                    StoreError::Corrupt(format!("custodian {}: groups: {e}", c.name))
+                })?;
+                out.push(c);
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn request(&self, id: &str) -> Result<Option<RequestRow>, StoreError> {
+        self.read(|c| write::read_request(c, id))
+    }
+
+    /// Requests, newest first; `status` = `pending`, `approved`, `denied` or all.
+    pub fn requests(
+        &self,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, kind, path, version, requester, reason, created_at, expires_at, nonce,
+                        recipient_key, policy, ttl_seconds, status, collected_at, checkout_id
+                 FROM requests WHERE (?1 IS NULL OR status = ?1)
+                 ORDER BY created_at DESC, id LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![status, limit as i64], write::request_from_row)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(r??);
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn votes(&self, request_id: &str) -> Result<Vec<VoteRow>, StoreError> {
+        self.read(|c| write::read_votes(c, request_id))
     }
 
     /// Secrets whose path starts with `prefix`, in path order, after `after`.
@@ -340,7 +444,7 @@ impl Store {
         self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT path, version, key_version, wrapped_dek FROM secret_versions
-                 WHERE key_version <> ?1 LIMIT ?2",
+                 WHERE key_version <> ?1 AND key_version <> 0 LIMIT ?2",
             )?;
             let rows = st.query_map(params![active, limit as i64], |r| {
                 Ok(StaleVersion {
@@ -358,7 +462,7 @@ impl Store {
     pub fn key_version_counts(&self) -> Result<Vec<(u32, u64)>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(
-                "SELECT key_version, count(*) FROM secret_versions GROUP BY key_version ORDER BY key_version",
+                "SELECT key_version, count(*) FROM secret_versions WHERE key_version <> 0 GROUP BY key_version ORDER BY key_version",
             )?;
             let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)? as u32, r.get::<_, i64>(1)? as u64)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -381,7 +485,8 @@ fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PrincipalRow> {
 pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInfo>, StoreError> {
     let head = c
         .query_row(
-            "SELECT exclusive, current_version, metadata, created_at, updated_at FROM secrets WHERE path = ?1",
+            "SELECT exclusive, current_version, metadata, created_at, updated_at, tier, approvals, custody
+             FROM secrets WHERE path = ?1",
             [path],
             |r| {
                 Ok((
@@ -390,11 +495,16 @@ pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInf
                     r.get::<_, String>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
+                    SecretPolicy {
+                        tier: r.get(5)?,
+                        approvals: r.get(6)?,
+                        custody: r.get(7)?,
+                    },
                 ))
             },
         )
         .optional()?;
-    let Some((exclusive, current_version, metadata, created_at, updated_at)) = head else {
+    let Some((exclusive, current_version, metadata, created_at, updated_at, policy)) = head else {
         return Ok(None);
     };
     let metadata = serde_json::from_str(&metadata)
@@ -433,6 +543,7 @@ pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInf
         updated_at,
         versions,
         open_checkouts,
+        policy,
     }))
 }
 

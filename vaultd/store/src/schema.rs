@@ -72,6 +72,59 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 3: custodians, approval requests and votes, the sealed (custodian) tier
+    r#"
+    CREATE TABLE custodians (
+        name         TEXT PRIMARY KEY,
+        groups       TEXT NOT NULL,
+        serial       INTEGER NOT NULL,
+        firmware     TEXT NOT NULL,
+        pin_policy   TEXT NOT NULL,
+        touch_policy TEXT NOT NULL,
+        sig_key      BLOB NOT NULL UNIQUE,
+        kex_key      BLOB NOT NULL UNIQUE,
+        attestation  TEXT NOT NULL,
+        enrolled_at  INTEGER NOT NULL,
+        enrolled_by  TEXT NOT NULL
+    ) STRICT;
+    ALTER TABLE secrets ADD COLUMN tier TEXT NOT NULL DEFAULT 'standard';
+    ALTER TABLE secrets ADD COLUMN approvals TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE secrets ADD COLUMN custody TEXT;
+    CREATE TABLE sealed_shares (
+        path      TEXT NOT NULL,
+        version   INTEGER NOT NULL,
+        custodian TEXT NOT NULL,
+        envelope  BLOB NOT NULL,
+        PRIMARY KEY (path, version, custodian)
+    ) STRICT;
+    CREATE TABLE requests (
+        id            TEXT PRIMARY KEY,
+        kind          TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        version       INTEGER NOT NULL,
+        requester     TEXT NOT NULL,
+        reason        TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL,
+        nonce         BLOB NOT NULL,
+        recipient_key BLOB,
+        policy        TEXT NOT NULL,
+        ttl_seconds   INTEGER NOT NULL,
+        status        TEXT NOT NULL,
+        collected_at  INTEGER,
+        checkout_id   TEXT
+    ) STRICT;
+    CREATE INDEX requests_status ON requests(status, created_at);
+    CREATE TABLE votes (
+        request_id TEXT NOT NULL REFERENCES requests(id),
+        custodian  TEXT NOT NULL,
+        decision   TEXT NOT NULL,
+        signature  BLOB NOT NULL,
+        share      BLOB,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (request_id, custodian)
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

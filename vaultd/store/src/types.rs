@@ -12,6 +12,17 @@ pub struct SecretInfo {
     pub updated_at: i64,
     pub versions: Vec<VersionInfo>,
     pub open_checkouts: Vec<OpenCheckout>,
+    pub policy: SecretPolicy,
+}
+
+/// How a secret is protected: its tier, the approvals its checkouts need
+/// (JSON `[{"group", "k"}]`) and, for the sealed tier, its custody (JSON
+/// `{"group", "k"}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretPolicy {
+    pub tier: String,
+    pub approvals: String,
+    pub custody: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,4 +79,64 @@ pub struct StaleVersion {
     pub version: u64,
     pub key_version: u32,
     pub wrapped_dek: Vec<u8>,
+}
+
+/// An enrolled custodian: public keys and what the attestation said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustodianRow {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub serial: u32,
+    pub firmware: String,
+    pub pin_policy: String,
+    pub touch_policy: String,
+    /// SEC1 uncompressed P-256 public keys of slots 9c and 9d.
+    pub sig_key: Vec<u8>,
+    pub kex_key: Vec<u8>,
+    /// JSON: the attestation certificates as submitted (base64 DER).
+    pub attestation: String,
+    pub enrolled_at: i64,
+    pub enrolled_by: String,
+}
+
+/// A request that needs custodians' approval (`checkout` or `breakglass`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRow {
+    pub id: String,
+    pub kind: String,
+    pub path: String,
+    pub version: u64,
+    pub requester: String,
+    pub reason: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub nonce: [u8; 32],
+    pub recipient_key: Option<Vec<u8>>,
+    /// JSON `[{"group": .., "k": ..}]`.
+    pub policy: String,
+    pub ttl_seconds: u64,
+    /// `pending`, `approved` or `denied` (expiry is computed from the time).
+    pub status: String,
+    pub collected_at: Option<i64>,
+    pub checkout_id: Option<String>,
+}
+
+/// One custodian's signed decision (and, for break-glass, their share
+/// re-sealed to the requester's one-time key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoteRow {
+    pub request_id: String,
+    pub custodian: String,
+    pub decision: String,
+    pub signature: Vec<u8>,
+    pub share: Option<Vec<u8>>,
+    pub created_at: i64,
+}
+
+/// The custody of a sealed-tier secret and its stored ciphertext and shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedVersion {
+    pub ciphertext: Vec<u8>,
+    /// (custodian, envelope sealed to their 9d key)
+    pub shares: Vec<(String, Vec<u8>)>,
 }

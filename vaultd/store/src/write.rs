@@ -10,12 +10,20 @@ use vault_core::audit::merkle::{leaf_hash, Hash};
 use vault_core::keyring::{KeyringVersion, SealedValue};
 
 use crate::audit::AuditLog;
-use crate::types::{CheckoutRow, PrincipalRow};
+use crate::types::{CheckoutRow, CustodianRow, PrincipalRow, RequestRow, SealedVersion, VoteRow};
 use crate::StoreError;
 
 /// Encrypts the value once the new version number is known (it is part of
 /// the associated data). Runs on the writer thread, inside the transaction.
 pub type SealFn = Box<dyn FnOnce(u64) -> SealedValue + Send>;
+
+/// Encrypts a sealed-tier value to the custodians once the version is known.
+pub type SealedFn = Box<dyn FnOnce(u64) -> Result<SealedVersion, String> + Send>;
+
+/// Decides a vote inside the transaction, from the request and the votes so
+/// far: the row to record and the request's new status, or a refusal.
+pub type VoteFn =
+    Box<dyn FnOnce(&RequestRow, &[VoteRow]) -> Result<(VoteRow, String), StoreError> + Send>;
 
 /// One durable change.
 #[non_exhaustive]
@@ -57,6 +65,35 @@ pub enum WriteOp {
     RevokePrincipal {
         fingerprint: String,
     },
+    /// A new version of a sealed-tier secret: ciphertext and custodian
+    /// shares only. `custody` is the JSON `{"group", "k"}`.
+    PutSealedSecret {
+        path: String,
+        metadata: Option<Value>,
+        custody: String,
+        created_by: String,
+        now: i64,
+        seal: SealedFn,
+    },
+    EnrollCustodian(CustodianRow),
+    /// The approvals a secret's checkouts need (JSON `[{"group", "k"}]`).
+    SetApprovals {
+        path: String,
+        approvals: String,
+    },
+    OpenRequest(RequestRow),
+    Vote {
+        request_id: String,
+        decide: VoteFn,
+    },
+    /// The requester collects an approved request, once. For a `checkout`
+    /// request `checkout` = (checkout id, expires at) records the checkout.
+    Collect {
+        request_id: String,
+        requester: String,
+        now: i64,
+        checkout: Option<(String, i64)>,
+    },
     /// Nothing but the audit entry (refused requests, unseal, seal).
     AuditOnly,
     /// A signed checkpoint of the audit log.
@@ -96,6 +133,10 @@ pub enum WriteOutcome {
     CheckedIn(CheckoutRow),
     /// Whether a `Rewrap` changed the row (false: someone else did first).
     Rewrapped(bool),
+    /// A vote was recorded; the request's status after it.
+    Voted(String),
+    /// The collected request.
+    Collected(RequestRow),
 }
 
 /// Builds the audit entry of a write from its result (success or refusal).
@@ -345,61 +386,193 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             created_by,
             now,
             seal,
-        } => {
-            let existing = c
-                .query_row(
-                    "SELECT current_version, exclusive, metadata FROM secrets WHERE path = ?1",
-                    [&path],
-                    |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, i64>(1)? != 0,
-                            r.get::<_, String>(2)?,
-                        ))
+        } => put_secret(
+            c,
+            &path,
+            exclusive,
+            metadata,
+            None,
+            &created_by,
+            now,
+            Box::new(move |v| Ok((seal(v), Vec::new()))),
+        ),
+        WriteOp::PutSealedSecret {
+            path,
+            metadata,
+            custody,
+            created_by,
+            now,
+            seal,
+        } => put_secret(
+            c,
+            &path,
+            None,
+            metadata,
+            Some(custody),
+            &created_by,
+            now,
+            Box::new(move |v| {
+                let sv = seal(v).map_err(|e| {
+                    tracing::error!(error = %e, "sealing to custodians failed");
+                    StoreError::Conflict("custody_unavailable")
+                })?;
+                Ok((
+                    SealedValue {
+                        key_version: 0,
+                        wrapped_dek: Vec::new(),
+                        ciphertext: sv.ciphertext,
                     },
+                    sv.shares,
+                ))
+            }),
+        ),
+        WriteOp::EnrollCustodian(row) => {
+            let exists: Option<i64> = c
+                .query_row(
+                    "SELECT 1 FROM custodians WHERE name = ?1",
+                    [&row.name],
+                    |r| r.get(0),
                 )
                 .optional()?;
-            let version = match &existing {
-                Some((v, ..)) => (*v as u64)
-                    .checked_add(1)
-                    .ok_or(StoreError::Corrupt(format!("{path}: version overflow")))?,
-                None => 1,
-            };
-            let exclusive = exclusive.unwrap_or(existing.as_ref().map(|e| e.1).unwrap_or(false));
-            let metadata = match metadata {
-                Some(m) => m.to_string(),
-                None => existing
-                    .as_ref()
-                    .map(|e| e.2.clone())
-                    .unwrap_or_else(|| "{}".into()),
-            };
-            if existing.is_some() {
-                c.execute(
-                    "UPDATE secrets SET current_version = ?2, exclusive = ?3, metadata = ?4, updated_at = ?5 WHERE path = ?1",
-                    params![path, version as i64, exclusive as i64, metadata, now],
-                )?;
-            } else {
-                c.execute(
-                    "INSERT INTO secrets (path, exclusive, current_version, metadata, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                    params![path, exclusive as i64, version as i64, metadata, now],
-                )?;
+            if exists.is_some() {
+                return Err(StoreError::Conflict("already_enrolled"));
             }
-            let sealed = seal(version);
+            let key_used: Option<i64> = c
+                .query_row(
+                    "SELECT 1 FROM custodians WHERE sig_key IN (?1, ?2) OR kex_key IN (?1, ?2)",
+                    params![row.sig_key, row.kex_key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if key_used.is_some() {
+                return Err(StoreError::Conflict("key_already_enrolled"));
+            }
+            let groups = serde_json::to_string(&row.groups)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             c.execute(
-                "INSERT INTO secret_versions (path, version, key_version, wrapped_dek, ciphertext, created_at, created_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO custodians (name, groups, serial, firmware, pin_policy, touch_policy,
+                   sig_key, kex_key, attestation, enrolled_at, enrolled_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
-                    path,
-                    version as i64,
-                    sealed.key_version,
-                    sealed.wrapped_dek,
-                    sealed.ciphertext,
-                    now,
-                    created_by
+                    row.name,
+                    groups,
+                    row.serial,
+                    row.firmware,
+                    row.pin_policy,
+                    row.touch_policy,
+                    row.sig_key,
+                    row.kex_key,
+                    row.attestation,
+                    row.enrolled_at,
+                    row.enrolled_by
                 ],
             )?;
-            Ok(WriteOutcome::Version(version))
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::SetApprovals { path, approvals } => {
+            let n = c.execute(
+                "UPDATE secrets SET approvals = ?2 WHERE path = ?1",
+                params![path, approvals],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::OpenRequest(r) => {
+            c.execute(
+                "INSERT INTO requests (id, kind, path, version, requester, reason, created_at, expires_at,
+                   nonce, recipient_key, policy, ttl_seconds, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'pending')",
+                params![
+                    r.id,
+                    r.kind,
+                    r.path,
+                    r.version as i64,
+                    r.requester,
+                    r.reason,
+                    r.created_at,
+                    r.expires_at,
+                    r.nonce.to_vec(),
+                    r.recipient_key,
+                    r.policy,
+                    r.ttl_seconds as i64
+                ],
+            )?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::Vote { request_id, decide } => {
+            let req = read_request(c, &request_id)?.ok_or(StoreError::NotFound)?;
+            let votes = read_votes(c, &request_id)?;
+            let (row, status) = decide(&req, &votes)?;
+            c.execute(
+                "INSERT INTO votes (request_id, custodian, decision, signature, share, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    row.request_id,
+                    row.custodian,
+                    row.decision,
+                    row.signature,
+                    row.share,
+                    row.created_at
+                ],
+            )?;
+            c.execute(
+                "UPDATE requests SET status = ?2 WHERE id = ?1",
+                params![request_id, status],
+            )?;
+            Ok(WriteOutcome::Voted(status))
+        }
+        WriteOp::Collect {
+            request_id,
+            requester,
+            now,
+            checkout,
+        } => {
+            let req = read_request(c, &request_id)?.ok_or(StoreError::NotFound)?;
+            if req.requester != requester {
+                return Err(StoreError::Forbidden(
+                    "only the requester can collect a request",
+                ));
+            }
+            if req.collected_at.is_some() {
+                return Err(StoreError::Conflict("already_collected"));
+            }
+            match req.status.as_str() {
+                "approved" => {}
+                "denied" => return Err(StoreError::Conflict("request_denied")),
+                _ if now >= req.expires_at => return Err(StoreError::Conflict("request_expired")),
+                _ => return Err(StoreError::Conflict("pending_approval")),
+            }
+            if now >= req.expires_at {
+                return Err(StoreError::Conflict("request_expired"));
+            }
+            let checkout_id = match (req.kind.as_str(), checkout) {
+                ("checkout", Some((id, expires_at))) => {
+                    insert_checkout(
+                        c,
+                        &id,
+                        &req.path,
+                        Some(req.version),
+                        &req.requester,
+                        &req.reason,
+                        now,
+                        expires_at,
+                    )?;
+                    Some(id)
+                }
+                ("breakglass", None) => None,
+                _ => return Err(StoreError::Conflict("wrong_request_kind")),
+            };
+            c.execute(
+                "UPDATE requests SET collected_at = ?2, checkout_id = ?3 WHERE id = ?1",
+                params![request_id, now, checkout_id],
+            )?;
+            Ok(WriteOutcome::Collected(RequestRow {
+                collected_at: Some(now),
+                checkout_id,
+                ..req
+            }))
         }
         WriteOp::Checkout {
             id,
@@ -409,35 +582,16 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             reason,
             now,
             expires_at,
-        } => {
-            let (version, exclusive) = c
-                .query_row(
-                    "SELECT current_version, exclusive FROM secrets WHERE path = ?1",
-                    [&path],
-                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? != 0)),
-                )
-                .optional()?
-                .ok_or(StoreError::NotFound)?;
-            if expect_version.is_some_and(|v| v != version) {
-                return Err(StoreError::Conflict("version_changed"));
-            }
-            if exclusive {
-                let open: i64 = c.query_row(
-                    "SELECT count(*) FROM checkouts WHERE path = ?1 AND checked_in_at IS NULL AND expires_at > ?2",
-                    params![path, now],
-                    |r| r.get(0),
-                )?;
-                if open > 0 {
-                    return Err(StoreError::Conflict("checked_out"));
-                }
-            }
-            c.execute(
-                "INSERT INTO checkouts (id, path, version, principal, reason, exclusive, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![id, path, version as i64, principal, reason, exclusive as i64, now, expires_at],
-            )?;
-            Ok(WriteOutcome::CheckedOut { version, exclusive })
-        }
+        } => insert_checkout(
+            c,
+            &id,
+            &path,
+            expect_version,
+            &principal,
+            &reason,
+            now,
+            expires_at,
+        ),
         WriteOp::Checkin { id, principal, now } => {
             let row = read_checkout(c, &id)?.ok_or(StoreError::NotFound)?;
             if row.principal != principal {
@@ -577,4 +731,197 @@ pub(crate) fn read_checkout(c: &Connection, id: &str) -> Result<Option<CheckoutR
         },
     )
     .optional()?)
+}
+
+/// Type of the encryption step of [`put_secret`]: the sealed value and the
+/// custodian shares (none for the standard tier).
+type PutSeal<'a> =
+    Box<dyn FnOnce(u64) -> Result<(SealedValue, Vec<(String, Vec<u8>)>), StoreError> + 'a>;
+
+#[allow(clippy::too_many_arguments)]
+fn put_secret(
+    c: &Connection,
+    path: &str,
+    exclusive: Option<bool>,
+    metadata: Option<Value>,
+    custody: Option<String>,
+    created_by: &str,
+    now: i64,
+    seal: PutSeal<'_>,
+) -> Result<WriteOutcome, StoreError> {
+    let tier = if custody.is_some() {
+        "sealed"
+    } else {
+        "standard"
+    };
+    let existing = c
+        .query_row(
+            "SELECT current_version, exclusive, metadata, tier FROM secrets WHERE path = ?1",
+            [path],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? != 0,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    if let Some(e) = &existing {
+        // A secret keeps its tier: a standard version of a sealed secret
+        // would put it back under the root key, and a sealed version of a
+        // standard secret would leave its old versions readable.
+        if e.3 != tier {
+            return Err(StoreError::Conflict("tier_mismatch"));
+        }
+    }
+    let version = match &existing {
+        Some((v, ..)) => v
+            .checked_add(1)
+            .ok_or(StoreError::Corrupt(format!("{path}: version overflow")))?,
+        None => 1,
+    };
+    let exclusive = exclusive.unwrap_or(existing.as_ref().map(|e| e.1).unwrap_or(false));
+    let metadata = match metadata {
+        Some(m) => m.to_string(),
+        None => existing
+            .as_ref()
+            .map(|e| e.2.clone())
+            .unwrap_or_else(|| "{}".into()),
+    };
+    if existing.is_some() {
+        c.execute(
+            "UPDATE secrets SET current_version = ?2, exclusive = ?3, metadata = ?4, updated_at = ?5,
+               custody = coalesce(?6, custody) WHERE path = ?1",
+            params![path, version as i64, exclusive as i64, metadata, now, custody],
+        )?;
+    } else {
+        c.execute(
+            "INSERT INTO secrets (path, exclusive, current_version, metadata, created_at, updated_at, tier, custody)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
+            params![path, exclusive as i64, version as i64, metadata, now, tier, custody],
+        )?;
+    }
+    let (sealed, shares) = seal(version)?;
+    c.execute(
+        "INSERT INTO secret_versions (path, version, key_version, wrapped_dek, ciphertext, created_at, created_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            path,
+            version as i64,
+            sealed.key_version,
+            sealed.wrapped_dek,
+            sealed.ciphertext,
+            now,
+            created_by
+        ],
+    )?;
+    for (custodian, envelope) in shares {
+        c.execute(
+            "INSERT INTO sealed_shares (path, version, custodian, envelope) VALUES (?1, ?2, ?3, ?4)",
+            params![path, version as i64, custodian, envelope],
+        )?;
+    }
+    Ok(WriteOutcome::Version(version))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_checkout(
+    c: &Connection,
+    id: &str,
+    path: &str,
+    expect_version: Option<u64>,
+    principal: &str,
+    reason: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<WriteOutcome, StoreError> {
+    let (version, exclusive) = c
+        .query_row(
+            "SELECT current_version, exclusive FROM secrets WHERE path = ?1",
+            [path],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? != 0)),
+        )
+        .optional()?
+        .ok_or(StoreError::NotFound)?;
+    if expect_version.is_some_and(|v| v != version) {
+        return Err(StoreError::Conflict("version_changed"));
+    }
+    if exclusive {
+        let open: i64 = c.query_row(
+            "SELECT count(*) FROM checkouts WHERE path = ?1 AND checked_in_at IS NULL AND expires_at > ?2",
+            params![path, now],
+            |r| r.get(0),
+        )?;
+        if open > 0 {
+            return Err(StoreError::Conflict("checked_out"));
+        }
+    }
+    c.execute(
+        "INSERT INTO checkouts (id, path, version, principal, reason, exclusive, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![id, path, version as i64, principal, reason, exclusive as i64, now, expires_at],
+    )?;
+    Ok(WriteOutcome::CheckedOut { version, exclusive })
+}
+
+pub(crate) fn read_request(c: &Connection, id: &str) -> Result<Option<RequestRow>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT id, kind, path, version, requester, reason, created_at, expires_at, nonce,
+                recipient_key, policy, ttl_seconds, status, collected_at, checkout_id
+         FROM requests WHERE id = ?1",
+    )?;
+    let mut rows = st.query_map([id], request_from_row)?;
+    match rows.next() {
+        Some(r) => Ok(Some(r??)),
+        None => Ok(None),
+    }
+}
+
+type RowResult<T> = Result<T, StoreError>;
+
+pub(crate) fn request_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowResult<RequestRow>> {
+    let nonce: Vec<u8> = r.get(8)?;
+    let id: String = r.get(0)?;
+    let Ok(nonce) = <[u8; 32]>::try_from(nonce.as_slice()) else {
+        return Ok(Err(StoreError::Corrupt(format!(
+            "request {id}: nonce is not 32 bytes"
+        ))));
+    };
+    Ok(Ok(RequestRow {
+        id,
+        kind: r.get(1)?,
+        path: r.get(2)?,
+        version: r.get::<_, i64>(3)? as u64,
+        requester: r.get(4)?,
+        reason: r.get(5)?,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        nonce,
+        recipient_key: r.get(9)?,
+        policy: r.get(10)?,
+        ttl_seconds: r.get::<_, i64>(11)? as u64,
+        status: r.get(12)?,
+        collected_at: r.get(13)?,
+        checkout_id: r.get(14)?,
+    }))
+}
+
+pub(crate) fn read_votes(c: &Connection, request_id: &str) -> Result<Vec<VoteRow>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT request_id, custodian, decision, signature, share, created_at
+         FROM votes WHERE request_id = ?1 ORDER BY created_at, custodian",
+    )?;
+    let rows = st.query_map([request_id], |r| {
+        Ok(VoteRow {
+            request_id: r.get(0)?,
+            custodian: r.get(1)?,
+            decision: r.get(2)?,
+            signature: r.get(3)?,
+            share: r.get(4)?,
+            created_at: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

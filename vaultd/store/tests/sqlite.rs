@@ -313,7 +313,8 @@ fn checkout_refuses_a_changed_version_and_revocation_works() {
     let (_d, s) = open();
     let kr = keyring();
     put(&s, &kr, "p", b"v1", None);
-    let (v, _) = s.current("p").unwrap().unwrap();
+    let (v, _, pol) = s.current("p").unwrap().unwrap();
+    assert_eq!(pol.tier, "standard");
     put(&s, &kr, "p", b"v2", None);
     let r = s.write(WriteOp::Checkout {
         id: "c".into(),

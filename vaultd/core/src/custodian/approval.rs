@@ -12,6 +12,11 @@
 //! field(x) = u32 big-endian length ‖ bytes;  integers big-endian
 //! ```
 //!
+//! A break-glass request also binds the requester's one-time public key (the
+//! key custodians re-seal their shares to), so an appliance cannot swap in
+//! its own key: the label is then `"vaultd breakglass approval v1"` and
+//! `‖ field(recipient key, SEC1 uncompressed)` follows the custodian.
+//!
 //! A policy `[{group, k}, …]` is met when every group has k approvals from
 //! distinct members (AND across groups). A custodian in two groups counts
 //! for both, once each. Requesters cannot approve their own request; one
@@ -35,6 +40,8 @@ pub struct Request {
     pub created_at: i64,
     pub expires_at: i64,
     pub nonce: [u8; 32],
+    /// Break-glass only: the requester's one-time P-256 key (SEC1).
+    pub recipient_key: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +67,10 @@ fn field(out: &mut Vec<u8>, b: &[u8]) {
 impl Request {
     /// The bytes a custodian signs for `decision`.
     pub fn message(&self, decision: Decision, custodian: &str) -> Vec<u8> {
-        let mut m = b"vaultd approval v1".to_vec();
+        let mut m = match self.recipient_key {
+            None => b"vaultd approval v1".to_vec(),
+            Some(_) => b"vaultd breakglass approval v1".to_vec(),
+        };
         field(&mut m, self.request_id.as_bytes());
         field(&mut m, self.appliance_id.as_bytes());
         field(&mut m, self.path.as_bytes());
@@ -72,6 +82,9 @@ impl Request {
         field(&mut m, &self.nonce);
         field(&mut m, decision.as_str().as_bytes());
         field(&mut m, custodian.as_bytes());
+        if let Some(k) = &self.recipient_key {
+            field(&mut m, k);
+        }
         m
     }
 }
@@ -185,6 +198,18 @@ impl Tally {
         } else {
             Status::Pending(missing)
         }
+    }
+
+    /// Puts back a vote that was checked when it was recorded (a stored
+    /// vote, when the tally is rebuilt from the database).
+    pub fn restore(&mut self, custodian: &Custodian, decision: Decision) {
+        let groups: Vec<String> = custodian
+            .groups
+            .iter()
+            .filter(|g| self.policy.iter().any(|r| &r.group == *g))
+            .cloned()
+            .collect();
+        self.votes.insert(custodian.id.clone(), (decision, groups));
     }
 
     /// Records a signed vote after every check.

@@ -7,13 +7,12 @@
 //! * [`approval`]: canonical signed approvals and the quorum rules.
 //! * [`recovery`]: the root key split k-of-n to custodians, and its recovery.
 //! * [`attestation`]: YubiKey PIV attestation chains and device policy.
-//!
-//! Work in progress for the custodian issue: enrolment, the YubiKey token,
-//! the break-glass tier and recovery are not built yet.
+//! * [`sealed`]: the offline-encrypted tier (k-of-n data keys, break-glass).
 
 pub mod approval;
 pub mod attestation;
 pub mod ecies;
 pub mod recovery;
+pub mod sealed;
 pub mod shamir;
 pub mod token;

@@ -50,6 +50,9 @@ pub trait CustodianToken {
     fn ecdh(&mut self, peer: &PublicKey) -> Result<SharedX, TokenError>;
     /// The attestation certificate (DER) of a slot's key.
     fn attest(&mut self, slot: Slot) -> Result<Vec<u8>, TokenError>;
+    /// The device's attestation certificate (slot f9, DER) that signs the
+    /// slot attestations; it chains to the vendor's attestation root.
+    fn attestation_intermediate(&mut self) -> Result<Vec<u8>, TokenError>;
 }
 
 /// A software token for protocol tests: keys in memory, PIN checked, three
@@ -61,6 +64,8 @@ pub struct SoftToken {
     unlocked: bool,
     sig: SecretKey,
     kex: SecretKey,
+    /// Test attestation: (9c leaf, 9d leaf, f9 intermediate), all DER.
+    attestation: Option<(Vec<u8>, Vec<u8>, Vec<u8>)>,
 }
 
 impl SoftToken {
@@ -72,7 +77,14 @@ impl SoftToken {
             unlocked: false,
             sig: SecretKey::random(&mut rand::rngs::OsRng),
             kex: SecretKey::random(&mut rand::rngs::OsRng),
+            attestation: None,
         }
+    }
+
+    /// Installs attestation certificates made by a test attestation CA
+    /// (a software token has no vendor key to attest with).
+    pub fn set_attestation(&mut self, sig_leaf: Vec<u8>, kex_leaf: Vec<u8>, intermediate: Vec<u8>) {
+        self.attestation = Some((sig_leaf, kex_leaf, intermediate));
     }
 }
 
@@ -115,9 +127,22 @@ impl CustodianToken for SoftToken {
         }
         Ok(soft_ecdh(&self.kex, peer))
     }
-    fn attest(&mut self, _slot: Slot) -> Result<Vec<u8>, TokenError> {
-        Err(TokenError::Unsupported(
-            "a software token cannot attest its keys",
-        ))
+    fn attest(&mut self, slot: Slot) -> Result<Vec<u8>, TokenError> {
+        match (&self.attestation, slot) {
+            (Some((c, _, _)), Slot::Signature) | (Some((_, c, _)), Slot::KeyManagement) => {
+                Ok(c.clone())
+            }
+            (None, _) => Err(TokenError::Unsupported(
+                "a software token cannot attest its keys",
+            )),
+        }
+    }
+    fn attestation_intermediate(&mut self) -> Result<Vec<u8>, TokenError> {
+        match &self.attestation {
+            Some((_, _, f9)) => Ok(f9.clone()),
+            None => Err(TokenError::Unsupported(
+                "a software token cannot attest its keys",
+            )),
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! * `openapi.json`: the OpenAPI 3 document served at `/v1/openapi.json`.
 
 pub mod audit;
+pub mod custodians;
 pub mod error;
 pub mod extract;
 pub mod secrets;
@@ -23,7 +24,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 use self::error::{ApiError, ErrorCode};
@@ -65,6 +66,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(secrets::get).put(secrets::put).post(secrets::post),
         )
         .route("/v1/checkouts/{id}/checkin", post(secrets::checkin))
+        .route(
+            "/v1/custodians",
+            get(custodians::list).post(custodians::enroll),
+        )
+        .route("/v1/policies/{*path}", put(custodians::set_policy))
+        .route("/v1/requests", get(custodians::list_requests))
+        .route("/v1/requests/{id}", get(custodians::get_request))
+        .route("/v1/requests/{id}/vote", post(custodians::vote))
+        .route("/v1/requests/{id}/collect", post(custodians::collect))
         .route(
             "/v1/audit/checkpoint",
             get(audit::checkpoint).post(audit::new_checkpoint),
@@ -206,6 +216,13 @@ fn action_for(method: &axum::http::Method, route: &str) -> &'static str {
     match (method, route) {
         (&M::PUT, "/v1/secrets/{*path}") => "secret.write",
         (&M::POST, "/v1/secrets/{*path}") => "secret.checkout",
+        (&M::POST, "/v1/custodians") => "custodian.enroll",
+        (&M::GET, "/v1/custodians") => "custodian.list",
+        (&M::PUT, "/v1/policies/{*path}") => "policy.set",
+        (&M::GET, "/v1/requests") => "request.list",
+        (&M::GET, "/v1/requests/{id}") => "request.read",
+        (&M::POST, "/v1/requests/{id}/vote") => "approval.vote",
+        (&M::POST, "/v1/requests/{id}/collect") => "request.collect",
         (&M::GET, "/v1/secrets/{*path}") => "secret.metadata",
         (&M::GET, "/v1/secrets") => "secret.list",
         (&M::POST, "/v1/checkouts/{id}/checkin") => "checkout.checkin",

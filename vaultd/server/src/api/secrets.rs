@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::response::IntoResponse as _;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -16,10 +17,12 @@ use vault_core::keyring::Tier;
 use vault_core::policy::{validate_path, Action};
 use vault_store::{WriteOp, WriteOutcome};
 
+use super::custodians;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonBody, SecretInput};
 use super::rfc3339;
 use crate::state::AppState;
+use vault_core::custodian::sealed;
 
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 const MAX_REASON_CHARS: usize = 1024;
@@ -46,6 +49,12 @@ pub struct PutRequest {
     metadata: Option<Value>,
     #[serde(default)]
     exclusive: Option<bool>,
+    /// "standard" (default) or "sealed" (needs `custody`).
+    #[serde(default)]
+    tier: Option<String>,
+    /// Sealed tier: `{"group": .., "k": ..}`, the custodians who hold shares.
+    #[serde(default)]
+    custody: Option<Value>,
 }
 
 pub async fn put(
@@ -82,11 +91,42 @@ pub async fn put(
             ));
         }
     }
+    let custody = match (req.tier.as_deref(), &req.custody) {
+        (None | Some("standard"), None) => None,
+        (Some("sealed"), Some(c)) => Some(
+            custodians::parse_custody(c)
+                .map_err(|m| ApiError::bad_request("invalid_custody", m))?,
+        ),
+        (Some("sealed"), None) => {
+            return Err(ApiError::bad_request(
+                "invalid_custody",
+                "the sealed tier needs custody: {\"group\", \"k\"}",
+            ))
+        }
+        (None | Some("standard"), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_custody",
+                "custody applies to the sealed tier only",
+            ))
+        }
+        (Some(_), _) => {
+            return Err(ApiError::bad_request(
+                "invalid_tier",
+                "tier is standard or sealed",
+            ))
+        }
+    };
     let hmac = st.audit_hmac(value.as_bytes());
+    let tier_name = if custody.is_some() {
+        "sealed"
+    } else {
+        "standard"
+    };
     let audit = auth.audit_fn(&st, "secret.write", path.clone(), move |o, d| {
         if let WriteOutcome::Version(v) = o {
             d.details.insert("version".into(), v.to_string());
         }
+        d.details.insert("tier".into(), tier_name.into());
         if let Some(h) = hmac {
             d.hmac.insert("value".into(), h);
         }
@@ -95,23 +135,79 @@ pub async fn put(
     let p = path.clone();
     let by = auth.0.name.clone();
     let now = st.now();
-    let r = blocking(move || {
-        let p2 = p.clone();
-        s.store.write_audited(
-            WriteOp::PutSecret {
-                path: p,
-                exclusive: req.exclusive,
-                metadata: req.metadata,
-                created_by: by,
-                now,
-                seal: Box::new(move |version| {
-                    kr.seal_value(&p2, version, Tier::Standard, value.as_bytes())
-                }),
-            },
-            audit,
-        )
-    })
-    .await?;
+    let r = match custody {
+        None => {
+            blocking(move || {
+                let p2 = p.clone();
+                s.store.write_audited(
+                    WriteOp::PutSecret {
+                        path: p,
+                        exclusive: req.exclusive,
+                        metadata: req.metadata,
+                        created_by: by,
+                        now,
+                        seal: Box::new(move |version| {
+                            kr.seal_value(&p2, version, Tier::Standard, value.as_bytes())
+                        }),
+                    },
+                    audit,
+                )
+            })
+            .await?
+        }
+        Some((group, k)) => {
+            drop(kr);
+            let s2 = st.clone();
+            let all = blocking(move || s2.store.custodians()).await??;
+            let mut recipients = Vec::new();
+            for c in all.iter().filter(|c| c.groups.contains(&group)) {
+                let pk = p256::PublicKey::from_sec1_bytes(&c.kex_key)
+                    .map_err(|_| ApiError::integrity())?;
+                recipients.push((c.name.clone(), pk));
+            }
+            if recipients.len() < k || recipients.len() > 255 {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "quorum_unreachable",
+                    format!(
+                        "group {group} has {} enrolled custodians; custody needs k = {k} of them (and at most 255)",
+                        recipients.len()
+                    ),
+                ));
+            }
+            let custody_json = json!({"group": group, "k": k}).to_string();
+            blocking(move || {
+                let p2 = p.clone();
+                s.store.write_audited(
+                    WriteOp::PutSealedSecret {
+                        path: p,
+                        metadata: req.metadata,
+                        custody: custody_json,
+                        created_by: by,
+                        now,
+                        seal: Box::new(move |version| {
+                            // The data key exists only inside this call.
+                            sealed::seal(
+                                &p2,
+                                version,
+                                value.as_bytes(),
+                                &recipients,
+                                k,
+                                &mut rand::rngs::OsRng,
+                            )
+                            .map(|sv| vault_store::SealedVersion {
+                                ciphertext: sv.ciphertext,
+                                shares: sv.shares,
+                            })
+                            .map_err(|e| e.to_string())
+                        }),
+                    },
+                    audit,
+                )
+            })
+            .await?
+        }
+    };
     auth.after_write(&r);
     let outcome = r?;
     let WriteOutcome::Version(version) = outcome else {
@@ -138,6 +234,9 @@ pub async fn get(
     Ok(Json(json!({
         "path": info.path,
         "exclusive": info.exclusive,
+        "tier": info.policy.tier,
+        "approvals": serde_json::from_str::<Value>(&info.policy.approvals).unwrap_or(Value::Null),
+        "custody": info.policy.custody.as_deref().and_then(|c| serde_json::from_str::<Value>(c).ok()),
         "current_version": info.current_version,
         "metadata": info.metadata,
         "created_at": rfc3339(info.created_at),
@@ -212,20 +311,35 @@ pub struct CheckoutRequest {
     reason: String,
     #[serde(default)]
     ttl_seconds: Option<u64>,
+    /// Break-glass only: the requester's one-time P-256 public key (base64
+    /// SEC1 uncompressed) that custodians re-seal their shares to.
+    #[serde(default)]
+    recipient_key: Option<String>,
 }
 
-/// `POST /v1/secrets/{path}/checkout` (the route is a wildcard; the suffix
-/// is checked here).
+/// What a checkout attempt led to.
+enum Attempt {
+    Value(String, u64, vault_core::secret::SecretBytes, i64),
+    /// The secret needs approvals (or is in the sealed tier): a request.
+    Request(axum::response::Response),
+}
+
+/// `POST /v1/secrets/{path}/checkout` and `POST /v1/secrets/{path}/breakglass`
+/// (the route is a wildcard; the suffix is checked here).
 pub async fn post(
     State(st): State<Arc<AppState>>,
     auth: Auth,
     Path(rest): Path<String>,
     JsonBody(req): JsonBody<CheckoutRequest>,
-) -> ApiResult<Json<Value>> {
-    let Some(path) = rest.strip_suffix("/checkout") else {
-        return Err(ApiError::not_found(
-            "POST is only defined for /v1/secrets/{path}/checkout",
-        ));
+) -> ApiResult<axum::response::Response> {
+    let (path, breakglass) = match (rest.strip_suffix("/checkout"), rest.strip_suffix("/breakglass")) {
+        (Some(p), _) => (p, false),
+        (_, Some(p)) => (p, true),
+        _ => {
+            return Err(ApiError::not_found(
+                "POST is only defined for /v1/secrets/{path}/checkout and /v1/secrets/{path}/breakglass",
+            ))
+        }
     };
     auth.require(Action::Checkout)?;
     check_path(path)?;
@@ -244,19 +358,114 @@ pub async fn post(
             format!("ttl_seconds must be 1..={}", limits.max_ttl_seconds),
         ));
     }
+    let recipient_key = match (breakglass, &req.recipient_key) {
+        (true, Some(k)) => {
+            use base64::Engine as _;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(k.trim())
+                .ok()
+                .filter(|b| b.len() == 65 && b[0] == 0x04)
+                .filter(|b| p256::PublicKey::from_sec1_bytes(b).is_ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_recipient_key",
+                        "recipient_key must be a base64 uncompressed P-256 point (65 bytes)",
+                    )
+                })?;
+            Some(raw)
+        }
+        (true, None) => {
+            return Err(ApiError::bad_request(
+                "invalid_recipient_key",
+                "a break-glass request needs the requester's one-time recipient_key",
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "recipient_key belongs to break-glass requests",
+            ))
+        }
+        (false, None) => None,
+    };
     let kr = unsealed(&st)?;
     let s = st.clone();
     let path = path.to_owned();
     let principal = auth.0.name.clone();
     let who = auth.1.clone();
     let audited = auth.2.clone();
-    let (id, version, value, expires_at) = blocking(move || -> ApiResult<_> {
+    let attempt = blocking(move || -> ApiResult<Attempt> {
         // Retry if a writer adds a version between our read and our record.
         for _ in 0..3 {
-            let (version, sealed) = s
+            let (version, sealed, policy) = s
                 .store
                 .current(&path)?
                 .ok_or_else(|| ApiError::not_found(format!("no secret at {path}")))?;
+            let mut rules = if policy.approvals == "[]" {
+                Vec::new()
+            } else {
+                let v: Value = serde_json::from_str(&policy.approvals).map_err(|_| ApiError::integrity())?;
+                custodians::parse_rules(&v).map_err(|_| ApiError::integrity())?
+            };
+            match (policy.tier.as_str(), breakglass) {
+                ("sealed", false) => {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::CONFLICT,
+                        "sealed_tier",
+                        "this secret is in the sealed tier: only custodians can open it (POST .../breakglass)",
+                    ))
+                }
+                ("sealed", true) => {
+                    let c: Value = policy
+                        .custody
+                        .as_deref()
+                        .and_then(|c| serde_json::from_str(c).ok())
+                        .ok_or_else(ApiError::integrity)?;
+                    let (group, k) = custodians::parse_custody(&c).map_err(|_| ApiError::integrity())?;
+                    // Shares come from the custody group; approvals set by
+                    // an admin apply on top (AND).
+                    match rules.iter_mut().find(|r| r.group == group) {
+                        Some(r) => r.k = r.k.max(k),
+                        None => rules.insert(0, vault_core::custodian::approval::GroupRule { group, k }),
+                    }
+                    let auth = Auth(
+                        crate::state::Principal {
+                            name: principal.clone(),
+                            role: vault_core::policy::Role::Pam,
+                            fingerprint: who.fingerprint.clone(),
+                        },
+                        who.clone(),
+                        audited.clone(),
+                    );
+                    return custodians::open_request(
+                        &s, &auth, "breakglass", &path, version, &reason, ttl, rules, recipient_key,
+                    )
+                    .map(Attempt::Request);
+                }
+                (_, true) => {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::CONFLICT,
+                        "not_sealed_tier",
+                        "break-glass requests are for sealed-tier secrets; use .../checkout",
+                    ))
+                }
+                _ => {}
+            }
+            if !rules.is_empty() {
+                let auth = Auth(
+                    crate::state::Principal {
+                        name: principal.clone(),
+                        role: vault_core::policy::Role::Pam,
+                        fingerprint: who.fingerprint.clone(),
+                    },
+                    who.clone(),
+                    audited.clone(),
+                );
+                return custodians::open_request(
+                    &s, &auth, "checkout", &path, version, &reason, ttl, rules, None,
+                )
+                .map(Attempt::Request);
+            }
             let value = kr.open_value(&path, version, Tier::Standard, &sealed).map_err(|e| {
                 tracing::error!(%path, version, error = %e, "secret failed integrity check on checkout");
                 ApiError::integrity()
@@ -287,7 +496,7 @@ pub async fn post(
                 audited.store(true, Ordering::SeqCst);
             }
             match r {
-                Ok(_) => return Ok((id, version, value, expires_at)),
+                Ok(_) => return Ok(Attempt::Value(id, version, value, expires_at)),
                 Err(vault_store::StoreError::Conflict("version_changed")) => {
                     // That attempt is recorded; whatever ends the request is
                     // recorded too.
@@ -304,12 +513,78 @@ pub async fn post(
         ))
     })
     .await??;
+    let (id, version, value, expires_at) = match attempt {
+        Attempt::Value(a, b, c, d) => (a, b, c, d),
+        Attempt::Request(resp) => return Ok(resp),
+    };
     let text = std::str::from_utf8(value.expose_secret()).map_err(|_| ApiError::integrity())?;
     st.metrics.checkouts.fetch_add(1, Ordering::Relaxed);
     tracing::info!(principal = %auth.0.name, path = %rest.trim_end_matches("/checkout"), version, checkout_id = %id, "checkout");
     Ok(Json(json!({
         "checkout_id": id,
         "path": rest.trim_end_matches("/checkout"),
+        "value": text,
+        "version": version,
+        "expires_at": rfc3339(expires_at),
+    }))
+    .into_response())
+}
+
+/// Collects an approved checkout request: the approved version, once.
+pub(crate) async fn collect_checkout(
+    st: Arc<AppState>,
+    auth: Auth,
+    row: vault_store::RequestRow,
+) -> ApiResult<Json<Value>> {
+    let kr = unsealed(&st)?;
+    let s = st.clone();
+    let principal = auth.0.name.clone();
+    let rid = row.id.clone();
+    let (path, version) = (row.path.clone(), row.version);
+    let ttl = row.ttl_seconds;
+    let audit = auth.audit_fn(&st, "request.collect", path.clone(), move |o, d| {
+        d.details.insert("request_id".into(), rid);
+        d.details.insert("version".into(), version.to_string());
+        if let WriteOutcome::Collected(r) = o {
+            if let Some(c) = &r.checkout_id {
+                d.details.insert("checkout_id".into(), c.clone());
+            }
+        }
+    });
+    let (value, checkout_id, expires_at) = {
+        let path = path.clone();
+        blocking(move || -> ApiResult<_> {
+            let sealed = s
+                .store
+                .secret_version(&path, version)?
+                .ok_or_else(ApiError::integrity)?;
+            let value = kr.open_value(&path, version, Tier::Standard, &sealed).map_err(|e| {
+                tracing::error!(%path, version, error = %e, "secret failed integrity check on collect");
+                ApiError::integrity()
+            })?;
+            let now = s.now();
+            let expires_at = now + ttl as i64;
+            let checkout_id = uuid::Uuid::new_v4().to_string();
+            let r = s.store.write_audited(
+                WriteOp::Collect {
+                    request_id: row.id.clone(),
+                    requester: principal,
+                    now,
+                    checkout: Some((checkout_id.clone(), expires_at)),
+                },
+                audit,
+            );
+            auth.after_write(&r);
+            r?;
+            Ok((value, checkout_id, expires_at))
+        })
+        .await??
+    };
+    let text = std::str::from_utf8(value.expose_secret()).map_err(|_| ApiError::integrity())?;
+    st.metrics.checkouts.fetch_add(1, Ordering::Relaxed);
+    Ok(Json(json!({
+        "checkout_id": checkout_id,
+        "path": path,
         "value": text,
         "version": version,
         "expires_at": rfc3339(expires_at),

@@ -113,7 +113,10 @@ pub async fn issue_cert(
         ));
     }
     let role = Role::parse(&req.role).ok_or_else(|| {
-        ApiError::bad_request("invalid_role", "role must be admin, writer, pam or auditor")
+        ApiError::bad_request(
+            "invalid_role",
+            "role must be admin, writer, pam, auditor or custodian",
+        )
     })?;
     let max = st.config.limits.client_cert_days;
     let days = req.validity_days.unwrap_or(max);

@@ -1,0 +1,584 @@
+//! Custodians against the real vaultd: attested enrolment, signed k-of-n
+//! approvals for a gated checkout, and the sealed (break-glass) tier whose
+//! value the appliance cannot open. Custodian tokens are software tokens
+//! whose keys are attested by a throw-away test attestation root that the
+//! daemon is configured to trust (the YubiKey token itself is tested in
+//! vaultd/piv against a virtual PIV card).
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use hyper::Method;
+use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+use p256::pkcs8::EncodePublicKey as _;
+use p256::{PublicKey, SecretKey};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, CustomExtension, DnType, IsCa, KeyPair,
+    SubjectPublicKeyInfo, PKCS_ECDSA_P256_SHA256,
+};
+use serde_json::{json, Value};
+use vault_client::Client;
+use vault_core::custodian::approval::{Decision, Request};
+use vault_core::custodian::sealed;
+use vault_core::custodian::token::{CustodianToken, Slot, SoftToken};
+use vault_core::secret::Pin;
+use vault_e2e::{json_of, put, req, Appliance, Options};
+
+struct TestRoot {
+    root_pem: String,
+    f9: CertifiedIssuer<'static, KeyPair>,
+}
+
+fn ca(cn: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p
+}
+
+impl TestRoot {
+    fn new(name: &str) -> TestRoot {
+        let root = CertifiedIssuer::self_signed(
+            ca(name),
+            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
+        )
+        .unwrap();
+        let f9 = CertifiedIssuer::signed_by(
+            ca("Yubico PIV Attestation"),
+            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
+            &root,
+        )
+        .unwrap();
+        TestRoot {
+            root_pem: root.pem(),
+            f9,
+        }
+    }
+
+    /// A slot attestation as a YubiKey makes it (Yubico extensions).
+    fn attest(&self, key: &PublicKey, slot: &str, serial: u32, policy: [u8; 2]) -> Vec<u8> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(
+            DnType::CommonName,
+            format!("YubiKey PIV Attestation {slot}"),
+        );
+        let mut s = vec![0x02, 0x05, 0x00];
+        s.extend_from_slice(&serial.to_be_bytes());
+        for (last, content) in [(3u64, vec![5, 4, 3]), (7, s), (8, policy.to_vec())] {
+            p.custom_extensions.push(CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 41482, 3, last],
+                content,
+            ));
+        }
+        let spki =
+            SubjectPublicKeyInfo::from_der(key.to_public_key_der().unwrap().as_bytes()).unwrap();
+        p.signed_by(&spki, &self.f9).unwrap().der().to_vec()
+    }
+
+    /// A software token whose keys this root attests.
+    fn token(&self, serial: u32) -> SoftToken {
+        let mut t = SoftToken::new(serial, "123456");
+        let sig = self.attest(
+            &t.public_key(Slot::Signature).unwrap(),
+            "9c",
+            serial,
+            [2, 2],
+        );
+        let kex = self.attest(
+            &t.public_key(Slot::KeyManagement).unwrap(),
+            "9d",
+            serial,
+            [2, 2],
+        );
+        t.set_attestation(sig, kex, self.f9.der().to_vec());
+        t.verify_pin(&Pin::new("123456".into())).unwrap();
+        t
+    }
+}
+
+fn enroll_body(name: &str, groups: &[&str], t: &mut SoftToken) -> Value {
+    json!({
+        "name": name,
+        "groups": groups,
+        "signature_attestation": B64.encode(t.attest(Slot::Signature).unwrap()),
+        "key_management_attestation": B64.encode(t.attest(Slot::KeyManagement).unwrap()),
+        "intermediates": [B64.encode(t.attestation_intermediate().unwrap())],
+    })
+}
+
+/// The request as the custodian's tool rebuilds it from what it was shown.
+fn shown(v: &Value) -> Request {
+    Request {
+        request_id: v["request_id"].as_str().unwrap().into(),
+        appliance_id: v["appliance_id"].as_str().unwrap().into(),
+        path: v["path"].as_str().unwrap().into(),
+        version: v["version"].as_u64().unwrap(),
+        requester: v["requester"].as_str().unwrap().into(),
+        reason: v["reason"].as_str().unwrap().into(),
+        created_at: v["created_at"].as_i64().unwrap(),
+        expires_at: v["expires_at"].as_i64().unwrap(),
+        nonce: B64
+            .decode(v["nonce"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+        recipient_key: v["recipient_key"].as_str().map(|k| B64.decode(k).unwrap()),
+    }
+}
+
+fn vote(
+    c: &Client,
+    t: &mut SoftToken,
+    who: &str,
+    id: &str,
+    d: Decision,
+    share: Option<Vec<u8>>,
+) -> vault_client::Response {
+    let v = json_of(&req(c, Method::GET, &format!("/v1/requests/{id}"), None));
+    let sig = t.sign(&shown(&v).message(d, who)).unwrap();
+    let mut body = json!({"decision": d.as_str(), "signature": B64.encode(sig)});
+    if let Some(s) = share {
+        body["share"] = json!(B64.encode(s));
+    }
+    req(
+        c,
+        Method::POST,
+        &format!("/v1/requests/{id}/vote"),
+        Some(body),
+    )
+}
+
+fn code(r: &vault_client::Response) -> String {
+    r.error_code().unwrap_or_default()
+}
+
+fn start(root: &TestRoot) -> Appliance {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let pem = dir.join("test-piv-root.pem");
+    std::fs::write(&pem, &root.root_pem).unwrap();
+    Appliance::start(Options {
+        extra_config: format!(
+            "[custodians]\nattestation_roots = [\"{}\"]\nrequest_ttl_secs = 600\n",
+            pem.display()
+        ),
+        ..Options::default()
+    })
+}
+
+#[test]
+fn attested_enrolment_signed_quorum_and_break_glass() {
+    let root = TestRoot::new("Test PIV Root");
+    let a = start(&root);
+    let admin = a.admin();
+    let writer = a.issue("writer", "w1");
+    let pam = a.issue("pam", "pam01");
+    let auditor = a.issue("auditor", "aud1");
+    let c_alice = a.issue("custodian", "alice");
+    let c_bob = a.issue("custodian", "bob");
+    let c_carol = a.issue("custodian", "carol");
+    let c_mallory = a.issue("custodian", "mallory");
+    let mut alice = root.token(1001);
+    let mut bob = root.token(1002);
+    let mut carol = root.token(1003);
+
+    // ---- enrolment
+    for (n, g, t) in [
+        ("alice", vec!["security"], &mut alice),
+        ("bob", vec!["security"], &mut bob),
+        ("carol", vec!["security", "dba"], &mut carol),
+    ] {
+        let r = req(
+            &admin,
+            Method::POST,
+            "/v1/custodians",
+            Some(enroll_body(n, &g, t)),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v = json_of(&r);
+        assert_eq!(v["pin_policy"], "once");
+        assert_eq!(v["touch_policy"], "always");
+        assert_eq!(v["firmware"], "5.4.3");
+    }
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/custodians",
+        Some(enroll_body("alice", &["x"], &mut alice)),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (409, "already_enrolled"));
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/custodians",
+        Some(enroll_body("dave", &["x"], &mut alice)),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (409, "key_already_enrolled"));
+    // A key attested by a root the appliance does not trust.
+    let mut rogue = TestRoot::new("Rogue Root").token(666);
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/custodians",
+        Some(enroll_body("eve", &["security"], &mut rogue)),
+    );
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (400, "unknown_attestation_root")
+    );
+    // No attestation chain at all.
+    let mut body = enroll_body("eve", &["security"], &mut rogue);
+    body["intermediates"] = json!([]);
+    let r = req(&admin, Method::POST, "/v1/custodians", Some(body));
+    assert_eq!(r.status, 400);
+    // 9c and 9d from different devices.
+    let mut body = enroll_body("eve", &["security"], &mut root.token(2001));
+    body["key_management_attestation"] =
+        json!(B64.encode(root.token(2002).attest(Slot::KeyManagement).unwrap()));
+    let r = req(&admin, Method::POST, "/v1/custodians", Some(body));
+    assert_eq!((r.status, code(&r).as_str()), (400, "attestation_mismatch"));
+    // Only admins enrol.
+    let r = req(
+        &c_alice,
+        Method::POST,
+        "/v1/custodians",
+        Some(enroll_body("zed", &["x"], &mut root.token(3001))),
+    );
+    assert_eq!(r.status, 403);
+    let list = json_of(&req(&auditor, Method::GET, "/v1/custodians", None));
+    assert_eq!(list["custodians"].as_array().unwrap().len(), 3);
+
+    // ---- a checkout that needs 2 of security
+    assert_eq!(
+        put(&writer, "prod/db/root", "db-root-pw", false).status,
+        200
+    );
+    let r = req(
+        &admin,
+        Method::PUT,
+        "/v1/policies/prod/db/root",
+        Some(json!({"approvals": [{"group": "security", "k": 4}]})),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (409, "quorum_unreachable"));
+    let r = req(
+        &admin,
+        Method::PUT,
+        "/v1/policies/prod/db/root",
+        Some(json!({"approvals": [{"group": "security", "k": 2}]})),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = req(
+        &writer,
+        Method::PUT,
+        "/v1/policies/prod/db/root",
+        Some(json!({"approvals": []})),
+    );
+    assert_eq!(r.status, 403);
+
+    let r = vault_e2e::checkout(&pam, "prod/db/root");
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!String::from_utf8_lossy(&r.body).contains("db-root-pw"));
+    let v = json_of(&r);
+    assert_eq!(v["status"], "pending_approval");
+    let id = v["request_id"].as_str().unwrap().to_owned();
+    let collect = |c: &Client| req(c, Method::POST, &format!("/v1/requests/{id}/collect"), None);
+    let r = collect(&pam);
+    assert_eq!((r.status, code(&r).as_str()), (409, "pending_approval"));
+
+    let r = vote(&c_alice, &mut alice, "alice", &id, Decision::Approve, None);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(json_of(&r)["status"], "pending_approval");
+    // Counted once.
+    let r = vote(&c_alice, &mut alice, "alice", &id, Decision::Approve, None);
+    assert_eq!((r.status, code(&r).as_str()), (409, "duplicate_vote"));
+    // A signature made by another custodian's key, or for another decision.
+    let v = json_of(&req(
+        &c_bob,
+        Method::GET,
+        &format!("/v1/requests/{id}"),
+        None,
+    ));
+    let wrong = alice
+        .sign(&shown(&v).message(Decision::Approve, "bob"))
+        .unwrap();
+    let r = req(
+        &c_bob,
+        Method::POST,
+        &format!("/v1/requests/{id}/vote"),
+        Some(json!({"decision": "approve", "signature": B64.encode(&wrong)})),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (400, "bad_signature"));
+    let deny_sig = bob.sign(&shown(&v).message(Decision::Deny, "bob")).unwrap();
+    let r = req(
+        &c_bob,
+        Method::POST,
+        &format!("/v1/requests/{id}/vote"),
+        Some(json!({"decision": "approve", "signature": B64.encode(&deny_sig)})),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (400, "bad_signature"));
+    // A custodian certificate without an enrolled key.
+    let mut m = SoftToken::new(9, "123456");
+    m.verify_pin(&Pin::new("123456".into())).unwrap();
+    let r = vote(&c_mallory, &mut m, "mallory", &id, Decision::Approve, None);
+    assert_eq!((r.status, code(&r).as_str()), (403, "not_a_custodian"));
+    // Pam cannot vote; custodians cannot collect.
+    let r = vote(&pam, &mut alice, "alice", &id, Decision::Approve, None);
+    assert_eq!(r.status, 403);
+
+    let r = vote(&c_bob, &mut bob, "bob", &id, Decision::Approve, None);
+    assert_eq!(r.status, 200);
+    assert_eq!(json_of(&r)["status"], "approved");
+    let r = vote(&c_carol, &mut carol, "carol", &id, Decision::Approve, None);
+    assert_eq!((r.status, code(&r).as_str()), (409, "request_closed"));
+    assert_eq!(collect(&c_alice).status, 403);
+    let r = collect(&pam);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(json_of(&r)["value"], "db-root-pw");
+    let r = collect(&pam);
+    assert_eq!((r.status, code(&r).as_str()), (409, "already_collected"));
+
+    // A denial vetoes.
+    let id2 = json_of(&vault_e2e::checkout(&pam, "prod/db/root"))["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = vote(&c_carol, &mut carol, "carol", &id2, Decision::Deny, None);
+    assert_eq!(json_of(&r)["status"], "denied");
+    let r = req(
+        &pam,
+        Method::POST,
+        &format!("/v1/requests/{id2}/collect"),
+        None,
+    );
+    assert_eq!((r.status, code(&r).as_str()), (409, "request_denied"));
+
+    // ---- the sealed tier
+    let r = req(
+        &writer,
+        Method::PUT,
+        "/v1/secrets/breakglass/cloud-root",
+        Some(
+            json!({"value": "cloud-root-Pa55", "tier": "sealed", "custody": {"group": "security", "k": 2}}),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = req(
+        &writer,
+        Method::PUT,
+        "/v1/secrets/breakglass/cloud-root",
+        Some(json!({"value": "downgrade"})),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (409, "tier_mismatch"));
+    let r = vault_e2e::checkout(&pam, "breakglass/cloud-root");
+    assert_eq!((r.status, code(&r).as_str()), (409, "sealed_tier"));
+
+    // What the appliance holds: ciphertext and shares sealed to the
+    // custodians' 9d keys, no wrapped data key, the value nowhere on disk.
+    {
+        let db = rusqlite::Connection::open_with_flags(
+            a.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let (kv, wrapped): (i64, Vec<u8>) = db
+            .query_row(
+                "SELECT key_version, wrapped_dek FROM secret_versions WHERE path = 'breakglass/cloud-root'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((kv, wrapped.len()), (0, 0));
+        let n: i64 = db
+            .query_row(
+                "SELECT count(*) FROM sealed_shares WHERE path = 'breakglass/cloud-root'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 3);
+    }
+    for f in std::fs::read_dir(a.db_path().parent().unwrap()).unwrap() {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap_or_default();
+        assert!(
+            !bytes.windows(15).any(|w| w == b"cloud-root-Pa55"),
+            "the sealed value is on disk in clear"
+        );
+    }
+
+    let one_time = SecretKey::random(&mut rand::rngs::OsRng);
+    let one_pub = one_time
+        .public_key()
+        .to_encoded_point(false)
+        .as_bytes()
+        .to_vec();
+    let r = req(
+        &pam,
+        Method::POST,
+        "/v1/secrets/breakglass/cloud-root/breakglass",
+        Some(
+            json!({"reason": "INC-7 cloud account locked", "recipient_key": B64.encode(&one_pub)}),
+        ),
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let bg = json_of(&r)["request_id"].as_str().unwrap().to_owned();
+
+    let forward = |c: &Client, t: &mut SoftToken, who: &str| -> Vec<u8> {
+        let v = json_of(&req(c, Method::GET, &format!("/v1/requests/{bg}"), None));
+        let env = B64.decode(v["your_share"].as_str().unwrap()).unwrap();
+        let rk =
+            PublicKey::from_sec1_bytes(&B64.decode(v["recipient_key"].as_str().unwrap()).unwrap())
+                .unwrap();
+        let kex = t.public_key(Slot::KeyManagement).unwrap();
+        let mut ecdh = |e: &PublicKey| t.ecdh(e).map_err(|x| x.to_string());
+        sealed::forward_share(
+            &env,
+            &kex,
+            &mut ecdh,
+            &bg,
+            v["path"].as_str().unwrap(),
+            v["version"].as_u64().unwrap(),
+            who,
+            &rk,
+            &mut rand::rngs::OsRng,
+        )
+        .unwrap()
+    };
+    // An approval must carry the share; and a signature over another
+    // recipient key (an appliance swapping in its own key) does not verify.
+    let r = vote(&c_alice, &mut alice, "alice", &bg, Decision::Approve, None);
+    assert_eq!((r.status, code(&r).as_str()), (400, "share_required"));
+    let share_a = forward(&c_alice, &mut alice, "alice");
+    let v = json_of(&req(
+        &c_alice,
+        Method::GET,
+        &format!("/v1/requests/{bg}"),
+        None,
+    ));
+    let mut swapped = shown(&v);
+    swapped.recipient_key = Some(
+        SecretKey::random(&mut rand::rngs::OsRng)
+            .public_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec(),
+    );
+    let sig = alice
+        .sign(&swapped.message(Decision::Approve, "alice"))
+        .unwrap();
+    let r = req(
+        &c_alice,
+        Method::POST,
+        &format!("/v1/requests/{bg}/vote"),
+        Some(
+            json!({"decision": "approve", "signature": B64.encode(sig), "share": B64.encode(&share_a)}),
+        ),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (400, "bad_signature"));
+
+    let r = vote(
+        &c_alice,
+        &mut alice,
+        "alice",
+        &bg,
+        Decision::Approve,
+        Some(share_a),
+    );
+    assert_eq!(json_of(&r)["status"], "pending_approval");
+    let share_c = forward(&c_carol, &mut carol, "carol");
+    let r = vote(
+        &c_carol,
+        &mut carol,
+        "carol",
+        &bg,
+        Decision::Approve,
+        Some(share_c),
+    );
+    assert_eq!(
+        json_of(&r)["status"],
+        "approved",
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+
+    let r = req(
+        &pam,
+        Method::POST,
+        &format!("/v1/requests/{bg}/collect"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!String::from_utf8_lossy(&r.body).contains("cloud-root-Pa55"));
+    let v = json_of(&r);
+    let shares: Vec<(String, Vec<u8>)> = v["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["custodian"].as_str().unwrap().to_owned(),
+                B64.decode(s["envelope"].as_str().unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    let ct = B64.decode(v["ciphertext"].as_str().unwrap()).unwrap();
+    let k = v["k"].as_u64().unwrap() as usize;
+    assert_eq!(k, 2);
+    let value = sealed::open(&one_time, &bg, "breakglass/cloud-root", 1, k, &shares, &ct).unwrap();
+    assert_eq!(value.expose_secret(), b"cloud-root-Pa55");
+    // One custodian's share is not enough.
+    assert!(sealed::open(
+        &one_time,
+        &bg,
+        "breakglass/cloud-root",
+        1,
+        k,
+        &shares[..1],
+        &ct
+    )
+    .is_err());
+    let r = req(
+        &pam,
+        Method::POST,
+        &format!("/v1/requests/{bg}/collect"),
+        None,
+    );
+    assert_eq!((r.status, code(&r).as_str()), (409, "already_collected"));
+
+    // ---- every step is in the audit log, and no value is.
+    let cp = json_of(&req(
+        &auditor,
+        Method::GET,
+        "/v1/audit/entries?start=0&end=1000",
+        None,
+    ));
+    let mut actions = Vec::new();
+    for e in cp["entries"].as_array().unwrap() {
+        let raw = B64.decode(e["entry"].as_str().unwrap()).unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        assert!(!text.contains("cloud-root-Pa55") && !text.contains("db-root-pw"));
+        let d: Value = serde_json::from_str(&text).unwrap();
+        actions.push((
+            d["action"].as_str().unwrap().to_owned(),
+            d["outcome"].as_str().unwrap_or("").to_owned(),
+            d["error"].as_str().unwrap_or("").to_owned(),
+        ));
+    }
+    for (act, err) in [
+        ("custodian.enroll", ""),
+        ("custodian.enroll", "already_enrolled"),
+        ("custodian.enroll", "unknown_attestation_root"),
+        ("policy.set", ""),
+        ("approval.request", ""),
+        ("approval.vote", ""),
+        ("approval.vote", "duplicate_vote"),
+        ("approval.vote", "bad_signature"),
+        ("request.collect", ""),
+        ("request.collect", "already_collected"),
+        ("breakglass.request", ""),
+        ("breakglass.collect", ""),
+        ("secret.checkout", "sealed_tier"),
+    ] {
+        assert!(
+            actions.iter().any(|(a, _, e)| a == act && e == err),
+            "no audit entry {act} {err:?} in {actions:?}"
+        );
+    }
+}

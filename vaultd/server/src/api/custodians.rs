@@ -1,0 +1,891 @@
+//! Custodians (attested YubiKey enrolment), approval policies, approval and
+//! break-glass requests, signed votes and collection.
+//!
+//! The appliance checks every vote's signature against the custodian's
+//! attested 9c key over the canonical request encoding
+//! ([`vault_core::custodian::approval`]); the quorum is evaluated inside the
+//! storage transaction that records the vote, so concurrent votes cannot
+//! double count. For the sealed tier the appliance only relays shares that
+//! custodians re-sealed to the requester's one-time key: it never holds the
+//! data key.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+use p256::PublicKey;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use vault_core::custodian::approval::{self, Custodian, Decision, GroupRule, Status, Tally};
+use vault_core::custodian::attestation::{self, DevicePolicy, PinPolicy, TouchPolicy};
+use vault_core::policy::{validate_name, Action, Role};
+use vault_store::{CustodianRow, RequestRow, StoreError, VoteRow, WriteOp, WriteOutcome};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{Auth, JsonBody};
+use super::rfc3339;
+use crate::state::AppState;
+
+const MAX_GROUPS: usize = 16;
+const MAX_RULES: usize = 16;
+const MAX_CERT_B64: usize = 8 * 1024;
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::internal("worker task failed"))
+}
+
+fn b64(field: &'static str, s: &str, max: usize) -> ApiResult<Vec<u8>> {
+    if s.len() > max {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("{field} is too long"),
+        ));
+    }
+    B64.decode(s.trim())
+        .map_err(|_| ApiError::bad_request("invalid_body", format!("{field} is not base64")))
+}
+
+fn sec1(p: &PublicKey) -> Vec<u8> {
+    p.to_encoded_point(false).as_bytes().to_vec()
+}
+
+fn check_name(n: &str, what: &str) -> ApiResult<()> {
+    if validate_name(n) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_name",
+            format!("{what} must be 1-64 characters of A-Z a-z 0-9 . _ -"),
+        ))
+    }
+}
+
+fn unsealed(st: &AppState) -> ApiResult<()> {
+    if st.is_sealed() {
+        Err(ApiError::sealed())
+    } else {
+        Ok(())
+    }
+}
+
+/// Parses a stored or submitted rule list.
+pub fn parse_rules(v: &Value) -> Result<Vec<GroupRule>, String> {
+    let arr = v.as_array().ok_or("approvals must be a list")?;
+    if arr.len() > MAX_RULES {
+        return Err(format!("at most {MAX_RULES} approval rules"));
+    }
+    let mut out: Vec<GroupRule> = Vec::new();
+    for r in arr {
+        let group = r["group"].as_str().ok_or("each rule needs a group")?;
+        if !validate_name(group) {
+            return Err("group names are 1-64 characters of A-Z a-z 0-9 . _ -".into());
+        }
+        let k = r["k"].as_u64().ok_or("each rule needs k >= 1")?;
+        if k == 0 || k > 255 {
+            return Err("k must be 1..=255".into());
+        }
+        if out.iter().any(|x| x.group == group) {
+            return Err(format!("group {group} appears twice"));
+        }
+        if r.as_object().is_some_and(|o| o.len() != 2) {
+            return Err("a rule has only group and k".into());
+        }
+        out.push(GroupRule {
+            group: group.into(),
+            k: k as usize,
+        });
+    }
+    Ok(out)
+}
+
+/// `{"group": .., "k": ..}`: who holds a sealed-tier secret's shares.
+pub fn parse_custody(v: &Value) -> Result<(String, usize), String> {
+    let rules = parse_rules(&Value::Array(vec![v.clone()]))?;
+    let r = rules
+        .into_iter()
+        .next()
+        .ok_or("custody needs a group and k")?;
+    Ok((r.group, r.k))
+}
+
+pub(crate) fn rules_json(rules: &[GroupRule]) -> String {
+    Value::Array(
+        rules
+            .iter()
+            .map(|r| json!({"group": r.group, "k": r.k}))
+            .collect(),
+    )
+    .to_string()
+}
+
+fn stored_rules(s: &str) -> ApiResult<Vec<GroupRule>> {
+    let v: Value = serde_json::from_str(s).map_err(|_| ApiError::integrity())?;
+    parse_rules(&v).map_err(|_| ApiError::integrity())
+}
+
+/// The core's view of an enrolled custodian.
+fn as_custodian(c: &CustodianRow) -> ApiResult<Custodian> {
+    Ok(Custodian {
+        id: c.name.clone(),
+        groups: c.groups.clone(),
+        signing_key: PublicKey::from_sec1_bytes(&c.sig_key).map_err(|_| ApiError::integrity())?,
+    })
+}
+
+/// Refuses rules that enrolled custodians can never satisfy.
+fn check_reachable(rules: &[GroupRule], custodians: &[CustodianRow]) -> ApiResult<()> {
+    for r in rules {
+        let n = custodians
+            .iter()
+            .filter(|c| c.groups.contains(&r.group))
+            .count();
+        if n < r.k {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "quorum_unreachable",
+                format!(
+                    "group {} has {n} enrolled custodians; k = {} can never be met",
+                    r.group, r.k
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- enrolment
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    name: String,
+    groups: Vec<String>,
+    /// Base64 DER attestation certificate of the 9c key.
+    signature_attestation: String,
+    /// Base64 DER attestation certificate of the 9d key.
+    key_management_attestation: String,
+    /// Base64 DER: the device's f9 certificate first, then any further
+    /// intermediates towards the root.
+    intermediates: Vec<String>,
+}
+
+fn pin_str(p: PinPolicy) -> String {
+    match p {
+        PinPolicy::Never => "never".into(),
+        PinPolicy::Once => "once".into(),
+        PinPolicy::Always => "always".into(),
+        PinPolicy::Unknown(x) => format!("unknown({x})"),
+    }
+}
+
+fn touch_str(t: TouchPolicy) -> String {
+    match t {
+        TouchPolicy::Never => "never".into(),
+        TouchPolicy::Always => "always".into(),
+        TouchPolicy::Cached => "cached".into(),
+        TouchPolicy::Unknown(x) => format!("unknown({x})"),
+    }
+}
+
+fn custodian_json(c: &CustodianRow) -> Value {
+    json!({
+        "name": c.name,
+        "groups": c.groups,
+        "serial": c.serial,
+        "firmware": c.firmware,
+        "pin_policy": c.pin_policy,
+        "touch_policy": c.touch_policy,
+        "signature_key": B64.encode(&c.sig_key),
+        "key_management_key": B64.encode(&c.kex_key),
+        "enrolled_at": rfc3339(c.enrolled_at),
+        "enrolled_by": c.enrolled_by,
+    })
+}
+
+/// `POST /v1/custodians` (admin): enrol a custodian's attested YubiKey keys.
+pub async fn enroll(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    JsonBody(req): JsonBody<EnrollRequest>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Action::EnrollCustodian)?;
+    check_name(&req.name, "name")?;
+    if req.groups.is_empty() || req.groups.len() > MAX_GROUPS {
+        return Err(ApiError::bad_request(
+            "invalid_groups",
+            format!("a custodian is in 1..={MAX_GROUPS} groups"),
+        ));
+    }
+    let mut groups = req.groups.clone();
+    for g in &groups {
+        check_name(g, "group")?;
+    }
+    groups.sort();
+    groups.dedup();
+    unsealed(&st)?;
+    let sig_leaf = b64(
+        "signature_attestation",
+        &req.signature_attestation,
+        MAX_CERT_B64,
+    )?;
+    let kex_leaf = b64(
+        "key_management_attestation",
+        &req.key_management_attestation,
+        MAX_CERT_B64,
+    )?;
+    if req.intermediates.is_empty() || req.intermediates.len() > 4 {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "intermediates: the f9 certificate, then at most 3 more",
+        ));
+    }
+    let chain: Vec<Vec<u8>> = req
+        .intermediates
+        .iter()
+        .map(|c| b64("intermediates", c, MAX_CERT_B64))
+        .collect::<Result<_, _>>()?;
+    let chain_refs: Vec<&[u8]> = chain.iter().map(|c| c.as_slice()).collect();
+    let roots: Vec<&[u8]> = st.attestation_roots.iter().map(|c| c.as_slice()).collect();
+    let now = st.now();
+    let policy = DevicePolicy {
+        require_touch: st.config.custodians.require_touch,
+        require_pin_always: st.config.custodians.require_pin_always,
+        min_firmware: None,
+    };
+    let refuse = |slot: &str, e: attestation::AttestationError| {
+        tracing::warn!(name = %req.name, slot, error = %e, "custodian enrolment refused");
+        ApiError::bad_request(e.code(), format!("{slot} attestation: {e}"))
+    };
+    let sig =
+        attestation::verify(&sig_leaf, &chain_refs, &roots, now).map_err(|e| refuse("9c", e))?;
+    policy.check(&sig).map_err(|e| refuse("9c", e))?;
+    let kex =
+        attestation::verify(&kex_leaf, &chain_refs, &roots, now).map_err(|e| refuse("9d", e))?;
+    policy.check(&kex).map_err(|e| refuse("9d", e))?;
+    if sig.serial != kex.serial {
+        return Err(ApiError::bad_request(
+            "attestation_mismatch",
+            "the 9c and 9d attestations come from different devices",
+        ));
+    }
+    if sig.public_key == kex.public_key {
+        return Err(ApiError::bad_request(
+            "attestation_mismatch",
+            "9c and 9d must hold different keys",
+        ));
+    }
+    let row = CustodianRow {
+        name: req.name.clone(),
+        groups,
+        serial: sig.serial,
+        firmware: format!("{}.{}.{}", sig.firmware.0, sig.firmware.1, sig.firmware.2),
+        pin_policy: pin_str(sig.pin_policy),
+        touch_policy: touch_str(sig.touch_policy),
+        sig_key: sec1(&sig.public_key),
+        kex_key: sec1(&kex.public_key),
+        attestation: json!({
+            "signature": req.signature_attestation,
+            "key_management": req.key_management_attestation,
+            "intermediates": req.intermediates,
+        })
+        .to_string(),
+        enrolled_at: now,
+        enrolled_by: auth.0.name.clone(),
+    };
+    let out = custodian_json(&row);
+    let details = row.clone();
+    let audit = auth.audit_fn(&st, "custodian.enroll", req.name.clone(), move |_, d| {
+        d.details
+            .insert("serial".into(), details.serial.to_string());
+        d.details
+            .insert("firmware".into(), details.firmware.clone());
+        d.details.insert("groups".into(), details.groups.join(","));
+        d.details
+            .insert("pin_policy".into(), details.pin_policy.clone());
+        d.details
+            .insert("touch_policy".into(), details.touch_policy.clone());
+    });
+    let s = st.clone();
+    let r = blocking(move || s.store.write_audited(WriteOp::EnrollCustodian(row), audit)).await?;
+    auth.after_write(&r);
+    r?;
+    tracing::info!(custodian = %req.name, by = %auth.0.name, "custodian enrolled");
+    Ok(Json(out))
+}
+
+/// `GET /v1/custodians`.
+pub async fn list(State(st): State<Arc<AppState>>, auth: Auth) -> ApiResult<Json<Value>> {
+    auth.require(Action::ListCustodians)?;
+    unsealed(&st)?;
+    let s = st.clone();
+    let rows = blocking(move || s.store.custodians()).await??;
+    Ok(Json(json!({
+        "custodians": rows.iter().map(custodian_json).collect::<Vec<_>>()
+    })))
+}
+
+// ---------------------------------------------------------------- policy
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRequest {
+    approvals: Value,
+}
+
+/// `PUT /v1/policies/{path}` (admin): the approvals a secret's checkouts need.
+pub async fn set_policy(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    Path(path): Path<String>,
+    JsonBody(req): JsonBody<PolicyRequest>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Action::SetApprovalPolicy)?;
+    vault_core::policy::validate_path(&path)
+        .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
+    let rules =
+        parse_rules(&req.approvals).map_err(|m| ApiError::bad_request("invalid_policy", m))?;
+    unsealed(&st)?;
+    let s = st.clone();
+    let custodians = blocking(move || s.store.custodians()).await??;
+    check_reachable(&rules, &custodians)?;
+    let approvals = rules_json(&rules);
+    let a2 = approvals.clone();
+    let audit = auth.audit_fn(&st, "policy.set", path.clone(), move |_, d| {
+        d.details.insert("approvals".into(), a2);
+    });
+    let s = st.clone();
+    let p = path.clone();
+    let r = blocking(move || {
+        s.store
+            .write_audited(WriteOp::SetApprovals { path: p, approvals }, audit)
+    })
+    .await?;
+    auth.after_write(&r);
+    r?;
+    Ok(Json(json!({
+        "path": path,
+        "approvals": rules.iter().map(|r| json!({"group": r.group, "k": r.k})).collect::<Vec<_>>(),
+    })))
+}
+
+// ---------------------------------------------------------------- requests
+
+/// The canonical request custodians sign.
+pub fn core_request(st: &AppState, r: &RequestRow) -> approval::Request {
+    approval::Request {
+        request_id: r.id.clone(),
+        appliance_id: st.appliance_id.clone(),
+        path: r.path.clone(),
+        version: r.version,
+        requester: r.requester.clone(),
+        reason: r.reason.clone(),
+        created_at: r.created_at,
+        expires_at: r.expires_at,
+        nonce: r.nonce,
+        recipient_key: r.recipient_key.clone(),
+    }
+}
+
+/// Rebuilds the tally of a request from its stored votes.
+fn tally(
+    st: &AppState,
+    r: &RequestRow,
+    votes: &[VoteRow],
+    custodians: &[CustodianRow],
+) -> Result<Tally, StoreError> {
+    let policy = stored_rules(&r.policy)
+        .map_err(|_| StoreError::Corrupt(format!("request {}: policy", r.id)))?;
+    let mut t = Tally::new(core_request(st, r), policy);
+    for v in votes {
+        let c = custodians
+            .iter()
+            .find(|c| c.name == v.custodian)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("vote by unknown custodian {}", v.custodian))
+            })?;
+        let c = as_custodian(c).map_err(|_| StoreError::Corrupt("custodian key".into()))?;
+        let d = match v.decision.as_str() {
+            "approve" => Decision::Approve,
+            "deny" => Decision::Deny,
+            _ => return Err(StoreError::Corrupt(format!("vote decision {}", v.decision))),
+        };
+        t.restore(&c, d);
+    }
+    Ok(t)
+}
+
+fn status_json(s: &Status, r: &RequestRow) -> (String, Value) {
+    if r.collected_at.is_some() {
+        return ("collected".into(), json!([]));
+    }
+    match s {
+        Status::Pending(missing) => (
+            "pending_approval".into(),
+            missing
+                .iter()
+                .map(|(g, n)| json!({"group": g, "remaining": n}))
+                .collect(),
+        ),
+        Status::Approved => ("approved".into(), json!([])),
+        Status::Denied { .. } => ("denied".into(), json!([])),
+        Status::Expired => ("expired".into(), json!([])),
+    }
+}
+
+fn request_json(
+    st: &AppState,
+    r: &RequestRow,
+    votes: &[VoteRow],
+    custodians: &[CustodianRow],
+) -> Value {
+    let (status, needs) = match tally(st, r, votes, custodians) {
+        Ok(t) => status_json(&t.status(st.now()), r),
+        Err(_) => ("unknown".into(), json!([])),
+    };
+    let policy: Value = serde_json::from_str(&r.policy).unwrap_or(Value::Null);
+    json!({
+        "request_id": r.id,
+        "kind": r.kind,
+        "status": status,
+        "needs": needs,
+        "appliance_id": st.appliance_id,
+        "path": r.path,
+        "version": r.version,
+        "requester": r.requester,
+        "reason": r.reason,
+        "created_at": r.created_at,
+        "expires_at": r.expires_at,
+        "created": rfc3339(r.created_at),
+        "expires": rfc3339(r.expires_at),
+        "nonce": B64.encode(r.nonce),
+        "recipient_key": r.recipient_key.as_ref().map(|k| B64.encode(k)),
+        "policy": policy,
+        "ttl_seconds": r.ttl_seconds,
+        "checkout_id": r.checkout_id,
+        "votes": votes.iter().map(|v| json!({
+            "custodian": v.custodian,
+            "decision": v.decision,
+            "at": rfc3339(v.created_at),
+            "signature": B64.encode(&v.signature),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Opens a request for a gated checkout or a break-glass opening.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn open_request(
+    st: &Arc<AppState>,
+    auth: &Auth,
+    kind: &'static str,
+    path: &str,
+    version: u64,
+    reason: &str,
+    ttl_seconds: u64,
+    policy: Vec<GroupRule>,
+    recipient_key: Option<Vec<u8>>,
+) -> ApiResult<Response> {
+    let now = st.now();
+    let mut nonce = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+    let row = RequestRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: kind.into(),
+        path: path.into(),
+        version,
+        requester: auth.0.name.clone(),
+        reason: reason.into(),
+        created_at: now,
+        expires_at: now + st.config.custodians.request_ttl_secs as i64,
+        nonce,
+        recipient_key,
+        policy: rules_json(&policy),
+        ttl_seconds,
+        status: "pending".into(),
+        collected_at: None,
+        checkout_id: None,
+    };
+    let id = row.id.clone();
+    let action = if kind == "breakglass" {
+        "breakglass.request"
+    } else {
+        "approval.request"
+    };
+    let (rid, pol, rsn) = (id.clone(), row.policy.clone(), reason.to_owned());
+    let audit = auth.audit_fn(st, action, path.to_owned(), move |_, d| {
+        d.details.insert("request_id".into(), rid);
+        d.details.insert("version".into(), version.to_string());
+        d.details.insert("policy".into(), pol);
+        d.details.insert("reason".into(), rsn);
+    });
+    let r = st
+        .store
+        .write_audited(WriteOp::OpenRequest(row.clone()), audit);
+    auth.after_write(&r);
+    r?;
+    tracing::info!(principal = %auth.0.name, %path, request_id = %id, kind, "approval request opened");
+    let needs: Vec<Value> = policy
+        .iter()
+        .map(|r| json!({"group": r.group, "remaining": r.k}))
+        .collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "request_id": id,
+            "kind": kind,
+            "status": "pending_approval",
+            "path": path,
+            "version": version,
+            "expires_at": rfc3339(row.expires_at),
+            "needs": needs,
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// `GET /v1/requests`: pam principals see their own requests only.
+pub async fn list_requests(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Action::ReadRequests)?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let status = match q.status.as_deref() {
+        None | Some("all") => None,
+        Some(s @ ("pending" | "approved" | "denied")) => Some(s.to_owned()),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "status is pending, approved, denied or all",
+            ))
+        }
+    };
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be 1..=1000",
+        ));
+    }
+    unsealed(&st)?;
+    let s = st.clone();
+    let (rows, custodians, votes) = blocking(move || -> Result<_, StoreError> {
+        let rows = s.store.requests(status.as_deref(), limit)?;
+        let custodians = s.store.custodians()?;
+        let votes = rows
+            .iter()
+            .map(|r| s.store.votes(&r.id))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((rows, custodians, votes))
+    })
+    .await??;
+    let mine_only = auth.0.role == Role::Pam;
+    let out: Vec<Value> = rows
+        .iter()
+        .zip(&votes)
+        .filter(|(r, _)| !mine_only || r.requester == auth.0.name)
+        .map(|(r, v)| request_json(&st, r, v, &custodians))
+        .collect();
+    Ok(Json(json!({ "requests": out })))
+}
+
+/// `GET /v1/requests/{id}`: the request in full, with the caller's stored
+/// share envelope when the caller is a custodian of a break-glass secret.
+pub async fn get_request(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Action::ReadRequests)?;
+    check_request_id(&id)?;
+    unsealed(&st)?;
+    let s = st.clone();
+    let (row, votes, custodians, sealed) = blocking(move || -> Result<_, StoreError> {
+        let row = s.store.request(&id)?.ok_or(StoreError::NotFound)?;
+        let votes = s.store.votes(&id)?;
+        let custodians = s.store.custodians()?;
+        let sealed = if row.kind == "breakglass" {
+            s.store.sealed_version(&row.path, row.version)?
+        } else {
+            None
+        };
+        Ok((row, votes, custodians, sealed))
+    })
+    .await??;
+    if auth.0.role == Role::Pam && row.requester != auth.0.name {
+        return Err(ApiError::forbidden(
+            "this request belongs to another principal",
+        ));
+    }
+    let mut v = request_json(&st, &row, &votes, &custodians);
+    if auth.0.role == Role::Custodian {
+        if let Some(sv) = sealed {
+            if let Some((_, env)) = sv.shares.iter().find(|(c, _)| *c == auth.0.name) {
+                v["your_share"] = json!(B64.encode(env));
+            }
+        }
+    }
+    Ok(Json(v))
+}
+
+fn check_request_id(id: &str) -> ApiResult<()> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| ApiError::bad_request("invalid_request_id", "request ids are UUIDs"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoteRequest {
+    decision: String,
+    /// Base64 DER ECDSA signature by the custodian's 9c key.
+    signature: String,
+    /// Break-glass approvals: the custodian's share re-sealed to the
+    /// requester's one-time key (base64).
+    #[serde(default)]
+    share: Option<String>,
+}
+
+/// `POST /v1/requests/{id}/vote` (custodian): a signed approval or denial.
+pub async fn vote(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<VoteRequest>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Action::Vote)?;
+    check_request_id(&id)?;
+    let decision = match req.decision.as_str() {
+        "approve" => Decision::Approve,
+        "deny" => Decision::Deny,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_decision",
+                "decision is approve or deny",
+            ))
+        }
+    };
+    let signature = b64("signature", &req.signature, 256)?;
+    let share = match &req.share {
+        Some(s) => Some(b64("share", s, 1024)?),
+        None => None,
+    };
+    unsealed(&st)?;
+    let s = st.clone();
+    let i2 = id.clone();
+    let (row, custodians, sealed) = blocking(move || -> Result<_, StoreError> {
+        let row = s.store.request(&i2)?.ok_or(StoreError::NotFound)?;
+        let sealed = if row.kind == "breakglass" {
+            s.store.sealed_version(&row.path, row.version)?
+        } else {
+            None
+        };
+        Ok((row, s.store.custodians()?, sealed))
+    })
+    .await??;
+    let me = custodians
+        .iter()
+        .find(|c| c.name == auth.0.name)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_a_custodian",
+                "this principal has no enrolled custodian key",
+            )
+        })?;
+    let me = as_custodian(me)?;
+    // A custodian who holds a share of the sealed value forwards it with
+    // their approval; nobody else sends one.
+    let holds_share = sealed
+        .as_ref()
+        .is_some_and(|sv| sv.shares.iter().any(|(c, _)| *c == me.id));
+    match (holds_share && decision == Decision::Approve, &share) {
+        (true, None) => {
+            return Err(ApiError::bad_request(
+                "share_required",
+                "this break-glass approval must carry the custodian's re-sealed share",
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "unexpected_share",
+                "only a break-glass approval by a share holder carries a share",
+            ))
+        }
+        _ => {}
+    }
+    // The signature is checked here, outside the writer; the quorum rules
+    // are checked again inside the transaction that records the vote.
+    let creq = core_request(&st, &row);
+    if let Err(e) = approval::verify_vote(&creq, decision, &me, &signature) {
+        tracing::warn!(custodian = %me.id, request_id = %id, "vote signature does not verify");
+        return Err(ApiError::bad_request(e.code(), e.to_string()));
+    }
+    let now = st.now();
+    let st2 = st.clone();
+    let me2 = me.clone();
+    let custodians2 = custodians.clone();
+    let sig2 = signature.clone();
+    let decide: vault_store::VoteFn = Box::new(move |r, votes| {
+        let mut t = tally(&st2, r, votes, &custodians2)?;
+        let status = t
+            .vote(&me2, decision, &sig2, now)
+            .map_err(|e| StoreError::Conflict(e.code()))?;
+        let status = match status {
+            Status::Approved => "approved",
+            Status::Denied { .. } => "denied",
+            Status::Pending(_) | Status::Expired => "pending",
+        };
+        Ok((
+            VoteRow {
+                request_id: r.id.clone(),
+                custodian: me2.id.clone(),
+                decision: decision.as_str().into(),
+                signature: sig2,
+                share,
+                created_at: now,
+            },
+            status.to_owned(),
+        ))
+    });
+    let dstr = decision.as_str();
+    let rid = id.clone();
+    let audit = auth.audit_fn(&st, "approval.vote", row.path.clone(), move |o, d| {
+        d.details.insert("request_id".into(), rid);
+        d.details.insert("decision".into(), dstr.into());
+        if let WriteOutcome::Voted(s) = o {
+            d.details.insert("status".into(), s.clone());
+        }
+    });
+    let s = st.clone();
+    let i2 = id.clone();
+    let r = blocking(move || {
+        s.store.write_audited(
+            WriteOp::Vote {
+                request_id: i2,
+                decide,
+            },
+            audit,
+        )
+    })
+    .await?;
+    auth.after_write(&r);
+    let status = match r {
+        Ok(WriteOutcome::Voted(s)) => s,
+        Ok(_) => return Err(ApiError::internal("unexpected store outcome")),
+        Err(StoreError::Conflict(code @ ("self_approval" | "not_in_policy"))) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                code,
+                match code {
+                    "self_approval" => "requesters cannot approve their own request",
+                    _ => "this custodian is in none of the request's groups",
+                },
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(custodian = %me.id, request_id = %id, decision = dstr, %status, "vote recorded");
+    Ok(Json(json!({
+        "request_id": id,
+        "decision": dstr,
+        "status": if status == "pending" { "pending_approval" } else { status.as_str() },
+    })))
+}
+
+/// `POST /v1/requests/{id}/collect` (the requester, once approved).
+pub async fn collect(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Action::Checkout)?;
+    check_request_id(&id)?;
+    unsealed(&st)?;
+    let s = st.clone();
+    let i2 = id.clone();
+    let row = blocking(move || s.store.request(&i2))
+        .await??
+        .ok_or_else(|| ApiError::not_found("no such request"))?;
+    if row.requester != auth.0.name {
+        return Err(ApiError::forbidden(
+            "only the requester can collect a request",
+        ));
+    }
+    match row.kind.as_str() {
+        "checkout" => super::secrets::collect_checkout(st, auth, row).await,
+        "breakglass" => collect_breakglass(st, auth, row).await,
+        _ => Err(ApiError::integrity()),
+    }
+}
+
+async fn collect_breakglass(
+    st: Arc<AppState>,
+    auth: Auth,
+    row: RequestRow,
+) -> ApiResult<Json<Value>> {
+    let rid = row.id.clone();
+    let audit = auth.audit_fn(&st, "breakglass.collect", row.path.clone(), move |_, d| {
+        d.details.insert("request_id".into(), rid);
+    });
+    let s = st.clone();
+    let (id, principal, now) = (row.id.clone(), auth.0.name.clone(), st.now());
+    let r = blocking(move || {
+        s.store.write_audited(
+            WriteOp::Collect {
+                request_id: id,
+                requester: principal,
+                now,
+                checkout: None,
+            },
+            audit,
+        )
+    })
+    .await?;
+    auth.after_write(&r);
+    r?;
+    let s = st.clone();
+    let (p, v, i) = (row.path.clone(), row.version, row.id.clone());
+    let (sealed, votes, info) = blocking(move || -> Result<_, StoreError> {
+        Ok((
+            s.store.sealed_version(&p, v)?,
+            s.store.votes(&i)?,
+            s.store.secret(&p)?,
+        ))
+    })
+    .await??;
+    let sealed = sealed.ok_or_else(ApiError::integrity)?;
+    let custody = info
+        .and_then(|i| i.policy.custody)
+        .ok_or_else(ApiError::integrity)?;
+    let (_, k) = parse_custody(&serde_json::from_str(&custody).map_err(|_| ApiError::integrity())?)
+        .map_err(|_| ApiError::integrity())?;
+    tracing::info!(principal = %auth.0.name, path = %row.path, request_id = %row.id, "break-glass shares collected");
+    Ok(Json(json!({
+        "request_id": row.id,
+        "path": row.path,
+        "version": row.version,
+        "k": k,
+        "ciphertext": B64.encode(&sealed.ciphertext),
+        "shares": votes.iter().filter_map(|v| v.share.as_ref().map(|s| json!({
+            "custodian": v.custodian,
+            "envelope": B64.encode(s),
+        }))).collect::<Vec<_>>(),
+    })))
+}

@@ -16,6 +16,8 @@ need pkg-config pkg-config
 need curl curl
 need openssl openssl
 pkg-config --exists tss2-esys 2>/dev/null || pkgs+=(libtss2-dev)
+# the yubikey crate (custodian tokens) links libpcsclite
+pkg-config --exists libpcsclite 2>/dev/null || pkgs+=(libpcsclite-dev)
 
 if ((${#pkgs[@]})); then
   echo "installing: ${pkgs[*]}" >&2

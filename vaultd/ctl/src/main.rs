@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod custodian;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -99,6 +100,39 @@ enum Cmd {
     /// The audit log (auditor): export, verify offline, inspect.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Custodians and their YubiKeys (enrol: admin).
+    #[command(subcommand)]
+    Custodian(custodian::CustodianCmd),
+    /// Set the approvals a secret's checkouts need (admin), e.g.
+    /// `--approvals security:2,dba:1`; `--approvals none` removes them.
+    Policy {
+        path: String,
+        #[arg(long)]
+        approvals: String,
+    },
+    /// Approval and break-glass requests.
+    #[command(subcommand)]
+    Requests(custodian::RequestsCmd),
+    /// Approve (or with --deny, deny) a request with your YubiKey (custodian).
+    Approve {
+        id: String,
+        #[arg(long)]
+        deny: bool,
+        /// Your custodian name (default: the common name of --cert).
+        #[arg(long = "as")]
+        as_name: Option<String>,
+        /// The YubiKey's serial (needed when several are attached).
+        #[arg(long)]
+        serial: Option<u32>,
+        /// Read the PIN from this file instead of asking.
+        #[arg(long)]
+        pin_file: Option<PathBuf>,
+    },
+    /// Collect an approved checkout request (pam): prints the value.
+    Collect { id: String },
+    /// Break-glass secrets (sealed tier): request and open locally (pam).
+    #[command(subcommand)]
+    Breakglass(custodian::BreakglassCmd),
 }
 
 #[derive(Subcommand)]
@@ -207,6 +241,25 @@ fn enc(s: &str) -> String {
 }
 
 struct ServerError(u16, String, String);
+
+/// The common name of the client certificate (the principal's name).
+fn cert_common_name(c: &ConnArgs) -> anyhow::Result<String> {
+    let p = c
+        .cert
+        .as_deref()
+        .context("--cert (or VAULT_CERT) is required")?;
+    let pem = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
+    let der = vaultd::pem_certificates(&pem, &p.display().to_string()).map_err(|e| anyhow!(e))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der[0])
+        .map_err(|e| anyhow!("{}: {e}", p.display()))?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|n| n.as_str().ok())
+        .ok_or_else(|| anyhow!("{}: no common name", p.display()))?;
+    Ok(cn.to_owned())
+}
 
 impl ConnArgs {
     fn client(&self) -> anyhow::Result<Client> {
@@ -561,6 +614,15 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
                 .await?
             );
             out(j, &v, |v| {
+                if v["status"] == "pending_approval" {
+                    eprintln!(
+                        "approval needed: request {} (needs {}); collect with `vaultctl collect {}` once approved",
+                        v["request_id"].as_str().unwrap_or(""),
+                        v["needs"],
+                        v["request_id"].as_str().unwrap_or("")
+                    );
+                    return;
+                }
                 eprintln!(
                     "checkout {} of {} v{} expires {}",
                     v["checkout_id"].as_str().unwrap_or(""),
@@ -570,6 +632,241 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
                 );
                 println!("{}", v["value"].as_str().unwrap_or(""));
             });
+            if v["status"] == "pending_approval" {
+                // Nothing was checked out: exit status 1, like a refusal.
+                return Ok(Err(ServerError(
+                    0,
+                    String::new(),
+                    "no value: the checkout awaits approval".into(),
+                )));
+            }
+        }
+        Cmd::Custodian(custodian::CustodianCmd::Enroll {
+            name,
+            groups,
+            reuse,
+            serial,
+            pin_policy,
+            touch_policy,
+            mgm_key_file,
+        }) => {
+            let body = custodian::enroll_body(
+                &name,
+                &groups,
+                reuse,
+                serial,
+                &pin_policy,
+                &touch_policy,
+                mgm_key_file.as_deref(),
+            )?;
+            let v = server!(call(c, Method::POST, "/v1/custodians", Some(body)).await?);
+            out(j, &v, |v| {
+                println!(
+                    "enrolled {} (YubiKey {} firmware {}, PIN {}, touch {}) in {}",
+                    v["name"].as_str().unwrap_or("?"),
+                    v["serial"],
+                    v["firmware"].as_str().unwrap_or("?"),
+                    v["pin_policy"].as_str().unwrap_or("?"),
+                    v["touch_policy"].as_str().unwrap_or("?"),
+                    v["groups"]
+                )
+            });
+        }
+        Cmd::Custodian(custodian::CustodianCmd::List) => {
+            let v = server!(call(c, Method::GET, "/v1/custodians", None).await?);
+            out(j, &v, |v| {
+                for c in v["custodians"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<16} {:<24} YubiKey {} fw {} PIN {} touch {}",
+                        c["name"].as_str().unwrap_or("?"),
+                        c["groups"].to_string(),
+                        c["serial"],
+                        c["firmware"].as_str().unwrap_or("?"),
+                        c["pin_policy"].as_str().unwrap_or("?"),
+                        c["touch_policy"].as_str().unwrap_or("?"),
+                    );
+                }
+            });
+        }
+        Cmd::Policy { path, approvals } => {
+            let body = json!({"approvals": custodian::parse_approvals(&approvals)?});
+            let v = server!(
+                call(
+                    c,
+                    Method::PUT,
+                    &format!("/v1/policies/{}", enc(&path)),
+                    Some(body)
+                )
+                .await?
+            );
+            out(j, &v, |v| {
+                println!("{}: approvals {}", path, v["approvals"])
+            });
+        }
+        Cmd::Requests(custodian::RequestsCmd::List { status }) => {
+            let v = server!(
+                call(
+                    c,
+                    Method::GET,
+                    &format!("/v1/requests?status={}", enc(&status)),
+                    None
+                )
+                .await?
+            );
+            out(j, &v, |v| {
+                for r in v["requests"].as_array().into_iter().flatten() {
+                    println!(
+                        "{} {:<10} {:<17} {} v{} by {}: {}",
+                        r["request_id"].as_str().unwrap_or("?"),
+                        r["kind"].as_str().unwrap_or("?"),
+                        r["status"].as_str().unwrap_or("?"),
+                        r["path"].as_str().unwrap_or("?"),
+                        r["version"],
+                        r["requester"].as_str().unwrap_or("?"),
+                        r["reason"].as_str().unwrap_or("?"),
+                    );
+                }
+            });
+        }
+        Cmd::Requests(custodian::RequestsCmd::Show { id }) => {
+            let v =
+                server!(call(c, Method::GET, &format!("/v1/requests/{}", enc(&id)), None).await?);
+            out(j, &v, |v| print!("{}", custodian::describe(v)));
+        }
+        Cmd::Approve {
+            id,
+            deny,
+            as_name,
+            serial,
+            pin_file,
+        } => {
+            let me = match as_name {
+                Some(n) => n,
+                None => cert_common_name(c)?,
+            };
+            let v =
+                server!(call(c, Method::GET, &format!("/v1/requests/{}", enc(&id)), None).await?);
+            eprint!("{}", custodian::describe(&v));
+            let decision = if deny {
+                vault_core::custodian::approval::Decision::Deny
+            } else {
+                vault_core::custodian::approval::Decision::Approve
+            };
+            eprintln!(
+                "{} this request as {me}",
+                if deny { "DENY" } else { "APPROVE" }
+            );
+            let mut t = custodian::open_token(serial)?;
+            let pin = custodian::read_pin(pin_file.as_deref())?;
+            let body = custodian::vote_body(&v, &me, decision, &mut t, &pin)?;
+            let r = server!(
+                call(
+                    c,
+                    Method::POST,
+                    &format!("/v1/requests/{}/vote", enc(&id)),
+                    Some(body)
+                )
+                .await?
+            );
+            out(j, &r, |r| {
+                println!(
+                    "{} recorded; request is {}",
+                    r["decision"].as_str().unwrap_or("?"),
+                    r["status"].as_str().unwrap_or("?")
+                )
+            });
+        }
+        Cmd::Collect { id } => {
+            let v = server!(
+                call(
+                    c,
+                    Method::POST,
+                    &format!("/v1/requests/{}/collect", enc(&id)),
+                    None
+                )
+                .await?
+            );
+            out(j, &v, |v| {
+                eprintln!(
+                    "checkout {} of {} v{} expires {}",
+                    v["checkout_id"].as_str().unwrap_or(""),
+                    v["path"].as_str().unwrap_or(""),
+                    v["version"],
+                    v["expires_at"].as_str().unwrap_or("")
+                );
+                println!("{}", v["value"].as_str().unwrap_or(""));
+            });
+        }
+        Cmd::Breakglass(custodian::BreakglassCmd::Request {
+            path,
+            reason,
+            key_out,
+        }) => {
+            if key_out.exists() {
+                bail!(
+                    "{} exists: refusing to overwrite a one-time key",
+                    key_out.display()
+                );
+            }
+            let (pem, public) = custodian::one_time_key()?;
+            write_private(&key_out, &pem)?;
+            let body = json!({"reason": reason, "recipient_key": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &public)});
+            let v = match call(
+                c,
+                Method::POST,
+                &format!("/v1/secrets/{}/breakglass", enc(&path)),
+                Some(body),
+            )
+            .await?
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&key_out);
+                    return Ok(Err(e));
+                }
+            };
+            out(j, &v, |v| {
+                use sha2::Digest as _;
+                println!(
+                    "break-glass request {} for {} v{} (needs {}); one-time key in {} (SHA-256 of its public key {}: tell the custodians)",
+                    v["request_id"].as_str().unwrap_or("?"),
+                    path,
+                    v["version"],
+                    v["needs"],
+                    key_out.display(),
+                    hex::encode(sha2::Sha256::digest(&public)),
+                )
+            });
+        }
+        Cmd::Breakglass(custodian::BreakglassCmd::Open {
+            id,
+            key,
+            out: out_file,
+        }) => {
+            if !key.exists() {
+                bail!("{}: no such one-time key", key.display());
+            }
+            let v = server!(
+                call(
+                    c,
+                    Method::POST,
+                    &format!("/v1/requests/{}/collect", enc(&id)),
+                    None
+                )
+                .await?
+            );
+            let value = custodian::open_collected(&v, &key)?;
+            let text = std::str::from_utf8(value.expose_secret())
+                .map_err(|_| anyhow!("the value is not UTF-8"))?;
+            match out_file {
+                Some(p) => {
+                    write_private(&p, text)?;
+                    eprintln!("value written to {}", p.display());
+                }
+                None => println!("{text}"),
+            }
+            // The one-time key has done its job.
+            let _ = std::fs::remove_file(&key);
         }
         Cmd::Checkin { checkout_id } => {
             let v = server!(

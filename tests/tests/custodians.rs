@@ -18,8 +18,8 @@ use rcgen::{
 use serde_json::{json, Value};
 use vault_client::Client;
 use vault_core::custodian::approval::{Decision, Request};
-use vault_core::custodian::sealed;
 use vault_core::custodian::token::{CustodianToken, Slot, SoftToken};
+use vault_core::custodian::{recovery, sealed};
 use vault_core::secret::Pin;
 use vault_e2e::{json_of, put, req, Appliance, Options};
 
@@ -245,6 +245,60 @@ fn attested_enrolment_signed_quorum_and_break_glass() {
     assert_eq!(r.status, 403);
     let list = json_of(&req(&auditor, Method::GET, "/v1/custodians", None));
     assert_eq!(list["custodians"].as_array().unwrap().len(), 3);
+
+    // ---- the root key split 2-of-3 among security (recovery bundle)
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/sys/recovery",
+        Some(json!({"group": "security", "k": 1})),
+    );
+    assert_eq!(r.status, 400);
+    let r = req(
+        &c_alice,
+        Method::POST,
+        "/v1/sys/recovery",
+        Some(json!({"group": "security", "k": 2})),
+    );
+    assert_eq!(r.status, 403);
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/sys/recovery",
+        Some(json!({"group": "security", "k": 2})),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = json_of(&req(&c_bob, Method::GET, "/v1/sys/recovery", None));
+    let bundle = recovery::Bundle {
+        format: v["format"].as_u64().unwrap() as u32,
+        appliance_id: v["appliance_id"].as_str().unwrap().into(),
+        k: v["k"].as_u64().unwrap() as usize,
+        shares: v["shares"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| recovery::SealedShare {
+                custodian: s["custodian"].as_str().unwrap().into(),
+                envelope: B64.decode(s["envelope"].as_str().unwrap()).unwrap(),
+            })
+            .collect(),
+        check: B64
+            .decode(v["check"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    };
+    assert_eq!(bundle.shares.len(), 3);
+    let mut opened = Vec::new();
+    for (who, t) in [("alice", &mut alice), ("carol", &mut carol)] {
+        let kex = t.public_key(Slot::KeyManagement).unwrap();
+        let mut ecdh = |e: &PublicKey| t.ecdh(e).map_err(|x| x.to_string());
+        opened.push(recovery::open_share(&bundle, who, &kex, &mut ecdh).unwrap());
+    }
+    // The check value is an HMAC under the real root key: two custodians'
+    // shares rebuild it, one does not.
+    assert!(recovery::recover(&bundle, &opened[..1]).is_err());
+    assert!(recovery::recover(&bundle, &opened).is_ok());
 
     // ---- a checkout that needs 2 of security
     assert_eq!(
@@ -574,6 +628,7 @@ fn attested_enrolment_signed_quorum_and_break_glass() {
         ("request.collect", "already_collected"),
         ("breakglass.request", ""),
         ("breakglass.collect", ""),
+        ("recovery.configure", ""),
         ("secret.checkout", "sealed_tier"),
     ] {
         assert!(

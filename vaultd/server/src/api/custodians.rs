@@ -889,3 +889,108 @@ async fn collect_breakglass(
         }))).collect::<Vec<_>>(),
     })))
 }
+
+// ---------------------------------------------------------------- recovery
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryRequest {
+    group: String,
+    k: usize,
+}
+
+/// The stored recovery bundle as JSON (public: only custodians open shares).
+fn bundle_json(b: &vault_core::custodian::recovery::Bundle) -> Value {
+    json!({
+        "format": b.format,
+        "appliance_id": b.appliance_id,
+        "k": b.k,
+        "shares": b.shares.iter().map(|s| json!({
+            "custodian": s.custodian,
+            "envelope": B64.encode(&s.envelope),
+        })).collect::<Vec<_>>(),
+        "check": B64.encode(b.check),
+    })
+}
+
+/// `POST /v1/sys/recovery` (admin): split the root key k-of-n among a
+/// group's custodians (their 9d keys), replacing any earlier bundle.
+pub async fn configure_recovery(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    JsonBody(req): JsonBody<RecoveryRequest>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Action::EnrollCustodian)?;
+    check_name(&req.group, "group")?;
+    if req.k < 2 {
+        // One custodian alone must never be able to rebuild the root key.
+        return Err(ApiError::bad_request(
+            "invalid_custody",
+            "recovery needs k >= 2",
+        ));
+    }
+    let s = st.clone();
+    let custodians = blocking(move || s.store.custodians()).await??;
+    let mut recipients = Vec::new();
+    for c in custodians.iter().filter(|c| c.groups.contains(&req.group)) {
+        recipients.push((
+            c.name.clone(),
+            PublicKey::from_sec1_bytes(&c.kex_key).map_err(|_| ApiError::integrity())?,
+        ));
+    }
+    check_reachable(
+        &[GroupRule {
+            group: req.group.clone(),
+            k: req.k,
+        }],
+        &custodians,
+    )?;
+    let bundle = {
+        let vault = st.vault.read().unwrap_or_else(|e| e.into_inner());
+        let crate::state::Vault::Unsealed(u) = &*vault else {
+            return Err(ApiError::sealed());
+        };
+        vault_core::custodian::recovery::split(
+            &u.rk,
+            &st.appliance_id,
+            &recipients,
+            req.k,
+            &mut rand::rngs::OsRng,
+        )
+        .map_err(|e| ApiError::bad_request("invalid_custody", e.to_string()))?
+    };
+    let v = bundle_json(&bundle);
+    let (g, k, n) = (req.group.clone(), req.k, recipients.len());
+    let audit = auth.audit_fn(&st, "recovery.configure", req.group.clone(), move |_, d| {
+        d.details.insert("k".into(), k.to_string());
+        d.details.insert("n".into(), n.to_string());
+        d.details.insert("group".into(), g);
+    });
+    let s = st.clone();
+    let value = v.to_string().into_bytes();
+    let r = blocking(move || {
+        s.store.write_audited(
+            WriteOp::SetMeta {
+                key: "recovery_bundle".into(),
+                value,
+            },
+            audit,
+        )
+    })
+    .await?;
+    auth.after_write(&r);
+    r?;
+    tracing::info!(group = %req.group, k = req.k, n, "recovery bundle configured");
+    Ok(Json(v))
+}
+
+/// `GET /v1/sys/recovery`: the recovery bundle.
+pub async fn get_recovery(State(st): State<Arc<AppState>>, auth: Auth) -> ApiResult<Json<Value>> {
+    auth.require(Action::ListCustodians)?;
+    let s = st.clone();
+    let raw = blocking(move || s.store.get_meta("recovery_bundle"))
+        .await??
+        .ok_or_else(|| ApiError::not_found("no recovery bundle has been configured"))?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| ApiError::integrity())?;
+    Ok(Json(v))
+}

@@ -76,6 +76,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/requests/{id}/vote", post(custodians::vote))
         .route("/v1/requests/{id}/collect", post(custodians::collect))
         .route(
+            "/v1/sys/recovery",
+            get(custodians::get_recovery).post(custodians::configure_recovery),
+        )
+        .route(
             "/v1/audit/checkpoint",
             get(audit::checkpoint).post(audit::new_checkpoint),
         )
@@ -223,6 +227,7 @@ fn action_for(method: &axum::http::Method, route: &str) -> &'static str {
         (&M::GET, "/v1/requests/{id}") => "request.read",
         (&M::POST, "/v1/requests/{id}/vote") => "approval.vote",
         (&M::POST, "/v1/requests/{id}/collect") => "request.collect",
+        (&M::POST, "/v1/sys/recovery") => "recovery.configure",
         (&M::GET, "/v1/secrets/{*path}") => "secret.metadata",
         (&M::GET, "/v1/secrets") => "secret.list",
         (&M::POST, "/v1/checkouts/{id}/checkin") => "checkout.checkin",

@@ -13,3 +13,5 @@ echo "==> build binaries (the end-to-end tests run target/debug/vaultd)"
 cargo build --workspace --bins -q
 echo "==> cargo test"
 cargo test --workspace 2>&1 | tee target/test-output.txt
+echo "==> the YubiKey custodian token against a virtual PIV card (pcscd + vpcd + tests/piv-card)"
+bash vaultd/piv/run-card-tests.sh 2>&1 | tee -a target/test-output.txt

@@ -15,10 +15,19 @@
 //!
 //! It also does ISO 7816 command chaining (CLA bit 0x10) and GET RESPONSE (61xx).
 //!
+//! With `--attestation-ca DIR` it also emulates YubiKey attestation (see
+//! [`attest`]): ATTEST (INS F9) for keys generated on the card, and the f9
+//! certificate (GET DATA 5FFF01), from a test CA made by
+//! `piv-card make-attestation-ca DIR`.
+//!
 //! Usage: piv-card [--port 35963] [--host 127.0.0.1] [--serial N] [--version 5.4.3]
-//!                 [--state-dir DIR]
+//!                 [--state-dir DIR] [--attestation-ca DIR]
+//!        piv-card make-attestation-ca DIR
 //! Without `--state-dir` all state is in RAM; with it, the internal and external
-//! flash images live in DIR/internal.bin and DIR/external.bin (survive restarts).
+//! flash images live in DIR/internal.bin and DIR/external.bin, and the keys
+//! recorded for attestation in DIR/attestation.json (all survive restarts).
+
+mod attest;
 
 use std::{
     path::PathBuf,
@@ -223,6 +232,10 @@ const SW_WRONG_LENGTH: [u8; 2] = [0x67, 0x00];
 const SW_INS_NOT_SUPPORTED: [u8; 2] = [0x6D, 0x00];
 const SW_CLA_NOT_SUPPORTED: [u8; 2] = [0x6E, 0x00];
 const SW_CONDITIONS: [u8; 2] = [0x69, 0x85];
+const SW_NOT_FOUND: [u8; 2] = [0x6A, 0x88];
+const SW_UNKNOWN: [u8; 2] = [0x6F, 0x00];
+/// GET DATA's tag list for the attestation certificate object 5FFF01.
+const GET_F9_OBJECT: [u8; 5] = [0x5C, 0x03, 0x5F, 0xFF, 0x01];
 
 /// A parsed APDU (short or extended), independent of its wire encoding.
 struct Apdu {
@@ -296,6 +309,10 @@ struct Card<T: piv_authenticator::Client> {
     chain: Option<Apdu>,
     /// Response bytes still to be fetched with GET RESPONSE.
     pending: Vec<u8>,
+    /// Public keys and policies of generated keys, per slot (for attestation).
+    keys: attest::Keys,
+    /// The attestation key and certificate (`--attestation-ca`), if any.
+    ca: Option<attest::AttestationCa>,
 }
 
 impl<T: piv_authenticator::Client> Card<T> {
@@ -396,6 +413,32 @@ impl<T: piv_authenticator::Client> Card<T> {
         if apdu.ins == 0xF8 {
             return self.respond_chunk(self.serial.to_be_bytes().to_vec(), SW_OK);
         }
+        // Attestation (only with --attestation-ca; otherwise piv-authenticator's 6D00).
+        if let Some(ca) = &self.ca {
+            // ATTEST: P1 = slot, no data, reply = the DER certificate.
+            if apdu.ins == 0xF9 {
+                let Some(key) = self.keys.get(apdu.p1) else {
+                    log::info!("attest {:02x}: no generated key recorded", apdu.p1);
+                    return SW_NOT_FOUND.to_vec();
+                };
+                return match ca.attest(apdu.p1, key, self.serial, self.version) {
+                    Ok(der) => {
+                        log::info!("attest {:02x}: {} bytes", apdu.p1, der.len());
+                        self.respond_chunk(der, SW_OK)
+                    }
+                    Err(e) => {
+                        log::warn!("attest {:02x}: {e:#}", apdu.p1);
+                        SW_UNKNOWN.to_vec()
+                    }
+                };
+            }
+            // GET DATA 5FFF01: the f9 certificate.
+            if apdu.ins == 0xCB && (apdu.p1, apdu.p2) == (0x3F, 0xFF) && apdu.data == GET_F9_OBJECT
+            {
+                let obj = ca.f9_object();
+                return self.respond_chunk(obj, SW_OK);
+            }
+        }
 
         let encoded = encode_apdu(&apdu);
         let view = match iso7816::command::CommandView::try_from(encoded.as_slice()) {
@@ -407,7 +450,10 @@ impl<T: piv_authenticator::Client> Card<T> {
         };
         let mut reply: HVec<u8, REPLY_CAP> = HVec::new();
         match self.app.respond(view, reply.as_mut_view()) {
-            Ok(()) => self.respond_chunk(reply.to_vec(), SW_OK),
+            Ok(()) => {
+                self.track_keys(&apdu, &reply);
+                self.respond_chunk(reply.to_vec(), SW_OK)
+            }
             Err(status) => {
                 let sw: [u8; 2] = status.into();
                 log::debug!("-> status {:02x?}", sw);
@@ -416,6 +462,34 @@ impl<T: piv_authenticator::Client> Card<T> {
                 }
                 sw.to_vec()
             }
+        }
+    }
+}
+
+impl<T: piv_authenticator::Client> Card<T> {
+    /// Keeps the attestation records in step with what the card did.
+    fn track_keys(&mut self, apdu: &Apdu, reply: &[u8]) {
+        match apdu.ins {
+            // GENERATE ASYMMETRIC KEY PAIR (P2 = slot): record key + policies.
+            0x47 => {
+                let slot = apdu.p2;
+                match attest::generated_point(reply) {
+                    Some(point) => {
+                        let (pin, touch) = attest::requested_policies(slot, &apdu.data);
+                        log::info!(
+                            "generated key in {slot:02x} (pin policy {pin}, touch policy {touch})"
+                        );
+                        self.keys.record(slot, &point, pin, touch);
+                    }
+                    // e.g. RSA: not attestable here
+                    None => self.keys.remove(slot),
+                }
+            }
+            // IMPORT ASYMMETRIC KEY (P2 = slot): a YubiKey does not attest imported keys.
+            0xFE => self.keys.remove(apdu.p2),
+            // RESET: all keys are gone.
+            0xFB => self.keys.clear(),
+            _ => {}
         }
     }
 }
@@ -452,11 +526,12 @@ struct Args {
     serial: u32,
     version: [u8; 3],
     state_dir: Option<PathBuf>,
+    attestation_ca: Option<PathBuf>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: piv-card [--port 35963] [--host 127.0.0.1] [--serial N] [--version 5.4.3] [--state-dir DIR]"
+        "usage: piv-card [--port 35963] [--host 127.0.0.1] [--serial N] [--version 5.4.3] [--state-dir DIR] [--attestation-ca DIR]\n       piv-card make-attestation-ca DIR"
     );
     std::process::exit(2)
 }
@@ -468,6 +543,7 @@ fn parse_args() -> anyhow::Result<Args> {
         serial: 10_000_001,
         version: [5, 4, 3],
         state_dir: None,
+        attestation_ca: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -477,6 +553,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--port" => a.port = v()?.parse().context("--port")?,
             "--serial" => a.serial = v()?.parse().context("--serial")?,
             "--state-dir" => a.state_dir = Some(v()?.into()),
+            "--attestation-ca" => a.attestation_ca = Some(v()?.into()),
             "--version" => {
                 let s = v()?;
                 let p: Vec<u8> = s
@@ -536,8 +613,30 @@ fn store_config(args: &Args) -> anyhow::Result<StoreConfig<'static>> {
 
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("make-attestation-ca") {
+        let [_, _, dir] = argv.as_slice() else {
+            usage()
+        };
+        attest::make_ca(dir.as_ref())?;
+        eprintln!(
+            "piv-card: test attestation CA in {dir}: {} (trust anchor), {} + {} (card)",
+            attest::ROOT_CERT,
+            attest::F9_CERT,
+            attest::F9_KEY
+        );
+        return Ok(());
+    }
     let args = parse_args()?;
     let t0 = Instant::now();
+    let ca = match &args.attestation_ca {
+        Some(dir) => Some(
+            attest::AttestationCa::load(dir)
+                .with_context(|| format!("--attestation-ca {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let keys = attest::Keys::load(args.state_dir.as_deref())?;
     let cfg = store_config(&args)?;
     let addr = format!("{}:{}", args.host, args.port);
 
@@ -553,6 +652,8 @@ fn main() -> anyhow::Result<()> {
                     version: args.version,
                     chain: None,
                     pending: Vec::new(),
+                    keys,
+                    ca,
                 };
                 let mut announced = false;
                 loop {

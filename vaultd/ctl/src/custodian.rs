@@ -265,6 +265,8 @@ pub fn vote_body(
         let kex = t
             .public_key(Slot::KeyManagement)
             .map_err(|e| anyhow!("YubiKey: {e}"))?;
+        // A 9d key with PIN policy "always" needs the PIN again.
+        t.verify_pin(pin).map_err(|e| anyhow!("YubiKey: {e}"))?;
         let mut ecdh = |e: &PublicKey| t.ecdh(e).map_err(|x| x.to_string());
         let fwd = sealed::forward_share(
             &env,

@@ -67,6 +67,19 @@
 //! Touch: with touch policy always/cached, `sign` and `ecdh` block until the key is
 //! touched (about 15 s, then the key refuses). The virtual test card does not
 //! emulate touch (the policy is only recorded and attested).
+//!
+//! # Tested against
+//! `run-card-tests.sh` runs the tests in `tests/card.rs` against the virtual card in
+//! `tests/piv-card` (piv-authenticator behind an adapter that emulates attestation
+//! with a test CA). What it cannot show, to check on real YubiKeys (5.4–5.6, and a
+//! 5.7+ one with a 3DES management key) before relying on this crate:
+//! - touch always/cached: `sign`/`ecdh` block until touched, and fail cleanly
+//!   when not touched in time;
+//! - PIN always on 9d: `ecdh` needs a VERIFY right before it;
+//! - attestation chains to Yubico's real PIV root (RSA f9 on most keys) and the
+//!   policy extension matches what was asked;
+//! - `public_key` falls back to metadata for a key that cannot be attested;
+//! - PIN blocked after the last try -> `PinBlocked`; a removed key -> `Device`.
 
 #![forbid(unsafe_code)]
 

@@ -350,6 +350,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// A checkout's lease on stderr, its value alone on stdout.
+fn print_checkout(v: &Value) {
+    eprintln!(
+        "checkout {} of {} v{} expires {}",
+        v["checkout_id"].as_str().unwrap_or(""),
+        v["path"].as_str().unwrap_or(""),
+        v["version"],
+        v["expires_at"].as_str().unwrap_or("")
+    );
+    println!("{}", v["value"].as_str().unwrap_or(""));
+}
+
 fn out(json: bool, v: &Value, human: impl FnOnce(&Value)) {
     if json {
         println!("{v}");
@@ -623,14 +635,7 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
                     );
                     return;
                 }
-                eprintln!(
-                    "checkout {} of {} v{} expires {}",
-                    v["checkout_id"].as_str().unwrap_or(""),
-                    path,
-                    v["version"],
-                    v["expires_at"].as_str().unwrap_or("")
-                );
-                println!("{}", v["value"].as_str().unwrap_or(""));
+                print_checkout(v);
             });
             if v["status"] == "pending_approval" {
                 // Nothing was checked out: exit status 1, like a refusal.
@@ -786,16 +791,7 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
                 )
                 .await?
             );
-            out(j, &v, |v| {
-                eprintln!(
-                    "checkout {} of {} v{} expires {}",
-                    v["checkout_id"].as_str().unwrap_or(""),
-                    v["path"].as_str().unwrap_or(""),
-                    v["version"],
-                    v["expires_at"].as_str().unwrap_or("")
-                );
-                println!("{}", v["value"].as_str().unwrap_or(""));
-            });
+            out(j, &v, print_checkout);
         }
         Cmd::Breakglass(custodian::BreakglassCmd::Request {
             path,

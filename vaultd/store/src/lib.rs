@@ -364,12 +364,10 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<RequestRow>, StoreError> {
         self.read(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, kind, path, version, requester, reason, created_at, expires_at, nonce,
-                        recipient_key, policy, ttl_seconds, status, collected_at, checkout_id
-                 FROM requests WHERE (?1 IS NULL OR status = ?1)
-                 ORDER BY created_at DESC, id LIMIT ?2",
-            )?;
+            let mut st = c.prepare_cached(concat!(
+                write::select_requests!(),
+                "WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, id LIMIT ?2"
+            ))?;
             let rows = st.query_map(params![status, limit as i64], write::request_from_row)?;
             let mut out = Vec::new();
             for r in rows {

@@ -866,12 +866,18 @@ fn insert_checkout(
     Ok(WriteOutcome::CheckedOut { version, exclusive })
 }
 
-pub(crate) fn read_request(c: &Connection, id: &str) -> Result<Option<RequestRow>, StoreError> {
-    let mut st = c.prepare_cached(
+/// `SELECT` of every request column, in the order [`request_from_row`] reads.
+macro_rules! select_requests {
+    () => {
         "SELECT id, kind, path, version, requester, reason, created_at, expires_at, nonce,
                 recipient_key, policy, ttl_seconds, status, collected_at, checkout_id
-         FROM requests WHERE id = ?1",
-    )?;
+         FROM requests "
+    };
+}
+pub(crate) use select_requests;
+
+pub(crate) fn read_request(c: &Connection, id: &str) -> Result<Option<RequestRow>, StoreError> {
+    let mut st = c.prepare_cached(concat!(select_requests!(), "WHERE id = ?1"))?;
     let mut rows = st.query_map([id], request_from_row)?;
     match rows.next() {
         Some(r) => Ok(Some(r??)),

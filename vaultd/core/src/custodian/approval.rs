@@ -200,15 +200,20 @@ impl Tally {
         }
     }
 
-    /// Puts back a vote that was checked when it was recorded (a stored
-    /// vote, when the tally is rebuilt from the database).
-    pub fn restore(&mut self, custodian: &Custodian, decision: Decision) {
-        let groups: Vec<String> = custodian
+    /// The custodian's groups that this request's policy names.
+    fn policy_groups(&self, custodian: &Custodian) -> Vec<String> {
+        custodian
             .groups
             .iter()
             .filter(|g| self.policy.iter().any(|r| &r.group == *g))
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Puts back a vote that was checked when it was recorded (a stored
+    /// vote, when the tally is rebuilt from the database).
+    pub fn restore(&mut self, custodian: &Custodian, decision: Decision) {
+        let groups = self.policy_groups(custodian);
         self.votes.insert(custodian.id.clone(), (decision, groups));
     }
 
@@ -232,12 +237,7 @@ impl Tally {
         if self.votes.contains_key(&custodian.id) {
             return Err(VoteError::Duplicate);
         }
-        let groups: Vec<String> = custodian
-            .groups
-            .iter()
-            .filter(|g| self.policy.iter().any(|r| &r.group == *g))
-            .cloned()
-            .collect();
+        let groups = self.policy_groups(custodian);
         if groups.is_empty() {
             return Err(VoteError::NotInPolicy);
         }

@@ -15,6 +15,7 @@ use vault_core::audit::entry::{Entry, Outcome};
 use vault_core::audit::note::key_id;
 use vault_core::policy::Action;
 
+use super::blocking;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonBody, SecretInput};
 use crate::audit::{checkpoint_now, CheckpointError};
@@ -36,12 +37,6 @@ fn note_response(note: String) -> Response {
         note,
     )
         .into_response()
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::internal("worker task failed"))
 }
 
 /// `GET /v1/audit/checkpoint`: the newest signed checkpoint (the note).

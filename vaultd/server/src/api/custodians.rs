@@ -26,6 +26,7 @@ use vault_core::custodian::attestation::{self, DevicePolicy, PinPolicy, TouchPol
 use vault_core::policy::{validate_name, Action, Role};
 use vault_store::{CustodianRow, RequestRow, StoreError, VoteRow, WriteOp, WriteOutcome};
 
+use super::blocking;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonBody};
 use super::rfc3339;
@@ -34,12 +35,6 @@ use crate::state::AppState;
 const MAX_GROUPS: usize = 16;
 const MAX_RULES: usize = 16;
 const MAX_CERT_B64: usize = 8 * 1024;
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::internal("worker task failed"))
-}
 
 fn b64(field: &'static str, s: &str, max: usize) -> ApiResult<Vec<u8>> {
     if s.len() > max {

@@ -32,6 +32,7 @@ pub struct RequestCtx {
 }
 
 /// A registered, unrevoked principal, and who to name in audit entries.
+#[derive(Clone)]
 pub struct Auth(pub Principal, pub Who, pub Arc<AtomicBool>);
 
 impl Auth {

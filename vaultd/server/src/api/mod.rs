@@ -46,6 +46,15 @@ pub fn rfc3339(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
+/// Runs blocking work (storage, crypto) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::internal("worker task failed"))
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
     Router::new()

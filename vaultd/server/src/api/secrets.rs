@@ -17,6 +17,7 @@ use vault_core::keyring::Tier;
 use vault_core::policy::{validate_path, Action};
 use vault_store::{WriteOp, WriteOutcome};
 
+use super::blocking;
 use super::custodians;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonBody, SecretInput};
@@ -33,12 +34,6 @@ fn check_path(p: &str) -> ApiResult<()> {
 
 fn unsealed(st: &AppState) -> ApiResult<Arc<vault_core::keyring::Keyring>> {
     st.keyring().ok_or_else(ApiError::sealed)
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::internal("worker task failed"))
 }
 
 #[derive(Deserialize)]
@@ -400,6 +395,8 @@ pub async fn post(
     let principal = auth.0.name.clone();
     let who = auth.1.clone();
     let audited = auth.2.clone();
+    // Who opens an approval request, if the secret needs one.
+    let req_auth = auth.clone();
     let attempt = blocking(move || -> ApiResult<Attempt> {
         // Retry if a writer adds a version between our read and our record.
         for _ in 0..3 {
@@ -434,17 +431,8 @@ pub async fn post(
                         Some(r) => r.k = r.k.max(k),
                         None => rules.insert(0, vault_core::custodian::approval::GroupRule { group, k }),
                     }
-                    let auth = Auth(
-                        crate::state::Principal {
-                            name: principal.clone(),
-                            role: vault_core::policy::Role::Pam,
-                            fingerprint: who.fingerprint.clone(),
-                        },
-                        who.clone(),
-                        audited.clone(),
-                    );
                     return custodians::open_request(
-                        &s, &auth, "breakglass", &path, version, &reason, ttl, rules, recipient_key,
+                        &s, &req_auth, "breakglass", &path, version, &reason, ttl, rules, recipient_key,
                     )
                     .map(Attempt::Request);
                 }
@@ -458,17 +446,8 @@ pub async fn post(
                 _ => {}
             }
             if !rules.is_empty() {
-                let auth = Auth(
-                    crate::state::Principal {
-                        name: principal.clone(),
-                        role: vault_core::policy::Role::Pam,
-                        fingerprint: who.fingerprint.clone(),
-                    },
-                    who.clone(),
-                    audited.clone(),
-                );
                 return custodians::open_request(
-                    &s, &auth, "checkout", &path, version, &reason, ttl, rules, None,
+                    &s, &req_auth, "checkout", &path, version, &reason, ttl, rules, None,
                 )
                 .map(Attempt::Request);
             }

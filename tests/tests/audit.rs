@@ -121,6 +121,25 @@ fn checkout_refusal_and_unseal_are_provably_in_the_signed_log() {
     assert_eq!(r.status, 200);
     let note = String::from_utf8(r.body.to_vec()).unwrap();
     let cp = Checkpoint::verify(&note, pk["key_name"].as_str().unwrap(), &spki).unwrap();
+    // vaultctl with the client key on the command line (`--key`) and the
+    // audit key as `--audit-key`: neither may clobber the other.
+    let certs = a.certs.clone();
+    let o = Command::new(vaultctl_bin())
+        .env_clear()
+        .env("VAULT_ADDR", a.addr())
+        .env("VAULT_CACERT", certs.join("ca.pem"))
+        .args(["--cert", certs.join("aud.pem").to_str().unwrap()])
+        .args(["--key", certs.join("aud-key.pem").to_str().unwrap()])
+        .args(["--json", "audit", "show", "1"])
+        .args(["--audit-key", key_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let shown: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        shown["included_in_checkpoint"].as_u64().unwrap() >= 2,
+        "{shown}"
+    );
     assert_eq!(
         json_of(&req(&aud, Method::GET, "/v1/audit/public-key", None))["key_name"],
         cp.origin

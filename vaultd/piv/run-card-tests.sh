@@ -11,7 +11,9 @@
 #      VAULT_PIV_ATTESTATION_ROOT set (extra arguments go to `cargo test`);
 #   5. restarts the card on the same state and runs the `after_card_restart` test
 #      (keys and attestation records survive), then piv-smoke with attestation;
-#   6. always stops the card and pcscd (trap), and removes the temp dir.
+#   6. runs vaultctl's custodian commands with the card against the real vaultd
+#      (tests/tests/vaultctl_custodian.rs);
+#   7. always stops the card and pcscd (trap), and removes the temp dir.
 #
 # Usage: vaultd/piv/run-card-tests.sh [cargo test args...]
 # Only one pcscd can run per host: don't run two of these at once. If a system pcscd
@@ -120,3 +122,9 @@ start_card "$WORK/card2.log"
 (cd "$HERE" && VAULT_PIV_AFTER_RESTART=1 cargo test --test card after_card_restart)
 log "after_card_restart passed"
 "$PIV_CARD_TARGET_DIR/debug/piv-smoke" --attestation-ca "$WORK/ca" "$SERIAL"
+
+# --- 6. vaultctl's custodian commands with the card, against the real vaultd -----
+log "vaultctl custodian flows (enroll, approve, break-glass) with the card"
+(cd "$ROOT" && cargo build -q -p vaultd -p vaultctl --bins \
+    && cargo test -q -p vault-e2e --test vaultctl_custodian)
+log "vaultctl custodian flows passed"

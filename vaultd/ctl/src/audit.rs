@@ -320,7 +320,7 @@ pub async fn tail(c: &Client, n: u64, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `audit show INDEX [--key K]`: the entry, and with a key, its inclusion
+/// `audit show INDEX [--audit-key K]`: the entry, and with a key, its inclusion
 /// proof checked against the newest signed checkpoint.
 pub async fn show(c: &Client, index: u64, key: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let v = get_json(

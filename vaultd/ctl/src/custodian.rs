@@ -81,8 +81,10 @@ pub enum BreakglassCmd {
     /// Prints the value (or writes it to --out, mode 0600).
     Open {
         id: String,
+        /// The one-time key `request --key-out` wrote. (Not `--key`: that is
+        /// the client key.)
         #[arg(long)]
-        key: PathBuf,
+        one_time_key: PathBuf,
         #[arg(long)]
         out: Option<PathBuf>,
     },

@@ -161,8 +161,11 @@ enum AuditCmd {
     /// One entry; with --key, its inclusion proof is checked against the newest signed checkpoint.
     Show {
         index: u64,
-        #[arg(long)]
-        key: Option<PathBuf>,
+        /// The checkpoint public key (PEM): also check the entry's inclusion
+        /// proof against a fresh signed checkpoint. (Not `--key`: that is
+        /// the client key.)
+        #[arg(long = "audit-key")]
+        audit_key: Option<PathBuf>,
     },
     /// The HMAC a value has in audit entries (value from --value-file or stdin).
     Hash {
@@ -210,6 +213,10 @@ enum SecretCmd {
         /// Only one checkout at a time.
         #[arg(long)]
         exclusive: bool,
+        /// Sealed tier, `GROUP:K`: the value's key is split among the group's
+        /// custodians and k of them are needed to open it (docs/CUSTODIANS.md).
+        #[arg(long, value_name = "GROUP:K")]
+        sealed: Option<String>,
     },
     /// Metadata and versions (never the value).
     Get { path: String },
@@ -531,9 +538,20 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
             value_file,
             metadata,
             exclusive,
+            sealed,
         }) => {
             let trimmed = read_value(value_file.as_deref())?;
             let mut body = json!({"value": trimmed.as_str()});
+            if let Some(spec) = sealed {
+                let custody = custodian::parse_approvals(&spec)?;
+                match custody.as_array().map(|a| a.as_slice()) {
+                    Some([one]) => {
+                        body["tier"] = json!("sealed");
+                        body["custody"] = one.clone();
+                    }
+                    _ => bail!("--sealed takes one GROUP:K"),
+                }
+            }
             if let Some(m) = metadata {
                 body["metadata"] =
                     serde_json::from_str(&m).context("--metadata must be a JSON object")?;
@@ -836,7 +854,7 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
         }
         Cmd::Breakglass(custodian::BreakglassCmd::Open {
             id,
-            key,
+            one_time_key: key,
             out: out_file,
         }) => {
             if !key.exists() {
@@ -897,8 +915,8 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
         }
         Cmd::Audit(AuditCmd::Export { out: dir }) => audit::export(&c.client()?, &dir, j).await?,
         Cmd::Audit(AuditCmd::Tail { n }) => audit::tail(&c.client()?, n, j).await?,
-        Cmd::Audit(AuditCmd::Show { index, key }) => {
-            audit::show(&c.client()?, index, key.as_deref(), j).await?
+        Cmd::Audit(AuditCmd::Show { index, audit_key }) => {
+            audit::show(&c.client()?, index, audit_key.as_deref(), j).await?
         }
         Cmd::Audit(AuditCmd::Hash { value_file }) => {
             let trimmed = read_value(value_file.as_deref())?;

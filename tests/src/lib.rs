@@ -91,6 +91,30 @@ pub struct Appliance {
 impl Appliance {
     /// Token, swtpm, config, `vaultd init`, `vaultd` running and unsealed.
     pub fn start(opts: Options) -> Appliance {
+        let mut a = Appliance::create(opts);
+        let out = a
+            .command(vaultd_bin())
+            .arg("--config")
+            .arg(&a.config)
+            .arg("init")
+            .arg("--out")
+            .arg(&a.certs)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "vaultd init failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        a.spawn();
+        a.wait_ready();
+        a
+    }
+
+    /// A new box: its own token, swtpm and config; nothing initialised,
+    /// nothing running.
+    pub fn create(opts: Options) -> Appliance {
         let dir = tempfile::tempdir().unwrap();
         let hsm = SoftHsmDir::create(&dir.path().join("softhsm")).expect("softhsm dir");
         hsm.init_token(TOKEN, SO_PIN, PIN).expect("init token");
@@ -128,7 +152,7 @@ level = "info"
             ),
         )
         .unwrap();
-        let mut a = Appliance {
+        Appliance {
             dir,
             hsm,
             tpm,
@@ -136,25 +160,7 @@ level = "info"
             config,
             certs,
             child: None,
-        };
-        let out = a
-            .command(vaultd_bin())
-            .arg("--config")
-            .arg(&a.config)
-            .arg("init")
-            .arg("--out")
-            .arg(&a.certs)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "vaultd init failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        a.spawn();
-        a.wait_ready();
-        a
+        }
     }
 
     /// A command with this appliance's SoftHSM configuration.
@@ -361,4 +367,120 @@ pub fn checkout(c: &Client, path: &str) -> Response {
         &format!("/v1/secrets/{path}/checkout"),
         Some(json!({"reason": "e2e test", "ttl_seconds": 60})),
     )
+}
+
+/// Software custodian tokens whose keys a throw-away PIV attestation root
+/// attests exactly as a YubiKey would (root → f9 → slot leaf with Yubico's
+/// extensions). The daemon trusts the root through `[custodians]
+/// attestation_roots`.
+pub mod piv {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine as _;
+    use p256::pkcs8::EncodePublicKey as _;
+    use p256::PublicKey;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, CustomExtension, DnType, IsCa,
+        KeyPair, SubjectPublicKeyInfo, PKCS_ECDSA_P256_SHA256,
+    };
+    use serde_json::{json, Value};
+    use vault_core::custodian::token::{CustodianToken, Slot, SoftToken};
+    use vault_core::secret::Pin;
+
+    pub struct TestRoot {
+        pub root_pem: String,
+        pub f9: CertifiedIssuer<'static, KeyPair>,
+        /// Holds the root's PEM file for the daemon's configuration.
+        dir: tempfile::TempDir,
+    }
+
+    fn ca(cn: &str) -> CertificateParams {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p
+    }
+
+    impl TestRoot {
+        pub fn new(name: &str) -> TestRoot {
+            let root = CertifiedIssuer::self_signed(
+                ca(name),
+                KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
+            )
+            .unwrap();
+            let f9 = CertifiedIssuer::signed_by(
+                ca("Yubico PIV Attestation"),
+                KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
+                &root,
+            )
+            .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("root.pem"), root.pem()).unwrap();
+            TestRoot {
+                root_pem: root.pem(),
+                f9,
+                dir,
+            }
+        }
+
+        /// Appliance options that trust this root.
+        pub fn options(&self) -> crate::Options {
+            crate::Options {
+                extra_config: format!(
+                    "[custodians]\nattestation_roots = [\"{}\"]\nrequest_ttl_secs = 600\n",
+                    self.dir.path().join("root.pem").display()
+                ),
+                ..crate::Options::default()
+            }
+        }
+
+        /// A slot attestation as a YubiKey makes it (Yubico extensions).
+        pub fn attest(&self, key: &PublicKey, slot: &str, serial: u32, policy: [u8; 2]) -> Vec<u8> {
+            let mut p = CertificateParams::default();
+            p.distinguished_name.push(
+                DnType::CommonName,
+                format!("YubiKey PIV Attestation {slot}"),
+            );
+            let mut s = vec![0x02, 0x05, 0x00];
+            s.extend_from_slice(&serial.to_be_bytes());
+            for (last, content) in [(3u64, vec![5, 4, 3]), (7, s), (8, policy.to_vec())] {
+                p.custom_extensions.push(CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 41482, 3, last],
+                    content,
+                ));
+            }
+            let spki = SubjectPublicKeyInfo::from_der(key.to_public_key_der().unwrap().as_bytes())
+                .unwrap();
+            p.signed_by(&spki, &self.f9).unwrap().der().to_vec()
+        }
+
+        /// A software token whose keys this root attests.
+        pub fn token(&self, serial: u32) -> SoftToken {
+            let mut t = SoftToken::new(serial, "123456");
+            let sig = self.attest(
+                &t.public_key(Slot::Signature).unwrap(),
+                "9c",
+                serial,
+                [2, 2],
+            );
+            let kex = self.attest(
+                &t.public_key(Slot::KeyManagement).unwrap(),
+                "9d",
+                serial,
+                [2, 2],
+            );
+            t.set_attestation(sig, kex, self.f9.der().to_vec());
+            t.verify_pin(&Pin::new("123456".into())).unwrap();
+            t
+        }
+    }
+
+    pub fn enroll_body(name: &str, groups: &[&str], t: &mut SoftToken) -> Value {
+        json!({
+            "name": name,
+            "groups": groups,
+            "signature_attestation": B64.encode(t.attest(Slot::Signature).unwrap()),
+            "key_management_attestation": B64.encode(t.attest(Slot::KeyManagement).unwrap()),
+            "intermediates": [B64.encode(t.attestation_intermediate().unwrap())],
+        })
+    }
 }

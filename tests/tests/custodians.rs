@@ -9,101 +9,15 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use hyper::Method;
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
-use p256::pkcs8::EncodePublicKey as _;
 use p256::{PublicKey, SecretKey};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, CustomExtension, DnType, IsCa, KeyPair,
-    SubjectPublicKeyInfo, PKCS_ECDSA_P256_SHA256,
-};
 use serde_json::{json, Value};
 use vault_client::Client;
 use vault_core::custodian::approval::{Decision, Request};
 use vault_core::custodian::token::{CustodianToken, Slot, SoftToken};
 use vault_core::custodian::{recovery, sealed};
 use vault_core::secret::Pin;
-use vault_e2e::{json_of, put, req, Appliance, Options};
-
-struct TestRoot {
-    root_pem: String,
-    f9: CertifiedIssuer<'static, KeyPair>,
-}
-
-fn ca(cn: &str) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p
-}
-
-impl TestRoot {
-    fn new(name: &str) -> TestRoot {
-        let root = CertifiedIssuer::self_signed(
-            ca(name),
-            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
-        )
-        .unwrap();
-        let f9 = CertifiedIssuer::signed_by(
-            ca("Yubico PIV Attestation"),
-            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
-            &root,
-        )
-        .unwrap();
-        TestRoot {
-            root_pem: root.pem(),
-            f9,
-        }
-    }
-
-    /// A slot attestation as a YubiKey makes it (Yubico extensions).
-    fn attest(&self, key: &PublicKey, slot: &str, serial: u32, policy: [u8; 2]) -> Vec<u8> {
-        let mut p = CertificateParams::default();
-        p.distinguished_name.push(
-            DnType::CommonName,
-            format!("YubiKey PIV Attestation {slot}"),
-        );
-        let mut s = vec![0x02, 0x05, 0x00];
-        s.extend_from_slice(&serial.to_be_bytes());
-        for (last, content) in [(3u64, vec![5, 4, 3]), (7, s), (8, policy.to_vec())] {
-            p.custom_extensions.push(CustomExtension::from_oid_content(
-                &[1, 3, 6, 1, 4, 1, 41482, 3, last],
-                content,
-            ));
-        }
-        let spki =
-            SubjectPublicKeyInfo::from_der(key.to_public_key_der().unwrap().as_bytes()).unwrap();
-        p.signed_by(&spki, &self.f9).unwrap().der().to_vec()
-    }
-
-    /// A software token whose keys this root attests.
-    fn token(&self, serial: u32) -> SoftToken {
-        let mut t = SoftToken::new(serial, "123456");
-        let sig = self.attest(
-            &t.public_key(Slot::Signature).unwrap(),
-            "9c",
-            serial,
-            [2, 2],
-        );
-        let kex = self.attest(
-            &t.public_key(Slot::KeyManagement).unwrap(),
-            "9d",
-            serial,
-            [2, 2],
-        );
-        t.set_attestation(sig, kex, self.f9.der().to_vec());
-        t.verify_pin(&Pin::new("123456".into())).unwrap();
-        t
-    }
-}
-
-fn enroll_body(name: &str, groups: &[&str], t: &mut SoftToken) -> Value {
-    json!({
-        "name": name,
-        "groups": groups,
-        "signature_attestation": B64.encode(t.attest(Slot::Signature).unwrap()),
-        "key_management_attestation": B64.encode(t.attest(Slot::KeyManagement).unwrap()),
-        "intermediates": [B64.encode(t.attestation_intermediate().unwrap())],
-    })
-}
+use vault_e2e::piv::{enroll_body, TestRoot};
+use vault_e2e::{json_of, put, req, Appliance};
 
 /// The request as the custodian's tool rebuilds it from what it was shown.
 fn shown(v: &Value) -> Request {
@@ -151,23 +65,10 @@ fn code(r: &vault_client::Response) -> String {
     r.error_code().unwrap_or_default()
 }
 
-fn start(root: &TestRoot) -> Appliance {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let pem = dir.join("test-piv-root.pem");
-    std::fs::write(&pem, &root.root_pem).unwrap();
-    Appliance::start(Options {
-        extra_config: format!(
-            "[custodians]\nattestation_roots = [\"{}\"]\nrequest_ttl_secs = 600\n",
-            pem.display()
-        ),
-        ..Options::default()
-    })
-}
-
 #[test]
 fn attested_enrolment_signed_quorum_and_break_glass() {
     let root = TestRoot::new("Test PIV Root");
-    let a = start(&root);
+    let a = Appliance::start(root.options());
     let admin = a.admin();
     let writer = a.issue("writer", "w1");
     let pam = a.issue("pam", "pam01");
@@ -269,25 +170,7 @@ fn attested_enrolment_signed_quorum_and_break_glass() {
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let v = json_of(&req(&c_bob, Method::GET, "/v1/sys/recovery", None));
-    let bundle = recovery::Bundle {
-        format: v["format"].as_u64().unwrap() as u32,
-        appliance_id: v["appliance_id"].as_str().unwrap().into(),
-        k: v["k"].as_u64().unwrap() as usize,
-        shares: v["shares"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| recovery::SealedShare {
-                custodian: s["custodian"].as_str().unwrap().into(),
-                envelope: B64.decode(s["envelope"].as_str().unwrap()).unwrap(),
-            })
-            .collect(),
-        check: B64
-            .decode(v["check"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap(),
-    };
+    let bundle = recovery::Bundle::from_json(&v).unwrap();
     assert_eq!(bundle.shares.len(), 3);
     let mut opened = Vec::new();
     for (who, t) in [("alice", &mut alice), ("carol", &mut carol)] {

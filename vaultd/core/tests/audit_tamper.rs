@@ -86,7 +86,7 @@ impl Log {
 fn run(entries: &[Vec<u8>], cps: &[String], spki: &[u8], trusted: Option<&str>) -> Report {
     let e: Vec<&[u8]> = entries.iter().map(|x| x.as_slice()).collect();
     let c: Vec<&str> = cps.iter().map(|x| x.as_str()).collect();
-    verify(&e, &c, spki, trusted, &mut |_| {})
+    verify(&e, &c, &[spki], trusted, &mut |_| {})
 }
 
 fn expect(r: &Report, kind: FailureKind, index: Option<u64>) {
@@ -273,4 +273,32 @@ fn bad_or_foreign_checkpoints_are_refused() {
     };
     let r = run(&e, &l.checkpoints(&[20]), &l.spki, None);
     assert_eq!(r.failure.unwrap().kind, FailureKind::Modified);
+}
+
+/// After a custodian recovery the appliance signs with a new key: the log
+/// verifies with both keys pinned, and not with either one alone.
+#[test]
+fn a_replaced_signing_key_needs_both_keys_pinned() {
+    let mut log = Log::new(10);
+    let mut cps = log.checkpoints(&[5, 10]);
+    let old_spki = log.spki.clone();
+    log.sk = SigningKey::random(&mut rand::rngs::OsRng);
+    log.spki = log
+        .sk
+        .verifying_key()
+        .to_public_key_der()
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    log.extend(4);
+    cps.extend(log.checkpoints(&[14]));
+    let e: Vec<&[u8]> = log.entries.iter().map(|x| x.as_slice()).collect();
+    let c: Vec<&str> = cps.iter().map(|x| x.as_str()).collect();
+    let both = verify(&e, &c, &[&old_spki, &log.spki], None, &mut |_| {});
+    assert!(both.ok(), "{:?}", both.failure);
+    assert_eq!(both.signed_size, 14);
+    for one in [&old_spki, &log.spki] {
+        let r = verify(&e, &c, &[one.as_slice()], None, &mut |_| {});
+        expect(&r, FailureKind::BadCheckpoint, None);
+    }
 }

@@ -212,11 +212,15 @@ pub async fn export(c: &Client, dir: &Path, json: bool) -> anyhow::Result<()> {
 /// `audit verify DIR --key K [--trusted-checkpoint F]`. Returns whether it passed.
 pub fn verify_dir(
     dir: &Path,
-    key: &Path,
+    keys: &[PathBuf],
     trusted: Option<&PathBuf>,
     json: bool,
 ) -> anyhow::Result<bool> {
-    let spki = read_key(key)?;
+    let spkis = keys
+        .iter()
+        .map(|k| read_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let spki: Vec<&[u8]> = spkis.iter().map(|k| k.as_slice()).collect();
     let recs = read_entries(&dir.join("entries.log"))?;
     let torn = recs.torn();
     let mut notes = Vec::new();

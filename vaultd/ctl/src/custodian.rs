@@ -224,8 +224,7 @@ pub fn describe(v: &Value) -> String {
         v["policy"],
     );
     if let Some(k) = v["recipient_key"].as_str() {
-        use sha2::Digest as _;
-        let fp = hex::encode(sha2::Sha256::digest(B64.decode(k).unwrap_or_default()));
+        let fp = key_fingerprint(&B64.decode(k).unwrap_or_default());
         s.push_str(&format!(
             "one-time key SHA-256 {fp}\n  (compare with the requester out of band: your share is sealed to this key)\n"
         ));
@@ -239,6 +238,12 @@ pub fn describe(v: &Value) -> String {
         ));
     }
     s
+}
+
+/// SHA-256 (hex) of a one-time public key, for comparing out of band.
+pub fn key_fingerprint(sec1: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(sec1))
 }
 
 /// Signs a decision on the token and, for a break-glass approval by a share

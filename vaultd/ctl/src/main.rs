@@ -12,6 +12,7 @@
 
 mod audit;
 mod custodian;
+mod recover;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -133,6 +134,9 @@ enum Cmd {
     /// Break-glass secrets (sealed tier): request and open locally (pam).
     #[command(subcommand)]
     Breakglass(custodian::BreakglassCmd),
+    /// Restore the root key on a new box with k custodians' YubiKeys.
+    #[command(subcommand)]
+    Recover(recover::RecoverCmd),
 }
 
 #[derive(Subcommand)]
@@ -149,6 +153,10 @@ enum AuditCmd {
         /// The checkpoint public key (PEM), obtained and pinned beforehand.
         #[arg(long)]
         key: PathBuf,
+        /// Earlier checkpoint keys of this appliance (PEM; repeatable): the
+        /// audit key is replaced when custodians recover the appliance.
+        #[arg(long = "previous-key")]
+        previous_keys: Vec<PathBuf>,
         /// A checkpoint you saved earlier; the log must extend it.
         #[arg(long)]
         trusted_checkpoint: Option<PathBuf>,
@@ -158,7 +166,7 @@ enum AuditCmd {
         #[arg(short, default_value_t = 20)]
         n: u64,
     },
-    /// One entry; with --key, its inclusion proof is checked against the newest signed checkpoint.
+    /// One entry; with --audit-key, its inclusion proof is checked against the newest signed checkpoint.
     Show {
         index: u64,
         /// The checkpoint public key (PEM): also check the entry's inclusion
@@ -318,6 +326,11 @@ fn read_value(file: Option<&Path>) -> anyhow::Result<zeroize::Zeroizing<String>>
     Ok(zeroize::Zeroizing::new(
         value.trim_end_matches(['\n', '\r']).to_owned(),
     ))
+}
+
+fn read_json_file(p: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()))
 }
 
 fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
@@ -811,6 +824,81 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
             );
             out(j, &v, print_checkout);
         }
+        Cmd::Recover(recover::RecoverCmd::Begin {
+            config,
+            reason,
+            out: file,
+            key_out,
+            hours,
+        }) => {
+            let v = recover::begin(&config, &reason, &file, &key_out, hours)?;
+            out(j, &v, |v| {
+                println!(
+                    "recovery request {} written to {}: {} of {} must answer with `vaultctl recover share`",
+                    v["request_id"].as_str().unwrap_or("?"),
+                    file.display(),
+                    v["k"],
+                    v["custodians"]
+                );
+                println!(
+                    "one-time key {} (SHA-256 of its public key {}: tell the custodians)",
+                    key_out.display(),
+                    v["one_time_key_sha256"].as_str().unwrap_or("?")
+                );
+            });
+        }
+        Cmd::Recover(recover::RecoverCmd::Share {
+            request,
+            as_name,
+            serial,
+            pin_file,
+            out: file,
+        }) => {
+            let (req, bundle) = recover::read_request(&request)?;
+            eprint!("{}", recover::describe(&req, &bundle));
+            let mut t = custodian::open_token(serial)?;
+            let pin = custodian::read_pin(pin_file.as_deref())?;
+            let answer = recover::share(&req, &bundle, &as_name, &mut t, &pin)?;
+            write_public(&file, &serde_json::to_string_pretty(&answer)?)?;
+            out(j, &answer, |_| {
+                println!(
+                    "answer written to {}: give it to the operator",
+                    file.display()
+                )
+            });
+        }
+        Cmd::Recover(recover::RecoverCmd::Finish {
+            config,
+            request,
+            one_time_key,
+            out: dir,
+            admin_name,
+            answers,
+        }) => {
+            let r = recover::finish(
+                &config,
+                &request,
+                &one_time_key,
+                &dir,
+                &admin_name,
+                &answers,
+            )?;
+            let v = json!({
+                "appliance_id": r.appliance_id, "seal_mode": r.seal_mode,
+                "ca_cert": r.ca_cert, "admin_cert": r.admin_cert, "admin_key": r.admin_key,
+                "admin_fingerprint": r.admin_fingerprint,
+            });
+            out(j, &v, |_| {
+                println!(
+                    "appliance {} recovered: root key sealed under this box ({}), new CA and audit key",
+                    r.appliance_id, r.seal_mode
+                );
+                println!("  CA certificate : {}", r.ca_cert.display());
+                println!("  admin cert     : {}", r.admin_cert.display());
+                println!("  admin key      : {}", r.admin_key.display());
+                println!("  every earlier client certificate is revoked: issue new ones");
+            });
+        }
         Cmd::Breakglass(custodian::BreakglassCmd::Request {
             path,
             reason,
@@ -840,7 +928,6 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
                 }
             };
             out(j, &v, |v| {
-                use sha2::Digest as _;
                 println!(
                     "break-glass request {} for {} v{} (needs {}); one-time key in {} (SHA-256 of its public key {}: tell the custodians)",
                     v["request_id"].as_str().unwrap_or("?"),
@@ -848,7 +935,7 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
                     v["version"],
                     v["needs"],
                     key_out.display(),
-                    hex::encode(sha2::Sha256::digest(&public)),
+                    custodian::key_fingerprint(&public),
                 )
             });
         }
@@ -903,9 +990,12 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
         Cmd::Audit(AuditCmd::Verify {
             dir,
             key,
+            previous_keys,
             trusted_checkpoint,
         }) => {
-            if !audit::verify_dir(&dir, &key, trusted_checkpoint.as_ref(), j)? {
+            let mut keys = vec![key];
+            keys.extend(previous_keys);
+            if !audit::verify_dir(&dir, &keys, trusted_checkpoint.as_ref(), j)? {
                 return Ok(Err(ServerError(
                     0,
                     "verification_failed".into(),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 use vault_core::keyring::KeyringVersion;
 use vault_core::policy::{validate_name, Role};
-use vault_core::seal::{seal_root, unseal_root, Seal, SealKind, SealProvider};
+use vault_core::seal::{seal_root, unseal_root, Seal, SealKind, SealProvider, SealedRoot};
 use vault_core::secret::Key32;
 use vault_store::{PrincipalRow, Store, StoreError, StoreOptions, WriteOp};
 
@@ -37,6 +37,10 @@ pub enum InitError {
     Io(PathBuf, std::io::Error),
     #[error("invalid admin name {0:?}")]
     BadName(String),
+    #[error("the vault at {0} is not initialised: there is nothing to recover")]
+    NotInitialized(String),
+    #[error("audit checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 /// What the ceremony produced (all public).
@@ -94,8 +98,150 @@ pub fn initialize(
         ));
     }
     let mode = config.seal_mode();
+    let rk = Key32::generate();
+    let sealed = seal_checked(config, &rk)?;
+    drop(rk);
+    let appliance_id = uuid::Uuid::new_v4().to_string();
+    let now = OffsetDateTime::now_utc();
+    let (pki, report) = make_pki(config, out_dir, &appliance_id, admin_name, now)?;
 
-    // Root key, sealed, and checked by unsealing it again before anything depends on it.
+    // Last: the database record that makes the vault initialised.
+    let init_entry = ceremony_entry(
+        now,
+        "sys.init",
+        [
+            ("seal_mode".to_owned(), mode.to_string()),
+            ("admin".to_owned(), admin_name.to_owned()),
+            (
+                "admin_fingerprint".to_owned(),
+                report.admin_fingerprint.clone(),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    store.write_audited(
+        WriteOp::Init {
+            meta: vec![
+                (
+                    "sealed_root".into(),
+                    serde_json::to_vec(&sealed).expect("serialisable"),
+                ),
+                ("appliance_id".into(), appliance_id.into_bytes()),
+                ("ca_pem".into(), pki.ca_pem.into_bytes()),
+                (
+                    "created_at".into(),
+                    now.unix_timestamp().to_string().into_bytes(),
+                ),
+                ("audit_spki".into(), pki.audit_spki),
+            ],
+            keyring: KeyringVersion::new_random(1),
+            principals: vec![pki.admin],
+            now: now.unix_timestamp(),
+        },
+        Box::new(move |_| init_entry),
+    )?;
+    tracing::info!(appliance_id = %report.appliance_id, mode = %report.seal_mode, "vault initialised");
+    Ok(report)
+}
+
+/// Custodian recovery on new hardware: `rk` (rebuilt by k custodians and
+/// checked against the recovery bundle by the caller) is sealed under this
+/// box's TPM and/or token, a new CA, server certificate, audit key and first
+/// admin are made, every earlier principal is revoked (their certificates
+/// come from the lost CA), the recovery is audited (`sys.recover`, with
+/// `details` naming the custodians) and a checkpoint is signed with the new
+/// audit key over the whole log, so auditors can chain the old key's
+/// checkpoints to the new key's.
+///
+/// Order as in [`initialize`]: files first, the database record last, then
+/// the checkpoint. If it is interrupted, run it again.
+pub fn recover(
+    config: &Config,
+    out_dir: &Path,
+    admin_name: &str,
+    rk: &Key32,
+    mut details: std::collections::BTreeMap<String, String>,
+) -> Result<InitReport, InitError> {
+    if !validate_name(admin_name) {
+        return Err(InitError::BadName(admin_name.to_owned()));
+    }
+    mkdir(out_dir)?;
+    let db = config.db_path();
+    if !db.exists() {
+        return Err(InitError::NotInitialized(db.display().to_string()));
+    }
+    let store = Store::open(&db, StoreOptions::default())?;
+    let meta = |k: &str| -> Result<Vec<u8>, InitError> {
+        store
+            .get_meta(k)?
+            .ok_or_else(|| InitError::NotInitialized(db.display().to_string()))
+    };
+    meta("sealed_root")?;
+    let appliance_id = String::from_utf8(meta("appliance_id")?)
+        .map_err(|_| StoreError::Corrupt("appliance_id is not UTF-8".into()))?;
+    let old_spki = meta("audit_spki")?;
+    let sealed = seal_checked(config, rk)?;
+    let now = OffsetDateTime::now_utc();
+    let (pki, report) = make_pki(config, out_dir, &appliance_id, admin_name, now)?;
+    let fp = |d: &[u8]| {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(d))
+    };
+    details.insert("seal_mode".into(), report.seal_mode.clone());
+    details.insert("admin".into(), admin_name.to_owned());
+    details.insert("admin_fingerprint".into(), report.admin_fingerprint.clone());
+    details.insert("old_audit_key_sha256".into(), fp(&old_spki));
+    details.insert("new_audit_key_sha256".into(), fp(&pki.audit_spki));
+    let entry = ceremony_entry(now, "sys.recover", details);
+    let audit_spki = pki.audit_spki.clone();
+    store.write_audited(
+        WriteOp::Recover {
+            meta: vec![
+                (
+                    "sealed_root".into(),
+                    serde_json::to_vec(&sealed).expect("serialisable"),
+                ),
+                ("ca_pem".into(), pki.ca_pem.into_bytes()),
+                ("audit_spki".into(), pki.audit_spki),
+                (
+                    "recovered_at".into(),
+                    now.unix_timestamp().to_string().into_bytes(),
+                ),
+            ],
+            admin: pki.admin,
+        },
+        Box::new(move |_| entry),
+    )?;
+    // vaultd refuses a log whose newest checkpoint its key did not sign.
+    let signer = crate::unseal::open_audit_signer(config, false, &audit_spki)
+        .map_err(InitError::Checkpoint)?;
+    let origin = crate::audit::origin(&appliance_id);
+    let (size, root) = {
+        let t = store.audit_log().read();
+        (t.size(), t.root())
+    };
+    let cp = vault_core::audit::note::Checkpoint {
+        origin: origin.clone(),
+        size,
+        root,
+    };
+    let sig = signer
+        .sign_sha256_der(cp.body().as_bytes())
+        .map_err(|e| InitError::Checkpoint(e.to_string()))?;
+    store.write(WriteOp::AddCheckpoint {
+        tree_size: size,
+        note: cp.signed(&origin, &audit_spki, &sig),
+        now: now.unix_timestamp(),
+    })?;
+    tracing::info!(%appliance_id, mode = %report.seal_mode, "vault recovered by custodians");
+    Ok(report)
+}
+
+/// Seals `rk` with the configured devices (creating their keys if needed)
+/// and checks it by unsealing again before anything depends on it.
+fn seal_checked(config: &Config, rk: &Key32) -> Result<SealedRoot, InitError> {
+    let mode = config.seal_mode();
     let provider = ConfigProvider {
         config,
         create: true,
@@ -106,8 +252,7 @@ pub fn initialize(
         .map(|k: &SealKind| provider.open(*k))
         .collect::<Result<_, _>>()?;
     let refs: Vec<&dyn Seal> = backends.iter().map(|b| b.as_ref()).collect();
-    let rk = Key32::generate();
-    let sealed = seal_root(mode, &refs, &rk)?;
+    let sealed = seal_root(mode, &refs, rk)?;
     drop(backends);
     let check = unseal_root(
         &sealed,
@@ -117,21 +262,35 @@ pub fn initialize(
         },
     )
     .map_err(|f| InitError::SealCheck(f.message()))?;
-    if !check.ct_eq(&rk) {
+    if !check.ct_eq(rk) {
         return Err(InitError::SealCheck("unsealed key differs".into()));
     }
-    drop(check);
-    drop(rk);
+    Ok(sealed)
+}
 
-    // CA in the token; server and first admin certificates.
-    let appliance_id = uuid::Uuid::new_v4().to_string();
-    let now = OffsetDateTime::now_utc();
+/// What [`make_pki`] made that goes into the database.
+struct Pki {
+    ca_pem: String,
+    audit_spki: Vec<u8>,
+    admin: PrincipalRow,
+}
+
+/// CA and audit keys in the token, the CA, server and first admin
+/// certificates; writes the certificate files.
+fn make_pki(
+    config: &Config,
+    out_dir: &Path,
+    appliance_id: &str,
+    admin_name: &str,
+    now: OffsetDateTime,
+) -> Result<(Pki, InitReport), InitError> {
+    let mode = config.seal_mode();
     let ca_key = open_ca(config, true).map_err(InitError::Ca)?;
     let audit_key = crate::unseal::open_audit_signer(config, true, &[]).map_err(InitError::Ca)?;
     let audit_spki = audit_key.public_key_spki_der();
     drop(audit_key);
     let ca_pem =
-        ca::create_ca(&ca_key, &appliance_id, now).map_err(|e| InitError::Ca(e.to_string()))?;
+        ca::create_ca(&ca_key, appliance_id, now).map_err(|e| InitError::Ca(e.to_string()))?;
     let issuer = ca::issuer(&ca_pem, &ca_key).map_err(|e| InitError::Ca(e.to_string()))?;
     let mut names = vec![
         "localhost".to_owned(),
@@ -163,7 +322,7 @@ pub fn initialize(
         0o600,
     )?;
     let report = InitReport {
-        appliance_id: appliance_id.clone(),
+        appliance_id: appliance_id.to_owned(),
         seal_mode: mode.to_string(),
         ca_cert: out_dir.join("ca.pem"),
         admin_cert: out_dir.join(format!("{admin_name}.pem")),
@@ -173,61 +332,43 @@ pub fn initialize(
     write_file(&report.ca_cert, ca_pem.as_bytes(), 0o644)?;
     write_file(&report.admin_cert, admin.cert_pem.as_bytes(), 0o644)?;
     write_file(&report.admin_key, admin_key.expose_pem().as_bytes(), 0o600)?;
+    let admin = PrincipalRow {
+        fingerprint: admin.fingerprint,
+        name: admin_name.to_owned(),
+        role: Role::Admin.as_str().into(),
+        serial: admin.serial,
+        not_after: admin.not_after,
+        issued_at: now.unix_timestamp(),
+        revoked: false,
+    };
+    Ok((
+        Pki {
+            ca_pem,
+            audit_spki,
+            admin,
+        },
+        report,
+    ))
+}
 
-    // Last: the database record that makes the vault initialised.
-    let mut first = crate::audit::Who::system();
-    first.principal = "ceremony".into();
-    let init_entry = vault_core::audit::entry::Draft {
+/// The audit entry of a local ceremony (init, recovery).
+fn ceremony_entry(
+    now: OffsetDateTime,
+    action: &str,
+    details: std::collections::BTreeMap<String, String>,
+) -> vault_core::audit::entry::Draft {
+    let who = crate::audit::Who::system();
+    vault_core::audit::entry::Draft {
         time: crate::api::rfc3339(now.unix_timestamp()),
-        request_id: first.request_id.clone(),
-        principal: first.principal.clone(),
+        request_id: who.request_id,
+        principal: "ceremony".into(),
         role: "system".into(),
         fingerprint: String::new(),
-        action: "sys.init".into(),
+        action: action.into(),
         target: String::new(),
         outcome: vault_core::audit::entry::Outcome::Success,
         error: String::new(),
-        details: [
-            ("seal_mode".to_owned(), mode.to_string()),
-            ("admin".to_owned(), admin_name.to_owned()),
-            (
-                "admin_fingerprint".to_owned(),
-                report.admin_fingerprint.clone(),
-            ),
-        ]
-        .into_iter()
-        .collect(),
+        details,
         hmac: Default::default(),
-    };
-    store.write_audited(
-        WriteOp::Init {
-            meta: vec![
-                (
-                    "sealed_root".into(),
-                    serde_json::to_vec(&sealed).expect("serialisable"),
-                ),
-                ("appliance_id".into(), appliance_id.into_bytes()),
-                ("ca_pem".into(), ca_pem.into_bytes()),
-                (
-                    "created_at".into(),
-                    now.unix_timestamp().to_string().into_bytes(),
-                ),
-                ("audit_spki".into(), audit_spki),
-            ],
-            keyring: KeyringVersion::new_random(1),
-            principals: vec![PrincipalRow {
-                fingerprint: admin.fingerprint,
-                name: admin_name.to_owned(),
-                role: Role::Admin.as_str().into(),
-                serial: admin.serial,
-                not_after: admin.not_after,
-                issued_at: now.unix_timestamp(),
-                revoked: false,
-            }],
-            now: now.unix_timestamp(),
-        },
-        Box::new(move |_| init_entry),
-    )?;
-    tracing::info!(appliance_id = %report.appliance_id, mode = %report.seal_mode, "vault initialised");
-    Ok(report)
+    }
 }

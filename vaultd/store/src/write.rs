@@ -76,6 +76,13 @@ pub enum WriteOp {
         seal: SealedFn,
     },
     EnrollCustodian(CustodianRow),
+    /// Custodian recovery on new hardware: new sealed root, CA and audit
+    /// key (`meta`); every earlier principal is revoked (their certificates
+    /// come from the lost CA) and `admin` is the first new one.
+    Recover {
+        meta: Vec<(String, Vec<u8>)>,
+        admin: PrincipalRow,
+    },
     /// The approvals a secret's checkouts need (JSON `[{"group", "k"}]`).
     SetApprovals {
         path: String,
@@ -467,6 +474,25 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                     row.enrolled_by
                 ],
             )?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::Recover { meta, admin } => {
+            let done: Option<i64> = c
+                .query_row("SELECT 1 FROM meta WHERE key = 'sealed_root'", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if done.is_none() {
+                return Err(StoreError::Conflict("not_initialized"));
+            }
+            for (k, v) in meta {
+                c.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                    params![k, v],
+                )?;
+            }
+            c.execute("UPDATE principals SET revoked = 1", [])?;
+            add_principal(c, &admin)?;
             Ok(WriteOutcome::Done)
         }
         WriteOp::SetApprovals { path, approvals } => {

@@ -15,6 +15,6 @@ fuzz_target!(|data: &[u8]| {
         recs.push(&rest[2..2 + n]);
         rest = &rest[2 + n..];
     }
-    let r = verify(&recs, &[], spki.as_bytes(), None, &mut |_| {});
+    let r = verify(&recs, &[], &[spki.as_bytes()], None, &mut |_| {});
     assert!(recs.is_empty() || !r.ok());
 });

@@ -1,12 +1,13 @@
 //! Offline verification of an exported audit log.
 //!
 //! Input: the entries (exact leaf bytes, in index order), every signed
-//! checkpoint that came with them, the auditor's pinned public key, and
-//! optionally a checkpoint the auditor saved earlier. Nothing is trusted
-//! that the key did not sign.
+//! checkpoint that came with them, the auditor's pinned public keys (one,
+//! or several when the appliance's audit key was replaced by a custodian
+//! recovery), and optionally a checkpoint the auditor saved earlier. Nothing
+//! is trusted that no pinned key signed.
 //!
 //! Checks, and what a failure is called:
-//! * every checkpoint verifies under the key (`bad_checkpoint`); two signed
+//! * every checkpoint verifies under a pinned key (`bad_checkpoint`); two signed
 //!   checkpoints of one size with different roots (`forked`);
 //! * entry `i` says `seq == i`: a gap is `missing`, an out-of-order index
 //!   `reordered`;
@@ -122,11 +123,29 @@ fn position(bytes: &[u8]) -> Result<(u64, Option<Hash>), String> {
     }
 }
 
+/// A checkpoint signed by any of `keys` (the first key's error otherwise).
+fn verify_any(
+    note: &str,
+    name: &str,
+    keys: &[&[u8]],
+) -> Result<Checkpoint, super::note::NoteError> {
+    let mut first = None;
+    for k in keys {
+        match Checkpoint::verify(note, name, k) {
+            Ok(cp) => return Ok(cp),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(first.unwrap_or_else(|| super::note::NoteError::BadKey("no key given".into())))
+}
+
 /// Verifies a log. `progress` is called with the number of entries done.
 pub fn verify(
     entries: &[&[u8]],
     checkpoints: &[&str],
-    spki: &[u8],
+    keys: &[&[u8]],
     trusted: Option<&str>,
     progress: &mut dyn FnMut(u64),
 ) -> Report {
@@ -144,7 +163,7 @@ pub fn verify(
     let mut origin: Option<String> = None;
     for (i, note) in checkpoints.iter().enumerate() {
         let name = note.split('\n').next().unwrap_or("");
-        match Checkpoint::verify(note, name, spki) {
+        match verify_any(note, name, keys) {
             Ok(cp) => {
                 if origin.get_or_insert_with(|| cp.origin.clone()) != &cp.origin {
                     report.failure = fail(
@@ -171,7 +190,7 @@ pub fn verify(
     }
     let trusted = match trusted.map(|t| (t, t.split('\n').next().unwrap_or(""))) {
         None => None,
-        Some((t, name)) => match Checkpoint::verify(t, name, spki) {
+        Some((t, name)) => match verify_any(t, name, keys) {
             Ok(cp) => Some(cp),
             Err(e) => {
                 report.failure = fail(

@@ -50,6 +50,10 @@ pub enum RecoveryError {
     CheckFailed,
     #[error("unknown bundle format {0}")]
     Format(u32),
+    #[error("the request is for another appliance than the bundle")]
+    WrongAppliance,
+    #[error("malformed: {0}")]
+    Malformed(String),
 }
 
 fn kcv(rk: &Key32) -> [u8; 32] {
@@ -127,5 +131,193 @@ pub fn recover(bundle: &Bundle, shares: &[Share]) -> Result<Key32, RecoveryError
         Ok(rk)
     } else {
         Err(RecoveryError::CheckFailed)
+    }
+}
+
+/// A recovery on a new box: what custodians are asked to approve. Their
+/// approval is a break-glass style signature (binding the operator's
+/// one-time key) over [`RecoveryRequest::approval`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryRequest {
+    pub appliance_id: String,
+    pub nonce: [u8; 32],
+    pub reason: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// The operator's one-time P-256 key (SEC1 uncompressed).
+    pub recipient_key: Vec<u8>,
+}
+
+impl RecoveryRequest {
+    pub fn id(&self) -> String {
+        let hex: String = self.nonce.iter().map(|b| format!("{b:02x}")).collect();
+        format!("recovery-{hex}")
+    }
+
+    /// The request in the signed-approval form.
+    pub fn approval(&self) -> super::approval::Request {
+        super::approval::Request {
+            request_id: self.id(),
+            appliance_id: self.appliance_id.clone(),
+            path: "sys/recovery".into(),
+            version: 0,
+            requester: "recovery".into(),
+            reason: self.reason.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            nonce: self.nonce,
+            recipient_key: Some(self.recipient_key.clone()),
+        }
+    }
+}
+
+/// Associated data of a share re-sealed to the operator's one-time key.
+pub fn transfer_aad(req: &RecoveryRequest, custodian: &str) -> Vec<u8> {
+    let mut v = b"vaultd recovery transfer v1".to_vec();
+    for f in [
+        req.appliance_id.as_bytes(),
+        &req.nonce[..],
+        custodian.as_bytes(),
+    ] {
+        v.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        v.extend_from_slice(f);
+    }
+    v
+}
+
+/// A custodian's side: open their share of the bundle on their token and
+/// re-seal it to the operator's one-time key.
+pub fn forward_share(
+    bundle: &Bundle,
+    req: &RecoveryRequest,
+    custodian: &str,
+    kex_public: &PublicKey,
+    ecdh: &mut dyn FnMut(&PublicKey) -> Result<SharedX, String>,
+    rng: &mut dyn RngCore,
+) -> Result<Vec<u8>, RecoveryError> {
+    if bundle.appliance_id != req.appliance_id {
+        return Err(RecoveryError::WrongAppliance);
+    }
+    let share = open_share(bundle, custodian, kex_public, ecdh)?;
+    let to = PublicKey::from_sec1_bytes(&req.recipient_key)
+        .map_err(|_| RecoveryError::Envelope(custodian.into(), EciesError::Malformed))?;
+    Ok(ecies::seal_to(
+        &to,
+        &transfer_aad(req, custodian),
+        &share.to_bytes(),
+        rng,
+    ))
+}
+
+/// The operator's side: open a forwarded share with the one-time key.
+pub fn open_forwarded(
+    req: &RecoveryRequest,
+    custodian: &str,
+    one_time: &p256::SecretKey,
+    envelope: &[u8],
+) -> Result<Share, RecoveryError> {
+    let mut ecdh = |e: &PublicKey| Ok(ecies::soft_ecdh(one_time, e));
+    let bytes = ecies::open_with(
+        envelope,
+        &one_time.public_key(),
+        &transfer_aad(req, custodian),
+        &mut ecdh,
+    )
+    .map_err(|e| RecoveryError::Envelope(custodian.into(), e))?;
+    Ok(Share::from_bytes(&bytes)?)
+}
+
+fn b64(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn unb64(v: &serde_json::Value, field: &str) -> Result<Vec<u8>, RecoveryError> {
+    use base64::Engine as _;
+    v.as_str()
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .ok_or_else(|| RecoveryError::Malformed(format!("{field} is not base64")))
+}
+
+impl Bundle {
+    /// The JSON form the appliance serves (`GET /v1/sys/recovery`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "format": self.format,
+            "appliance_id": self.appliance_id,
+            "k": self.k,
+            "shares": self.shares.iter().map(|s| serde_json::json!({
+                "custodian": s.custodian,
+                "envelope": b64(&s.envelope),
+            })).collect::<Vec<_>>(),
+            "check": b64(&self.check),
+        })
+    }
+
+    pub fn from_json(v: &serde_json::Value) -> Result<Bundle, RecoveryError> {
+        let bad = |f: &str| RecoveryError::Malformed(format!("bundle field {f}"));
+        let format = v["format"]
+            .as_u64()
+            .and_then(|f| u32::try_from(f).ok())
+            .ok_or_else(|| bad("format"))?;
+        if format != FORMAT {
+            return Err(RecoveryError::Format(format));
+        }
+        let shares = v["shares"]
+            .as_array()
+            .ok_or_else(|| bad("shares"))?
+            .iter()
+            .map(|s| {
+                Ok(SealedShare {
+                    custodian: s["custodian"]
+                        .as_str()
+                        .ok_or_else(|| bad("custodian"))?
+                        .into(),
+                    envelope: unb64(&s["envelope"], "envelope")?,
+                })
+            })
+            .collect::<Result<_, RecoveryError>>()?;
+        Ok(Bundle {
+            format,
+            appliance_id: v["appliance_id"]
+                .as_str()
+                .ok_or_else(|| bad("appliance_id"))?
+                .into(),
+            k: v["k"].as_u64().ok_or_else(|| bad("k"))? as usize,
+            shares,
+            check: unb64(&v["check"], "check")?
+                .try_into()
+                .map_err(|_| bad("check"))?,
+        })
+    }
+}
+
+impl RecoveryRequest {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "appliance_id": self.appliance_id,
+            "nonce": b64(&self.nonce),
+            "reason": self.reason,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "recipient_key": b64(&self.recipient_key),
+        })
+    }
+
+    pub fn from_json(v: &serde_json::Value) -> Result<RecoveryRequest, RecoveryError> {
+        let bad = |f: &str| RecoveryError::Malformed(format!("request field {f}"));
+        Ok(RecoveryRequest {
+            appliance_id: v["appliance_id"]
+                .as_str()
+                .ok_or_else(|| bad("appliance_id"))?
+                .into(),
+            nonce: unb64(&v["nonce"], "nonce")?
+                .try_into()
+                .map_err(|_| bad("nonce"))?,
+            reason: v["reason"].as_str().ok_or_else(|| bad("reason"))?.into(),
+            created_at: v["created_at"].as_i64().ok_or_else(|| bad("created_at"))?,
+            expires_at: v["expires_at"].as_i64().ok_or_else(|| bad("expires_at"))?,
+            recipient_key: unb64(&v["recipient_key"], "recipient_key")?,
+        })
     }
 }

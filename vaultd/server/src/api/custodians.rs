@@ -894,20 +894,6 @@ pub struct RecoveryRequest {
     k: usize,
 }
 
-/// The stored recovery bundle as JSON (public: only custodians open shares).
-fn bundle_json(b: &vault_core::custodian::recovery::Bundle) -> Value {
-    json!({
-        "format": b.format,
-        "appliance_id": b.appliance_id,
-        "k": b.k,
-        "shares": b.shares.iter().map(|s| json!({
-            "custodian": s.custodian,
-            "envelope": B64.encode(&s.envelope),
-        })).collect::<Vec<_>>(),
-        "check": B64.encode(b.check),
-    })
-}
-
 /// `POST /v1/sys/recovery` (admin): split the root key k-of-n among a
 /// group's custodians (their 9d keys), replacing any earlier bundle.
 pub async fn configure_recovery(
@@ -954,7 +940,7 @@ pub async fn configure_recovery(
         )
         .map_err(|e| ApiError::bad_request("invalid_custody", e.to_string()))?
     };
-    let v = bundle_json(&bundle);
+    let v = bundle.to_json();
     let (g, k, n) = (req.group.clone(), req.k, recipients.len());
     let audit = auth.audit_fn(&st, "recovery.configure", req.group.clone(), move |_, d| {
         d.details.insert("k".into(), k.to_string());

@@ -422,6 +422,11 @@ pub mod piv {
             }
         }
 
+        /// The root certificate's PEM file.
+        pub fn root_path(&self) -> std::path::PathBuf {
+            self.dir.path().join("root.pem")
+        }
+
         /// Appliance options that trust this root.
         pub fn options(&self) -> crate::Options {
             crate::Options {
@@ -482,5 +487,25 @@ pub mod piv {
             "key_management_attestation": B64.encode(t.attest(Slot::KeyManagement).unwrap()),
             "intermediates": [B64.encode(t.attestation_intermediate().unwrap())],
         })
+    }
+
+    /// What `vaultctl recover share` does on a YubiKey, with a software
+    /// token: the signed approval and the share re-sealed to the operator's
+    /// one-time key.
+    pub fn recovery_answer(request: &std::path::Path, who: &str, t: &mut SoftToken) -> Value {
+        use vault_core::custodian::approval::Decision;
+        use vault_core::custodian::recovery::{self, Bundle, RecoveryRequest};
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(request).unwrap()).unwrap();
+        let req = RecoveryRequest::from_json(&v["request"]).unwrap();
+        let bundle = Bundle::from_json(&v["bundle"]).unwrap();
+        let sig = t
+            .sign(&req.approval().message(Decision::Approve, who))
+            .unwrap();
+        let kex = t.public_key(Slot::KeyManagement).unwrap();
+        let mut ecdh = |e: &PublicKey| t.ecdh(e).map_err(|x| x.to_string());
+        let env =
+            recovery::forward_share(&bundle, &req, who, &kex, &mut ecdh, &mut rand::rngs::OsRng)
+                .unwrap();
+        json!({"request_id": req.id(), "custodian": who, "signature": B64.encode(sig), "envelope": B64.encode(env)})
     }
 }

@@ -11,9 +11,9 @@ use base64::Engine as _;
 use hyper::Method;
 use serde_json::{json, Value};
 use vault_core::custodian::approval::Decision;
-use vault_core::custodian::recovery::{self, Bundle, RecoveryRequest};
-use vault_core::custodian::token::{CustodianToken, Slot, SoftToken};
-use vault_e2e::piv::{enroll_body, TestRoot};
+use vault_core::custodian::recovery::RecoveryRequest;
+use vault_core::custodian::token::{CustodianToken, SoftToken};
+use vault_e2e::piv::{enroll_body, recovery_answer, TestRoot};
 use vault_e2e::{checkout, json_of, put, req, vaultctl_bin, Appliance};
 
 fn ctl(a: &Appliance, args: &[&str]) -> Output {
@@ -34,21 +34,6 @@ fn ok(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-/// What `vaultctl recover share` does on a YubiKey, with a software token.
-fn answer(request: &std::path::Path, who: &str, t: &mut SoftToken) -> Value {
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(request).unwrap()).unwrap();
-    let req = RecoveryRequest::from_json(&v["request"]).unwrap();
-    let bundle = Bundle::from_json(&v["bundle"]).unwrap();
-    let sig = t
-        .sign(&req.approval().message(Decision::Approve, who))
-        .unwrap();
-    let kex = t.public_key(Slot::KeyManagement).unwrap();
-    let mut ecdh = |e: &p256::PublicKey| t.ecdh(e).map_err(|x| x.to_string());
-    let env = recovery::forward_share(&bundle, &req, who, &kex, &mut ecdh, &mut rand::rngs::OsRng)
-        .unwrap();
-    json!({"request_id": req.id(), "custodian": who, "signature": B64.encode(sig), "envelope": B64.encode(env)})
 }
 
 #[test]
@@ -145,10 +130,10 @@ fn k_custodians_restore_the_vault_on_new_hardware() {
     };
     let mut answers = Vec::new();
     for (n, t) in tokens.iter_mut() {
-        answers.push(write(&format!("{n}.json"), answer(&reqf, n, t)));
+        answers.push(write(&format!("{n}.json"), recovery_answer(&reqf, n, t)));
     }
     // Bob's share with a signature by alice's key: refused.
-    let mut forged = answer(&reqf, "bob", &mut tokens[1].1);
+    let mut forged = recovery_answer(&reqf, "bob", &mut tokens[1].1);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&reqf).unwrap()).unwrap();
     let rq = RecoveryRequest::from_json(&v["request"]).unwrap();
     forged["signature"] = json!(B64.encode(

@@ -11,11 +11,13 @@ use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+use vault_e2e::piv::{enroll_body, recovery_answer, TestRoot};
 use vault_e2e::{vaultctl_bin, Appliance, Options};
 
 fn ctl(a: &Appliance, who: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut c = Command::new(vaultctl_bin());
     c.env_clear()
+        .env("SOFTHSM2_CONF", a.hsm.conf_path())
         .env("VAULT_ADDR", a.addr())
         .env("VAULT_CACERT", a.certs.join("ca.pem"))
         .env("VAULT_CERT", a.certs.join(format!("{who}.pem")))
@@ -62,11 +64,17 @@ fn vaultctl_custodian_flows_with_a_yubikey() {
     };
     let root = std::env::var("VAULT_PIV_ATTESTATION_ROOT")
         .expect("VAULT_PIV_ATTESTATION_ROOT (the card's attestation root, PEM)");
-    let a = Appliance::start(Options {
-        extra_config: format!("[custodians]\nattestation_roots = [\"{root}\"]\n"),
+    // The card's root, and a test root for a second (software) custodian.
+    let soft_root = TestRoot::new("Test PIV Root");
+    let mut a = Appliance::start(Options {
+        extra_config: format!(
+            "[custodians]\nattestation_roots = [\"{root}\", \"{}\"]\n",
+            soft_root.root_path().display()
+        ),
         ..Options::default()
     });
-    let certs = a.certs.to_str().unwrap();
+    let certs_dir = a.certs.clone();
+    let certs = certs_dir.to_str().unwrap();
     for (role, name) in [("writer", "w1"), ("pam", "p1"), ("custodian", "alice")] {
         ok(&ctl(
             &a,
@@ -259,5 +267,124 @@ fn vaultctl_custodian_flows_with_a_yubikey() {
     assert!(
         !std::path::Path::new(key).exists(),
         "the one-time key is deleted after use"
+    );
+
+    // Recovery: alice answers with the card through `vaultctl recover share`,
+    // bob with a software token; `recover finish` re-seals the root key and
+    // the vault comes back with its secrets.
+    ok(&ctl(
+        &a,
+        "w1",
+        &["secret", "put", "plain/x"],
+        Some("plain-1\n"),
+    ));
+    let mut bob = soft_root.token(4242);
+    let r = vault_e2e::req(
+        &a.admin(),
+        hyper::Method::POST,
+        "/v1/custodians",
+        Some(enroll_body("bob", &["security"], &mut bob)),
+    );
+    assert_eq!(r.status, 200);
+    let r = vault_e2e::req(
+        &a.admin(),
+        hyper::Method::POST,
+        "/v1/sys/recovery",
+        Some(serde_json::json!({"group": "security", "k": 2})),
+    );
+    assert_eq!(r.status, 200);
+    a.stop();
+    let d = a.dir.path().to_owned();
+    let cfg = a.config.to_str().unwrap().to_owned();
+    let (reqf, otk) = (d.join("recovery.json"), d.join("recovery-otk.pem"));
+    let (reqs, otks) = (reqf.to_str().unwrap(), otk.to_str().unwrap());
+    ok(&ctl(
+        &a,
+        "admin",
+        &[
+            "recover",
+            "begin",
+            "--config",
+            &cfg,
+            "--reason",
+            "drill",
+            "--out",
+            reqs,
+            "--key-out",
+            otks,
+        ],
+        None,
+    ));
+    let alice_answer = d.join("alice-answer.json");
+    let o = ok(&ctl(
+        &a,
+        "alice",
+        &[
+            "recover",
+            "share",
+            reqs,
+            "--as",
+            "alice",
+            "--serial",
+            &serial,
+            "--pin-file",
+            pin,
+            "--out",
+            alice_answer.to_str().unwrap(),
+        ],
+        None,
+    ));
+    assert!(o.contains("answer written"), "{o}");
+    let bob_answer = d.join("bob-answer.json");
+    std::fs::write(
+        &bob_answer,
+        recovery_answer(&reqf, "bob", &mut bob).to_string(),
+    )
+    .unwrap();
+    let o = ok(&ctl(
+        &a,
+        "admin",
+        &[
+            "recover",
+            "finish",
+            "--config",
+            &cfg,
+            "--request",
+            reqs,
+            "--one-time-key",
+            otks,
+            "--out",
+            certs,
+            alice_answer.to_str().unwrap(),
+            bob_answer.to_str().unwrap(),
+        ],
+        None,
+    ));
+    assert!(o.contains("recovered"), "{o}");
+    a.spawn();
+    a.wait_ready();
+    ok(&ctl(
+        &a,
+        "admin",
+        &[
+            "cert",
+            "issue",
+            "--role",
+            "pam",
+            "--name",
+            "p2",
+            "--out-dir",
+            certs,
+        ],
+        None,
+    ));
+    assert_eq!(
+        ok(&ctl(
+            &a,
+            "p2",
+            &["checkout", "plain/x", "--reason", "after"],
+            None
+        )),
+        "plain-1\n"
     );
 }

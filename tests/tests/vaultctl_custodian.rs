@@ -1,18 +1,21 @@
-//! The custodian commands of the real `vaultctl` with a (virtual) YubiKey,
-//! against the real `vaultd`: enrol with attestation, approve a gated
-//! checkout on the card, and open a sealed-tier secret through break-glass
-//! (the card opens the custodian's share with ECDH).
+//! The custodian commands of the real `vaultctl` with three (virtual)
+//! YubiKeys of distinct serials, against the real `vaultd`: attested
+//! enrolment, a 2-of-3 approval, a break-glass retrieval (the cards open the
+//! shares with ECDH), a wrong PIN, and recovery onto a new swtpm and
+//! SoftHSM token with two cards' answers.
 //!
-//! Needs the virtual PIV card: run by `vaultd/piv/run-card-tests.sh` (part of
-//! `make test`), which sets `VAULT_PIV_CARD_SERIAL` and
+//! Needs the virtual PIV cards: run by `vaultd/piv/run-card-tests.sh` (part
+//! of `make test`), which sets `VAULT_PIV_CARD_SERIALS` (three serials) and
 //! `VAULT_PIV_ATTESTATION_ROOT`. Skipped, saying so, without them.
 
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
-use vault_e2e::piv::{enroll_body, recovery_answer, TestRoot};
-use vault_e2e::{vaultctl_bin, Appliance, Options};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use hyper::Method;
+use serde_json::{json, Value};
+use vault_e2e::{json_of, req, vaultctl_bin, Appliance, Options};
 
 fn ctl(a: &Appliance, who: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut c = Command::new(vaultctl_bin());
@@ -48,34 +51,46 @@ fn ok(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
+/// A refusal by the server: exit 1 and the code on stderr.
+fn refused(o: &Output, code: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(code), "want {code}: {err}");
+}
+
 fn json(s: &str) -> Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("{e}: {s}"))
 }
 
+fn options(root: &str) -> Options {
+    Options {
+        extra_config: format!("[custodians]\nattestation_roots = [\"{root}\"]\n"),
+        ..Options::default()
+    }
+}
+
 #[test]
-fn vaultctl_custodian_flows_with_a_yubikey() {
-    let Ok(serial) = std::env::var("VAULT_PIV_CARD_SERIAL") else {
+fn three_yubikeys_through_vaultctl() {
+    let Ok(serials) = std::env::var("VAULT_PIV_CARD_SERIALS") else {
         // The harness hides eprintln! of passing tests; say it on stderr itself.
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED vaultctl_custodian_flows_with_a_yubikey: set VAULT_PIV_CARD_SERIAL (see vaultd/piv/run-card-tests.sh)"
+            "SKIPPED three_yubikeys_through_vaultctl: set VAULT_PIV_CARD_SERIALS (see vaultd/piv/run-card-tests.sh)"
         );
         return;
     };
+    let serials: Vec<String> = serials.split(',').map(str::to_owned).collect();
+    assert_eq!(serials.len(), 3, "three card serials");
     let root = std::env::var("VAULT_PIV_ATTESTATION_ROOT")
-        .expect("VAULT_PIV_ATTESTATION_ROOT (the card's attestation root, PEM)");
-    // The card's root, and a test root for a second (software) custodian.
-    let soft_root = TestRoot::new("Test PIV Root");
-    let mut a = Appliance::start(Options {
-        extra_config: format!(
-            "[custodians]\nattestation_roots = [\"{root}\", \"{}\"]\n",
-            soft_root.root_path().display()
-        ),
-        ..Options::default()
-    });
+        .expect("VAULT_PIV_ATTESTATION_ROOT (the cards' attestation root, PEM)");
+    let mut a = Appliance::start(options(&root));
     let certs_dir = a.certs.clone();
     let certs = certs_dir.to_str().unwrap();
-    for (role, name) in [("writer", "w1"), ("pam", "p1"), ("custodian", "alice")] {
+    let names = ["alice", "bob", "carol"];
+    for (role, name) in [("writer", "w1"), ("pam", "p1"), ("auditor", "aud")]
+        .into_iter()
+        .chain(names.iter().map(|n| ("custodian", *n)))
+    {
         ok(&ctl(
             &a,
             "admin",
@@ -94,38 +109,49 @@ fn vaultctl_custodian_flows_with_a_yubikey() {
     }
     let pin = a.dir.path().join("yubikey-pin");
     std::fs::write(&pin, "123456\n").unwrap();
-    let pin = pin.to_str().unwrap();
+    let pin = pin.to_str().unwrap().to_owned();
+    let approve = |a: &Appliance, who: usize, id: &str, extra: &[&str]| {
+        let mut args = vec!["approve", id, "--serial", &serials[who], "--pin-file", &pin];
+        args.extend_from_slice(extra);
+        ctl(a, names[who], &args, None)
+    };
 
-    // Enrolment: keys generated on the card, attested, verified by vaultd.
-    let out = ok(&ctl(
-        &a,
-        "admin",
-        &[
-            "custodian",
-            "enroll",
-            "--name",
-            "alice",
-            "--group",
-            "security",
-            "--serial",
-            &serial,
-            "--pin-policy",
-            "once",
-            "--touch-policy",
-            "never",
-        ],
-        None,
-    ));
-    assert!(out.starts_with("enrolled alice (YubiKey "), "{out}");
+    // ---- enrolment: keys generated on each card, attested, verified by vaultd
+    for (i, n) in names.iter().enumerate() {
+        let out = ok(&ctl(
+            &a,
+            "admin",
+            &[
+                "custodian",
+                "enroll",
+                "--name",
+                n,
+                "--group",
+                "security",
+                "--serial",
+                &serials[i],
+                "--pin-policy",
+                "once",
+                "--touch-policy",
+                "never",
+            ],
+            None,
+        ));
+        assert!(out.starts_with(&format!("enrolled {n} (YubiKey ")), "{out}");
+    }
     let list = json(&ok(&ctl(
         &a,
         "admin",
         &["--json", "custodian", "list"],
         None,
     )));
-    let me = &list["custodians"][0];
-    assert_eq!(me["serial"].to_string(), serial);
-    assert_eq!(me["pin_policy"], "once");
+    let got: Vec<String> = list["custodians"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["serial"].to_string())
+        .collect();
+    assert_eq!(got, serials, "one custodian per card, by serial");
     // The same keys again: refused.
     let o = ctl(
         &a,
@@ -134,19 +160,18 @@ fn vaultctl_custodian_flows_with_a_yubikey() {
             "custodian",
             "enroll",
             "--name",
-            "alice2",
+            "dave",
             "--group",
             "security",
             "--serial",
-            &serial,
+            &serials[0],
             "--reuse",
         ],
         None,
     );
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("key_already_enrolled"));
+    refused(&o, "key_already_enrolled");
 
-    // A gated checkout, approved on the card.
+    // ---- a 2-of-3 approval through vaultctl
     ok(&ctl(
         &a,
         "w1",
@@ -155,80 +180,103 @@ fn vaultctl_custodian_flows_with_a_yubikey() {
     ));
     ok(&ctl(
         &a,
+        "w1",
+        &["secret", "put", "plain/x"],
+        Some("plain-1\n"),
+    ));
+    ok(&ctl(
+        &a,
         "admin",
-        &["policy", "prod/db", "--approvals", "security:1"],
+        &["policy", "prod/db", "--approvals", "security:2"],
         None,
     ));
-    let o = ctl(
-        &a,
-        "p1",
-        &["--json", "checkout", "prod/db", "--reason", "INC-1"],
-        None,
-    );
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "a pending checkout is not a value"
-    );
-    let pending = json(&String::from_utf8_lossy(&o.stdout));
-    assert_eq!(pending["status"], "pending_approval");
-    let id = pending["request_id"].as_str().unwrap().to_owned();
+    let pending = |a: &Appliance, reason: &str| -> String {
+        let o = ctl(
+            a,
+            "p1",
+            &["--json", "checkout", "prod/db", "--reason", reason],
+            None,
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "a pending checkout is not a value"
+        );
+        let v = json(&String::from_utf8_lossy(&o.stdout));
+        assert_eq!(v["status"], "pending_approval");
+        v["request_id"].as_str().unwrap().to_owned()
+    };
+    let id = pending(&a, "INC-1");
     let shown = ok(&ctl(&a, "alice", &["requests", "show", &id], None));
     assert!(
         shown.contains("requester p1") && shown.contains("reason    INC-1"),
         "{shown}"
     );
-    let o = ok(&ctl(
-        &a,
-        "alice",
-        &["approve", &id, "--serial", &serial, "--pin-file", pin],
+    let o = ok(&approve(&a, 0, &id, &[]));
+    assert!(
+        o.contains("approve recorded; request is pending_approval"),
+        "{o}"
+    );
+    refused(&approve(&a, 0, &id, &[]), "duplicate_vote");
+    refused(&ctl(&a, "p1", &["collect", &id], None), "pending_approval");
+    let o = ok(&approve(&a, 1, &id, &[]));
+    assert!(o.contains("request is approved"), "{o}");
+    assert_eq!(ok(&ctl(&a, "p1", &["collect", &id], None)), "db-pw-1\n");
+    refused(&ctl(&a, "p1", &["collect", &id], None), "already_collected");
+
+    // A signature made on a card for one request, replayed on another.
+    let id2 = pending(&a, "INC-2");
+    let first = json_of(&req(
+        &a.client("aud"),
+        Method::GET,
+        &format!("/v1/requests/{id}"),
         None,
     ));
-    assert!(o.contains("approve recorded; request is approved"), "{o}");
-    assert_eq!(ok(&ctl(&a, "p1", &["collect", &id], None)), "db-pw-1\n");
-
-    // A wrong PIN signs nothing.
+    let sig = first["votes"][0]["signature"].as_str().unwrap();
+    let r = req(
+        &a.client("alice"),
+        Method::POST,
+        &format!("/v1/requests/{id2}/vote"),
+        Some(json!({"decision": "approve", "signature": sig})),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error_code().as_deref(), Some("bad_signature"));
+    // A wrong PIN signs nothing and says how many tries are left.
     let bad = a.dir.path().join("bad-pin");
     std::fs::write(&bad, "999999\n").unwrap();
     let o = ctl(
         &a,
-        "p1",
-        &["--json", "checkout", "prod/db", "--reason", "INC-2"],
-        None,
-    );
-    let id2 = json(&String::from_utf8_lossy(&o.stdout))["request_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let o = ctl(
-        &a,
-        "alice",
+        "carol",
         &[
             "approve",
             &id2,
             "--serial",
-            &serial,
+            &serials[2],
             "--pin-file",
             bad.to_str().unwrap(),
         ],
         None,
     );
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("wrong PIN"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("wrong PIN (2 tries left)"), "{err}");
+    // Carol denies with her card: the request is vetoed.
+    let o = ok(&approve(&a, 2, &id2, &["--deny"]));
+    assert!(o.contains("deny recorded; request is denied"), "{o}");
+    refused(&ctl(&a, "p1", &["collect", &id2], None), "request_denied");
 
-    // Break-glass: the card opens alice's share and re-seals it to the
-    // requester's one-time key; the requester decrypts locally.
+    // ---- break-glass, 2 of 3: two cards open their shares with ECDH and
+    // re-seal them to the requester's one-time key.
     ok(&ctl(
         &a,
         "w1",
-        &["secret", "put", "bg/root", "--sealed", "security:1"],
+        &["secret", "put", "bg/root", "--sealed", "security:2"],
         Some("root-pw-9\n"),
     ));
+    refused(
+        &ctl(&a, "p1", &["checkout", "bg/root", "--reason", "x"], None),
+        "sealed_tier",
+    );
     let key = a.dir.path().join("onetime.pem");
     let key = key.to_str().unwrap();
     let r = json(&ok(&ctl(
@@ -247,14 +295,19 @@ fn vaultctl_custodian_flows_with_a_yubikey() {
         None,
     )));
     let bg = r["request_id"].as_str().unwrap().to_owned();
-    let shown = ok(&ctl(&a, "alice", &["requests", "show", &bg], None));
+    let shown = ok(&ctl(&a, "carol", &["requests", "show", &bg], None));
     assert!(shown.contains("one-time key SHA-256"), "{shown}");
-    ok(&ctl(
-        &a,
-        "alice",
-        &["approve", &bg, "--serial", &serial, "--pin-file", pin],
-        None,
-    ));
+    ok(&approve(&a, 0, &bg, &[]));
+    refused(
+        &ctl(
+            &a,
+            "p1",
+            &["breakglass", "open", &bg, "--one-time-key", key],
+            None,
+        ),
+        "pending_approval",
+    );
+    ok(&approve(&a, 2, &bg, &[]));
     assert_eq!(
         ok(&ctl(
             &a,
@@ -269,37 +322,65 @@ fn vaultctl_custodian_flows_with_a_yubikey() {
         "the one-time key is deleted after use"
     );
 
-    // Recovery: alice answers with the card through `vaultctl recover share`,
-    // bob with a software token; `recover finish` re-seals the root key and
-    // the vault comes back with its secrets.
-    ok(&ctl(
-        &a,
-        "w1",
-        &["secret", "put", "plain/x"],
-        Some("plain-1\n"),
+    // Every step above is in the audit log.
+    let entries = json_of(&req(
+        &a.client("aud"),
+        Method::GET,
+        "/v1/audit/entries?start=0&end=1000",
+        None,
     ));
-    let mut bob = soft_root.token(4242);
-    let r = vault_e2e::req(
+    let seen: Vec<(String, String)> = entries["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let d: Value =
+                serde_json::from_slice(&B64.decode(e["entry"].as_str().unwrap()).unwrap()).unwrap();
+            (
+                d["action"].as_str().unwrap().to_owned(),
+                d["error"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (act, err) in [
+        ("custodian.enroll", ""),
+        ("custodian.enroll", "key_already_enrolled"),
+        ("approval.vote", ""),
+        ("approval.vote", "duplicate_vote"),
+        ("approval.vote", "bad_signature"),
+        ("request.collect", "pending_approval"),
+        ("request.collect", "already_collected"),
+        ("request.collect", "request_denied"),
+        ("breakglass.collect", ""),
+    ] {
+        assert!(
+            seen.iter().any(|(a, e)| a == act && e == err),
+            "no audit entry {act} {err:?}"
+        );
+    }
+
+    // ---- recovery onto a new swtpm and SoftHSM token, with two cards
+    let r = req(
         &a.admin(),
-        hyper::Method::POST,
-        "/v1/custodians",
-        Some(enroll_body("bob", &["security"], &mut bob)),
-    );
-    assert_eq!(r.status, 200);
-    let r = vault_e2e::req(
-        &a.admin(),
-        hyper::Method::POST,
+        Method::POST,
         "/v1/sys/recovery",
-        Some(serde_json::json!({"group": "security", "k": 2})),
+        Some(json!({"group": "security", "k": 2})),
     );
     assert_eq!(r.status, 200);
     a.stop();
-    let d = a.dir.path().to_owned();
-    let cfg = a.config.to_str().unwrap().to_owned();
+    let mut new = Appliance::create(options(&root));
+    let data = new.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for f in std::fs::read_dir(a.dir.path().join("data")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), data.join(f.file_name())).unwrap();
+    }
+    let d = new.dir.path().to_owned();
+    let cfg = new.config.to_str().unwrap().to_owned();
     let (reqf, otk) = (d.join("recovery.json"), d.join("recovery-otk.pem"));
     let (reqs, otks) = (reqf.to_str().unwrap(), otk.to_str().unwrap());
     ok(&ctl(
-        &a,
+        &new,
         "admin",
         &[
             "recover",
@@ -315,34 +396,33 @@ fn vaultctl_custodian_flows_with_a_yubikey() {
         ],
         None,
     ));
-    let alice_answer = d.join("alice-answer.json");
+    let mut answers = Vec::new();
+    for i in [0usize, 1] {
+        let file = d.join(format!("{}-answer.json", names[i]));
+        let o = ok(&ctl(
+            &new,
+            names[i],
+            &[
+                "recover",
+                "share",
+                reqs,
+                "--as",
+                names[i],
+                "--serial",
+                &serials[i],
+                "--pin-file",
+                &pin,
+                "--out",
+                file.to_str().unwrap(),
+            ],
+            None,
+        ));
+        assert!(o.contains("answer written"), "{o}");
+        answers.push(file.to_str().unwrap().to_owned());
+    }
+    let new_certs = new.certs.to_str().unwrap().to_owned();
     let o = ok(&ctl(
-        &a,
-        "alice",
-        &[
-            "recover",
-            "share",
-            reqs,
-            "--as",
-            "alice",
-            "--serial",
-            &serial,
-            "--pin-file",
-            pin,
-            "--out",
-            alice_answer.to_str().unwrap(),
-        ],
-        None,
-    ));
-    assert!(o.contains("answer written"), "{o}");
-    let bob_answer = d.join("bob-answer.json");
-    std::fs::write(
-        &bob_answer,
-        recovery_answer(&reqf, "bob", &mut bob).to_string(),
-    )
-    .unwrap();
-    let o = ok(&ctl(
-        &a,
+        &new,
         "admin",
         &[
             "recover",
@@ -354,17 +434,17 @@ fn vaultctl_custodian_flows_with_a_yubikey() {
             "--one-time-key",
             otks,
             "--out",
-            certs,
-            alice_answer.to_str().unwrap(),
-            bob_answer.to_str().unwrap(),
+            &new_certs,
+            &answers[0],
+            &answers[1],
         ],
         None,
     ));
     assert!(o.contains("recovered"), "{o}");
-    a.spawn();
-    a.wait_ready();
+    new.spawn();
+    new.wait_ready();
     ok(&ctl(
-        &a,
+        &new,
         "admin",
         &[
             "cert",
@@ -374,13 +454,13 @@ fn vaultctl_custodian_flows_with_a_yubikey() {
             "--name",
             "p2",
             "--out-dir",
-            certs,
+            &new_certs,
         ],
         None,
     ));
     assert_eq!(
         ok(&ctl(
-            &a,
+            &new,
             "p2",
             &["checkout", "plain/x", "--reason", "after"],
             None

@@ -11,8 +11,8 @@
 #      VAULT_PIV_ATTESTATION_ROOT set (extra arguments go to `cargo test`);
 #   5. restarts the card on the same state and runs the `after_card_restart` test
 #      (keys and attestation records survive), then piv-smoke with attestation;
-#   6. runs vaultctl's custodian commands with the card against the real vaultd
-#      (tests/tests/vaultctl_custodian.rs);
+#   6. starts two more cards and runs vaultctl's custodian commands with the
+#      three of them against the real vaultd (tests/tests/vaultctl_custodian.rs);
 #   7. always stops the card and pcscd (trap), and removes the temp dir.
 #
 # Usage: vaultd/piv/run-card-tests.sh [cargo test args...]
@@ -50,11 +50,13 @@ fi
 WORK=$(mktemp -d /tmp/vault-piv-cards.XXXXXX)
 export PIV_PCSCD_DIR=$WORK/pcscd
 CARD_PID=
+EXTRA_PIDS=()
 STOPPED_SYSTEM_PCSCD=
 cleanup() {
     rc=$?
     set +e
     if [ -n "$CARD_PID" ]; then kill "$CARD_PID" 2>/dev/null; wait "$CARD_PID" 2>/dev/null; fi
+    for p in "${EXTRA_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
     "$CARD_DIR/run-pcscd.sh" stop >/dev/null 2>&1
     if [ $rc -ne 0 ]; then
         for f in "$WORK"/card*.log "$PIV_PCSCD_DIR/pcscd.log"; do
@@ -103,7 +105,9 @@ stop_card() {
     wait "$CARD_PID" 2>/dev/null || true
     CARD_PID=
 }
-"$CARD_DIR/run-pcscd.sh" start 1 >&2
+# Two readers = four card ports: the card under test, and two more for the
+# three-custodian vaultctl flows (step 6).
+"$CARD_DIR/run-pcscd.sh" start 2 >&2
 start_card "$WORK/card1.log"
 log "card $SERIAL up (attestation CA $WORK/ca)"
 
@@ -124,7 +128,14 @@ log "after_card_restart passed"
 "$PIV_CARD_TARGET_DIR/debug/piv-smoke" --attestation-ca "$WORK/ca" "$SERIAL"
 
 # --- 6. vaultctl's custodian commands with the card, against the real vaultd -----
-log "vaultctl custodian flows (enroll, approve, break-glass) with the card"
+for i in 1 2; do
+    "$CARD_BIN" --port $((35963 + i)) --serial $((SERIAL + i)) --attestation-ca "$WORK/ca" \
+        --state-dir "$WORK/card-$i" >"$WORK/card-extra$i.log" 2>&1 &
+    EXTRA_PIDS+=($!)
+done
+"$CARD_DIR/run-pcscd.sh" wait-card 3 20
+export VAULT_PIV_CARD_SERIALS="$SERIAL,$((SERIAL + 1)),$((SERIAL + 2))"
+log "vaultctl custodian flows with three cards ($VAULT_PIV_CARD_SERIALS)"
 (cd "$ROOT" && cargo build -q -p vaultd -p vaultctl --bins \
     && cargo test -q -p vault-e2e --test vaultctl_custodian)
 log "vaultctl custodian flows passed"

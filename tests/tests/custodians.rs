@@ -524,3 +524,97 @@ fn attested_enrolment_signed_quorum_and_break_glass() {
         );
     }
 }
+
+/// An expired request takes no vote and gives no value; a signature of the
+/// wrong curve is refused; both refusals are audited.
+#[test]
+fn expired_requests_and_wrong_curve_signatures_are_refused() {
+    let root = TestRoot::new("Test PIV Root");
+    let a = Appliance::start(vault_e2e::Options {
+        extra_config: format!(
+            "[custodians]\nattestation_roots = [\"{}\"]\nrequest_ttl_secs = 1\n",
+            root.root_path().display()
+        ),
+        ..vault_e2e::Options::default()
+    });
+    let admin = a.admin();
+    let writer = a.issue("writer", "w1");
+    let pam = a.issue("pam", "pam01");
+    let auditor = a.issue("auditor", "aud1");
+    let c_alice = a.issue("custodian", "alice");
+    let mut alice = root.token(7001);
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/custodians",
+        Some(enroll_body("alice", &["security"], &mut alice)),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(put(&writer, "p/x", "v", false).status, 200);
+    let r = req(
+        &admin,
+        Method::PUT,
+        "/v1/policies/p/x",
+        Some(json!({"approvals": [{"group": "security", "k": 1}]})),
+    );
+    assert_eq!(r.status, 200);
+
+    // A P-384-sized signature (48-byte r and s) is not a P-256 signature.
+    let id = json_of(&vault_e2e::checkout(&pam, "p/x"))["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut der = vec![0x30, 0x64, 0x02, 0x30];
+    der.extend([0x11; 48]);
+    der.extend([0x02, 0x30]);
+    der.extend([0x22; 48]);
+    let r = req(
+        &c_alice,
+        Method::POST,
+        &format!("/v1/requests/{id}/vote"),
+        Some(json!({"decision": "approve", "signature": B64.encode(&der)})),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (400, "bad_signature"));
+
+    // Expiry: the request lives one second.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let r = vote(&c_alice, &mut alice, "alice", &id, Decision::Approve, None);
+    assert_eq!((r.status, code(&r).as_str()), (409, "request_expired"));
+    let v = json_of(&req(&pam, Method::GET, &format!("/v1/requests/{id}"), None));
+    assert_eq!(v["status"], "expired");
+    let r = req(
+        &pam,
+        Method::POST,
+        &format!("/v1/requests/{id}/collect"),
+        None,
+    );
+    assert_eq!((r.status, code(&r).as_str()), (409, "request_expired"));
+
+    let entries = json_of(&req(
+        &auditor,
+        Method::GET,
+        "/v1/audit/entries?start=0&end=1000",
+        None,
+    ));
+    let seen: Vec<(String, String)> = entries["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["decoded"]["action"].as_str().unwrap().to_owned(),
+                e["decoded"]["error"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (act, err) in [
+        ("approval.vote", "bad_signature"),
+        ("approval.vote", "request_expired"),
+        ("request.collect", "request_expired"),
+    ] {
+        assert!(
+            seen.iter().any(|(x, e)| x == act && e == err),
+            "no audit entry {act} {err}: {seen:?}"
+        );
+    }
+}

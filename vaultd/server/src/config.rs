@@ -371,8 +371,8 @@ impl Config {
             }
         }
         let c = &self.custodians;
-        if c.request_ttl_secs < 60 || c.request_ttl_secs > 7 * 24 * 3600 {
-            p.push("custodians.request_ttl_secs must be 60..=604800".into());
+        if c.request_ttl_secs == 0 || c.request_ttl_secs > 7 * 24 * 3600 {
+            p.push("custodians.request_ttl_secs must be 1..=604800".into());
         }
         if !c.trust_yubico_roots && c.attestation_roots.is_empty() {
             p.push("custodians: with trust_yubico_roots = false, attestation_roots must name at least one root".into());

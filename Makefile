@@ -1,4 +1,4 @@
-.PHONY: run test bench bench-audit fuzz fmt lint
+.PHONY: run test bench bench-audit bench-custodians fuzz fmt lint
 
 # Start a local appliance (SoftHSM token, swtpm, SQLite) on https://127.0.0.1:8443.
 run:
@@ -15,6 +15,13 @@ bench:
 # Audit log: durable appends/s, offline verification of 1M entries.
 bench-audit:
 	bash scripts/bench-audit.sh
+
+# Server-side time of a 2-of-3 approval and a 2-of-3 break-glass retrieval
+# (HTTP round trips only), against a plain checkout in the same run.
+bench-custodians:
+	bash scripts/install-deps.sh
+	cargo build --release --bins -q
+	VAULTD_BIN=target/release/vaultd ./target/release/vault-custodian-bench
 
 # Fuzz every parser of untrusted input for FUZZ_SECONDS each (nightly + cargo-fuzz).
 FUZZ_SECONDS ?= 60

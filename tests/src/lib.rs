@@ -51,6 +51,18 @@ pub fn vaultctl_bin() -> PathBuf {
     bin("vaultctl", "VAULTCTL_BIN")
 }
 
+/// A command's stdout, after checking it succeeded (else everything it said).
+pub fn ok(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -14,7 +14,7 @@ use vault_core::custodian::approval::Decision;
 use vault_core::custodian::recovery::RecoveryRequest;
 use vault_core::custodian::token::{CustodianToken, SoftToken};
 use vault_e2e::piv::{enroll_body, recovery_answer, TestRoot};
-use vault_e2e::{checkout, json_of, put, req, vaultctl_bin, Appliance};
+use vault_e2e::{checkout, json_of, ok, put, req, vaultctl_bin, Appliance};
 
 fn ctl(a: &Appliance, args: &[&str]) -> Output {
     a.command(vaultctl_bin())
@@ -23,17 +23,6 @@ fn ctl(a: &Appliance, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 
-use vault_e2e::{vaultctl_bin, Appliance, Options};
+use vault_e2e::{ok, vaultctl_bin, Appliance, Options};
 
 fn ctl(a: &Appliance, who: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut c = Command::new(vaultctl_bin());
@@ -23,17 +23,6 @@ fn ctl(a: &Appliance, who: &str, args: &[&str], stdin: Option<&str>) -> Output {
     }
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
 }
 
 #[test]

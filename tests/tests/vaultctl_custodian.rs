@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use hyper::Method;
 use serde_json::{json, Value};
-use vault_e2e::{json_of, req, vaultctl_bin, Appliance, Options};
+use vault_e2e::{json_of, ok, req, vaultctl_bin, Appliance, Options};
 
 fn ctl(a: &Appliance, who: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut c = Command::new(vaultctl_bin());
@@ -38,17 +38,6 @@ fn ctl(a: &Appliance, who: &str, args: &[&str], stdin: Option<&str>) -> Output {
     }
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
 }
 
 /// A refusal by the server: exit 1 and the code on stderr.

@@ -382,6 +382,25 @@ fn print_checkout(v: &Value) {
     println!("{}", v["value"].as_str().unwrap_or(""));
 }
 
+/// The result of a local ceremony (init, recovery).
+fn print_ceremony(json: bool, r: &vaultd::init::InitReport, what: &str, footer: &str) {
+    let v = json!({
+        "appliance_id": r.appliance_id, "seal_mode": r.seal_mode,
+        "ca_cert": r.ca_cert, "admin_cert": r.admin_cert, "admin_key": r.admin_key,
+        "admin_fingerprint": r.admin_fingerprint,
+    });
+    out(json, &v, |_| {
+        println!(
+            "{what} (appliance {}, seal mode {})",
+            r.appliance_id, r.seal_mode
+        );
+        println!("  CA certificate : {}", r.ca_cert.display());
+        println!("  admin cert     : {}", r.admin_cert.display());
+        println!("  admin key      : {}", r.admin_key.display());
+        print!("{footer}");
+    });
+}
+
 fn out(json: bool, v: &Value, human: impl FnOnce(&Value)) {
     if json {
         println!("{v}");
@@ -409,20 +428,7 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
         } => {
             let cfg = vaultd::config::Config::load(&config)?;
             let r = vaultd::init::initialize(&cfg, &dir, &admin_name)?;
-            let v = json!({
-                "appliance_id": r.appliance_id, "seal_mode": r.seal_mode,
-                "ca_cert": r.ca_cert, "admin_cert": r.admin_cert, "admin_key": r.admin_key,
-                "admin_fingerprint": r.admin_fingerprint,
-            });
-            out(j, &v, |_| {
-                println!(
-                    "vault initialised (appliance {}, seal mode {})",
-                    r.appliance_id, r.seal_mode
-                );
-                println!("  CA certificate : {}", r.ca_cert.display());
-                println!("  admin cert     : {}", r.admin_cert.display());
-                println!("  admin key      : {}", r.admin_key.display());
-            });
+            print_ceremony(j, &r, "vault initialised", "");
         }
         Cmd::Status => {
             let v = server!(call(c, Method::GET, "/v1/sys/seal-status", None).await?);
@@ -883,21 +889,12 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
                 &admin_name,
                 &answers,
             )?;
-            let v = json!({
-                "appliance_id": r.appliance_id, "seal_mode": r.seal_mode,
-                "ca_cert": r.ca_cert, "admin_cert": r.admin_cert, "admin_key": r.admin_key,
-                "admin_fingerprint": r.admin_fingerprint,
-            });
-            out(j, &v, |_| {
-                println!(
-                    "appliance {} recovered: root key sealed under this box ({}), new CA and audit key",
-                    r.appliance_id, r.seal_mode
-                );
-                println!("  CA certificate : {}", r.ca_cert.display());
-                println!("  admin cert     : {}", r.admin_cert.display());
-                println!("  admin key      : {}", r.admin_key.display());
-                println!("  every earlier client certificate is revoked: issue new ones");
-            });
+            print_ceremony(
+                j,
+                &r,
+                "appliance recovered: root key sealed under this box, new CA and audit key",
+                "  every earlier client certificate is revoked: issue new ones\n",
+            );
         }
         Cmd::Breakglass(custodian::BreakglassCmd::Request {
             path,

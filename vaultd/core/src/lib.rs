@@ -10,8 +10,9 @@
 //!   `Debug`, zeroized on drop, explicit `expose_secret()`.
 //! * [`audit`]: audit entries, RFC 9162 Merkle trees and proofs, signed
 //!   checkpoints.
-//! * [`custodian`]: Shamir sharing, share encryption (ECIES) for custodians
-//!   (work in progress).
+//! * [`custodian`]: Shamir sharing, share encryption (ECIES) for custodians,
+//!   signed approvals and quorum rules, YubiKey attestation, the sealed tier
+//!   and root-key recovery.
 //! * [`barrier`]: AES-256-GCM with a format byte and associated data.
 //! * [`keyring`]: keyring keys derived from the root key, per-version data
 //!   keys, the associated-data encoding that binds ciphertext to its row.

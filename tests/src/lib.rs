@@ -78,6 +78,8 @@ pub struct Options {
     pub pcrs: Vec<u8>,
     /// Appended to the generated vaultd.toml (extra sections).
     pub extra_config: String,
+    /// Extra keys of `[seal.tpm]` (e.g. `policy_key = "…"`).
+    pub tpm_extra: String,
 }
 
 impl Default for Options {
@@ -86,6 +88,7 @@ impl Default for Options {
             mode: "tpm+pkcs11",
             pcrs: vec![7],
             extra_config: String::new(),
+            tpm_extra: String::new(),
         }
     }
 }
@@ -145,6 +148,7 @@ mode = "{mode}"
 [seal.tpm]
 tcti = "{tcti}"
 pcrs = {pcrs:?}
+{tpm_extra}
 [seal.pkcs11]
 module = "{SOFTHSM2_MODULE}"
 token_label = "{TOKEN}"
@@ -161,6 +165,7 @@ level = "info"
                 pcrs = opts.pcrs,
                 pin = dir.path().join("pin").display(),
                 extra = opts.extra_config,
+                tpm_extra = opts.tpm_extra,
             ),
         )
         .unwrap();

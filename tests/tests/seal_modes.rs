@@ -66,6 +66,7 @@ fn both_backends_pass_the_conformance_suite() {
     let tcfg = TpmConfig {
         tcti: tpm.tcti(),
         pcrs: vec![7],
+        authorized: None,
     };
     vault_core::testing::seal_conformance(&|| Box::new(TpmSeal::open(tcfg.clone()).unwrap()));
     let hcfg = hsm_cfg("modes-a");
@@ -81,6 +82,7 @@ fn run_mode(mode: SealMode, token: &str) {
         tpm: TpmConfig {
             tcti: tpm.tcti(),
             pcrs: vec![7],
+            authorized: None,
         },
         hsm: hsm_cfg(token),
         tpm_present: true,

@@ -1,6 +1,9 @@
 //! Configuration of the TPM seal backend.
 
 use std::fmt;
+use std::path::PathBuf;
+
+use vault_image::ImagePublicKey;
 
 /// Highest PCR index in the SHA-256 bank of a PC-client TPM.
 pub const MAX_PCR: u8 = 23;
@@ -15,6 +18,20 @@ pub struct TpmConfig {
     /// `[0, 2, 4, 7, 11]`. Must not be empty: an unbound seal would unseal
     /// on any boot state.
     pub pcrs: Vec<u8>,
+    /// `None`: plain PolicyPCR (the key unseals while `pcrs` hold their
+    /// seal-time values). `Some`: PolicyAuthorize with the image-signing
+    /// key over PolicyPCR(`pcrs`), approved by signed boot policies.
+    pub authorized: Option<AuthorizedPolicy>,
+}
+
+/// PolicyAuthorize configuration: the image-signing key and where the
+/// signed boot policies (`*.json`, see `vault_image::policy`) are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizedPolicy {
+    /// SPKI PEM of the image-signing key (ECDSA P-256).
+    pub public_key_pem: String,
+    /// Directory holding signed boot policies; read at every unseal.
+    pub signatures_dir: PathBuf,
 }
 
 /// Why a [`TpmConfig`] is invalid.
@@ -30,6 +47,8 @@ pub enum ConfigError {
     BadPcrList(String),
     #[error("invalid TCTI {0:?}")]
     BadTcti(String),
+    #[error("invalid image-signing public key: {0}")]
+    BadPolicyKey(String),
 }
 
 impl TpmConfig {
@@ -39,7 +58,25 @@ impl TpmConfig {
         TpmConfig {
             tcti: tcti.into(),
             pcrs: pcrs.into(),
+            authorized: None,
         }
+    }
+
+    /// Switches to PolicyAuthorize with the given image-signing key.
+    pub fn with_authorized(mut self, a: AuthorizedPolicy) -> Self {
+        self.authorized = Some(a);
+        self
+    }
+
+    /// The parsed image-signing key, if authorized mode is configured.
+    pub fn image_key(&self) -> Result<Option<ImagePublicKey>, ConfigError> {
+        self.authorized
+            .as_ref()
+            .map(|a| {
+                ImagePublicKey::from_pem(&a.public_key_pem)
+                    .map_err(|e| ConfigError::BadPolicyKey(e.to_string()))
+            })
+            .transpose()
     }
 
     /// Checks the PCR list (non-empty, in range, no duplicates) and that the
@@ -47,6 +84,7 @@ impl TpmConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         canonical_pcrs(&self.pcrs)?;
         crate::device::tcti_conf(&self.tcti)?;
+        self.image_key()?;
         Ok(())
     }
 
@@ -58,7 +96,15 @@ impl TpmConfig {
 
 impl fmt::Display for TpmConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tcti={} pcrs={}", self.tcti, format_pcrs(&self.pcrs))
+        write!(f, "tcti={} pcrs={}", self.tcti, format_pcrs(&self.pcrs))?;
+        if let Some(a) = &self.authorized {
+            match self.image_key() {
+                Ok(Some(k)) => write!(f, " image_key={}", k.key_id())?,
+                _ => write!(f, " image_key=<invalid>")?,
+            }
+            write!(f, " signatures_dir={}", a.signatures_dir.display())?;
+        }
+        Ok(())
     }
 }
 
@@ -125,6 +171,23 @@ mod tests {
             TpmConfig::new("device:/dev/tpmrm0", [7, 7]).validate(),
             Err(ConfigError::DuplicatePcr(7))
         );
+    }
+
+    #[test]
+    fn validates_image_key() {
+        let pem = vault_image::ImageSigningKey::generate().public().to_pem();
+        let a = AuthorizedPolicy {
+            public_key_pem: pem,
+            signatures_dir: "/etc/vault/boot-policies".into(),
+        };
+        let c = TpmConfig::new("device:/dev/tpmrm0", [11]).with_authorized(a.clone());
+        assert_eq!(c.validate(), Ok(()));
+        assert!(c.to_string().contains("image_key="), "{c}");
+        let bad = TpmConfig::new("device:/dev/tpmrm0", [11]).with_authorized(AuthorizedPolicy {
+            public_key_pem: "nope".into(),
+            ..a
+        });
+        assert!(matches!(bad.validate(), Err(ConfigError::BadPolicyKey(_))));
     }
 
     #[test]

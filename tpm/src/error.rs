@@ -22,6 +22,8 @@ const RC_FMT1: u32 = 0x080;
 const RC_VER1: u32 = 0x100;
 const RC_INTEGRITY: u32 = 0x01F; // format one
 const RC_POLICY_FAIL: u32 = 0x01D; // format one
+const RC_SIGNATURE: u32 = 0x01B; // format one
+const RC_VALUE: u32 = 0x004; // format one
 const RC_PCR: u32 = 0x127;
 const RC_PCR_CHANGED: u32 = 0x128;
 const RC_LOCKOUT: u32 = 0x921;
@@ -49,6 +51,7 @@ pub(crate) enum Class {
     Lockout,
     Unavailable,
     Corrupt,
+    BadSignature,
     Other,
 }
 
@@ -75,6 +78,10 @@ fn classify_tpm(call: &str, rc: u32) -> Class {
         match rc & 0x3f {
             RC_POLICY_FAIL => Class::PcrMismatch,
             RC_INTEGRITY => Class::Corrupt,
+            RC_SIGNATURE if call == "Esys_VerifySignature" => Class::BadSignature,
+            // approvedPolicy differs from the session's PolicyPCR digest:
+            // the PCRs changed after the signed policy was chosen.
+            RC_VALUE if call == "Esys_PolicyAuthorize" => Class::PcrMismatch,
             // Any parameter/handle error from Load concerns the blob we
             // passed in (size, value, type, attributes, ...).
             _ if call == "Esys_Load" => Class::Corrupt,
@@ -108,6 +115,7 @@ pub(crate) fn map_tss(call: &'static str, e: tss_esapi::Error) -> SealError {
         Class::Lockout => SealError::TpmLockout(message),
         Class::Unavailable => SealError::TpmUnavailable(message),
         Class::Corrupt => SealError::BlobCorrupt(message),
+        Class::BadSignature => SealError::PolicySignatureInvalid(message),
         Class::Other => SealError::Device {
             kind: SealKind::Tpm,
             call,
@@ -136,6 +144,11 @@ mod tests {
         assert_eq!(classify("Esys_Unseal", 0x7000a), Class::Unavailable); // ESAPI IO error
         assert_eq!(classify("Esys_Unseal", 0x70001), Class::Other);
         assert_eq!(classify("Esys_Unseal", 0xc099d), Class::PcrMismatch); // via resmgr
+                                                                          // TPM_RC_SIGNATURE on parameter 2 of VerifySignature.
+        assert_eq!(classify("Esys_VerifySignature", 0x2db), Class::BadSignature);
+        assert_eq!(classify("Esys_Unseal", 0x2db), Class::Other);
+        assert_eq!(classify("Esys_PolicyAuthorize", 0x184), Class::PcrMismatch);
+        assert_eq!(classify("Esys_Load", 0x184), Class::Corrupt);
     }
 
     #[test]

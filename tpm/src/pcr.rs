@@ -1,6 +1,8 @@
 //! PCR helpers.
 
-use crate::config::MAX_PCR;
+use vault_core::seal::{SealError, SealKind};
+
+use crate::config::{canonical_pcrs, MAX_PCR};
 use crate::device::Tpm;
 
 /// Extends SHA-256 PCR `pcr` of the TPM at `tcti` with SHA-256(`data`)
@@ -16,4 +18,15 @@ pub fn extend_pcr(tcti: &str, pcr: u8, data: &[u8]) -> Result<(), String> {
     }
     let mut tpm = Tpm::connect(tcti).map_err(|e| e.to_string())?;
     tpm.extend_pcr(pcr, data).map_err(|e| e.to_string())
+}
+
+/// Reads SHA-256 PCRs `pcrs` (each 0..=23, no duplicates) of the TPM at
+/// `tcti`; returns `(index, value)` in ascending PCR order.
+pub fn read_pcrs(tcti: &str, pcrs: &[u8]) -> Result<Vec<(u8, [u8; 32])>, SealError> {
+    let pcrs = canonical_pcrs(pcrs).map_err(|e| SealError::Device {
+        kind: SealKind::Tpm,
+        call: "config",
+        message: e.to_string(),
+    })?;
+    Tpm::connect(tcti)?.read_pcrs(&pcrs)
 }

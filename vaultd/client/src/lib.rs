@@ -95,6 +95,27 @@ fn read(path: &std::path::Path) -> Result<String, ClientError> {
         .map_err(|e| ClientError::Pem("file", format!("{}: {e}", path.display())))
 }
 
+/// `https://HOST:PORT` → (host, port, TLS server name).
+fn parse_addr(addr: &str) -> Result<(String, u16, ServerName<'static>), ClientError> {
+    let rest = addr
+        .strip_prefix("https://")
+        .ok_or_else(|| ClientError::Address(addr.into()))?
+        .trim_end_matches('/');
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| ClientError::Address(addr.into()))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| ClientError::Address(addr.into()))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let server_name =
+        ServerName::try_from(host.clone()).map_err(|_| ClientError::Address(addr.into()))?;
+    Ok((host, port, server_name))
+}
+
 impl Client {
     /// `addr` is `https://HOST:PORT`; `identity` is (certificate PEM, key PEM).
     pub fn new(
@@ -102,22 +123,7 @@ impl Client {
         ca_pem: &str,
         identity: Option<(&str, &str)>,
     ) -> Result<Client, ClientError> {
-        let rest = addr
-            .strip_prefix("https://")
-            .ok_or_else(|| ClientError::Address(addr.into()))?
-            .trim_end_matches('/');
-        let (host, port) = rest
-            .rsplit_once(':')
-            .ok_or_else(|| ClientError::Address(addr.into()))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| ClientError::Address(addr.into()))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let server_name =
-            ServerName::try_from(host.clone()).map_err(|_| ClientError::Address(addr.into()))?;
+        let (host, port, server_name) = parse_addr(addr)?;
         let mut roots = RootCertStore::empty();
         for c in parse_certs("CA certificate", ca_pem)? {
             roots.add(c)?;
@@ -132,6 +138,33 @@ impl Client {
             }
             None => b.with_no_client_auth(),
         };
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Client {
+            tls: TlsConnector::from(Arc::new(cfg)),
+            host,
+            port,
+            server_name,
+        })
+    }
+
+    /// A client for an appliance's first-boot ceremony: no client
+    /// certificate, and the server is trusted only if its certificate's
+    /// SHA-256 (hex, as printed on the appliance's console) is `sha256_hex`.
+    /// The TLS 1.3 handshake signature is still verified against that
+    /// certificate's key.
+    pub fn pinned(addr: &str, sha256_hex: &str) -> Result<Client, ClientError> {
+        let (host, port, server_name) = parse_addr(addr)?;
+        let pin = parse_fingerprint(sha256_hex)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Arc::new(PinnedVerifier {
+            pin,
+            algs: provider.signature_verification_algorithms,
+        });
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Client {
             tls: TlsConnector::from(Arc::new(cfg)),
@@ -191,6 +224,80 @@ impl Client {
     }
 }
 
+/// A SHA-256 fingerprint: 64 hex digits, optionally separated by colons.
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ClientError> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    let bad = || {
+        ClientError::Request(format!(
+            "fingerprint {text:?} is not a SHA-256 (64 hex digits)"
+        ))
+    };
+    if hex.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// Trusts exactly one server certificate, by SHA-256.
+#[derive(Debug)]
+struct PinnedVerifier {
+    pin: [u8; 32],
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use subtle::ConstantTimeEq as _;
+        let got = ring_sha256(end_entity.as_ref());
+        if bool::from(got.ct_eq(&self.pin)) {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the appliance's certificate does not match the pinned fingerprint".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not accepted".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+fn ring_sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data).into()
+}
+
 /// One keep-alive connection.
 pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
@@ -205,6 +312,31 @@ impl Conn {
         body: Option<&serde_json::Value>,
     ) -> Result<Response, ClientError> {
         self.request_with(method, path, &[], body).await
+    }
+
+    /// A request with a raw body (e.g. an update bundle).
+    pub async fn request_bytes(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<Response, ClientError> {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.host)
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Response {
+            status,
+            body: zeroize::Zeroizing::new(body.to_vec()),
+        })
     }
 
     /// A request with extra headers.

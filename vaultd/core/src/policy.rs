@@ -79,6 +79,8 @@ pub enum Action {
     ReadRequests,
     /// Submit a signed approval or denial.
     Vote,
+    /// Stage a signed update bundle of the appliance image; see its state.
+    UpdateImage,
 }
 
 /// The single permission table.
@@ -96,6 +98,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
                 | ListCustodians
                 | SetApprovalPolicy
                 | ReadRequests
+                | UpdateImage
         ),
         Role::Writer => matches!(action, WriteSecret | ReadMetadata | ListSecrets),
         Role::Pam => matches!(

@@ -95,6 +95,14 @@ pub enum SealError {
     /// The configuration names a backend that is not available.
     #[error("seal backend {0} is not configured")]
     NotConfigured(SealKind),
+    /// The TPM rejected the signature of a signed boot policy
+    /// (`TPM2_VerifySignature` failed).
+    #[error("TPM rejected the signed boot policy: {0}")]
+    PolicySignatureInvalid(String),
+    /// The blob is sealed to a different image-signing key than the one
+    /// configured.
+    #[error("TPM blob is sealed to another image-signing key: {0}")]
+    PolicyKeyMismatch(String),
 }
 
 impl SealError {
@@ -119,6 +127,8 @@ impl SealError {
                 ..
             } => "pkcs11_error",
             SealError::NotConfigured(_) => "seal_not_configured",
+            SealError::PolicySignatureInvalid(_) => "tpm_policy_signature_invalid",
+            SealError::PolicyKeyMismatch(_) => "tpm_policy_key_mismatch",
         }
     }
 }
@@ -371,6 +381,8 @@ fn clone_err(e: &SealError) -> SealError {
             message: message.clone(),
         },
         SealError::NotConfigured(k) => SealError::NotConfigured(*k),
+        SealError::PolicySignatureInvalid(s) => SealError::PolicySignatureInvalid(s.clone()),
+        SealError::PolicyKeyMismatch(s) => SealError::PolicyKeyMismatch(s.clone()),
     }
 }
 

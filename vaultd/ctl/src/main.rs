@@ -62,12 +62,31 @@ struct ConnArgs {
 }
 
 #[derive(Subcommand)]
+enum UpdateCmd {
+    /// Upload a signed update bundle (update-VERSION.vupd): the appliance
+    /// checks its signature and hashes, installs it into the inactive slot
+    /// and reboots into it; a slot that does not become healthy falls back.
+    Apply { bundle: PathBuf },
+    /// The running version and slot, and the state of the last update.
+    Status,
+}
+
+#[derive(Subcommand)]
 enum Cmd {
-    /// Run the init ceremony on the appliance (local: needs its TPM and token).
+    /// Run the init ceremony. With --config: locally on the appliance (needs
+    /// its TPM and token). With --pin-fingerprint and --code: remotely, the
+    /// first-boot ceremony of a flashed appliance over its one-time TLS
+    /// identity (the admin key is generated here and never leaves).
     Init {
-        /// vaultd configuration file.
-        #[arg(long, env = "VAULTD_CONFIG")]
-        config: PathBuf,
+        /// vaultd configuration file (local ceremony).
+        #[arg(long, env = "VAULTD_CONFIG", conflicts_with_all = ["pin_fingerprint", "code"])]
+        config: Option<PathBuf>,
+        /// SHA-256 of the appliance's bootstrap certificate, from its console.
+        #[arg(long, requires = "code")]
+        pin_fingerprint: Option<String>,
+        /// The one-time init code from the appliance's console.
+        #[arg(long, requires = "pin_fingerprint")]
+        code: Option<String>,
         /// Directory for the first admin's certificate and key, and the CA.
         #[arg(long)]
         out: PathBuf,
@@ -76,6 +95,9 @@ enum Cmd {
     },
     /// Seal status.
     Status,
+    /// Appliance image updates (admin).
+    #[command(subcommand)]
+    Update(UpdateCmd),
     /// Retry unsealing (admin).
     Unseal,
     /// Client certificates (admin).
@@ -299,6 +321,11 @@ async fn call(
 ) -> anyhow::Result<Result<Value, ServerError>> {
     let client = c.client()?;
     let resp = client.request(method, path, body.as_ref()).await?;
+    decode(&resp)
+}
+
+/// The JSON of a response, or the server's error.
+fn decode(resp: &vault_client::Response) -> anyhow::Result<Result<Value, ServerError>> {
     let v: Value = resp
         .json()
         .map_err(|_| anyhow!("the server answered {} with a non-JSON body", resp.status))?;
@@ -309,6 +336,89 @@ async fn call(
         let msg = v["error"]["message"].as_str().unwrap_or("").to_owned();
         Ok(Err(ServerError(resp.status, code, msg)))
     }
+}
+
+/// The first-boot ceremony of a flashed appliance, over its one-time TLS
+/// identity (pinned by fingerprint): the admin key is made here, the
+/// appliance signs its certificate.
+async fn remote_init(
+    json: bool,
+    addr: &str,
+    fingerprint: &str,
+    code: &str,
+    dir: &Path,
+    admin_name: &str,
+) -> anyhow::Result<Result<(), ServerError>> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, admin_name);
+    let csr = params.serialize_request(&key)?.pem()?;
+    let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
+    let client = Client::pinned(addr, fingerprint)?;
+    let body = json!({"code": code, "admin_name": admin_name, "csr_pem": csr});
+    let resp = client
+        .request(Method::POST, "/v1/sys/init", Some(&body))
+        .await?;
+    let v = match decode(&resp)? {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let field = |k: &str| -> anyhow::Result<String> {
+        v[k].as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("the appliance's answer has no {k}"))
+    };
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    let ca = dir.join("ca.pem");
+    let cert = dir.join(format!("{admin_name}.pem"));
+    let key_path = dir.join(format!("{admin_name}-key.pem"));
+    write_private(&key_path, &key_pem)?;
+    write_public(&cert, &field("admin_cert_pem")?)?;
+    write_public(&ca, &field("ca_pem")?)?;
+    // The appliance now serves mTLS under its new CA: prove the new
+    // credentials work before declaring success.
+    let c = Client::from_files(addr, &ca, Some((&cert, &key_path)))?;
+    let mut sealed = Value::Null;
+    for _ in 0..60 {
+        if let Ok(r) = c.request(Method::GET, "/v1/sys/seal-status", None).await {
+            if let Ok(Ok(s)) = decode(&r) {
+                sealed = s;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let report = json!({
+        "appliance_id": v["appliance_id"], "seal_mode": v["seal_mode"],
+        "ca_cert": ca, "admin_cert": cert, "admin_key": key_path,
+        "admin_fingerprint": v["admin_fingerprint"], "seal_status": sealed,
+    });
+    out(json, &report, |r| {
+        println!(
+            "appliance {} initialised (seal mode {})",
+            r["appliance_id"].as_str().unwrap_or(""),
+            r["seal_mode"].as_str().unwrap_or("")
+        );
+        println!("  CA certificate : {}", ca.display());
+        println!("  admin cert     : {}", cert.display());
+        println!("  admin key      : {}", key_path.display());
+        match r["seal_status"]["sealed"].as_bool() {
+            Some(false) => {
+                println!("  mTLS API       : answering with the new credentials, unsealed")
+            }
+            Some(true) => println!(
+                "  mTLS API       : answering, but SEALED: {}",
+                r["seal_status"]["reason"]
+            ),
+            None => println!("  mTLS API       : did not answer yet with the new credentials"),
+        }
+    });
+    if sealed.is_null() {
+        bail!("the appliance was initialised but its mTLS API did not answer with the new credentials within 30 s");
+    }
+    Ok(Ok(()))
 }
 
 /// A secret value from a file or stdin, never argv; a trailing newline
@@ -422,13 +532,65 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
     }
     match cli.cmd {
         Cmd::Init {
-            config,
+            config: Some(config),
             out: dir,
             admin_name,
+            ..
         } => {
             let cfg = vaultd::config::Config::load(&config)?;
             let r = vaultd::init::initialize(&cfg, &dir, &admin_name)?;
             print_ceremony(j, &r, "vault initialised", "");
+        }
+        Cmd::Init {
+            config: None,
+            pin_fingerprint: Some(fp),
+            code: Some(code),
+            out: dir,
+            admin_name,
+        } => {
+            server!(remote_init(j, &c.addr, &fp, &code, &dir, &admin_name).await?);
+        }
+        Cmd::Init { .. } => {
+            bail!("init needs either --config (local) or --pin-fingerprint and --code (remote)")
+        }
+        Cmd::Update(UpdateCmd::Apply { bundle }) => {
+            let data = std::fs::read(&bundle).with_context(|| bundle.display().to_string())?;
+            let size = data.len();
+            let client = c.client()?;
+            let resp = client
+                .connect()
+                .await?
+                .request_bytes(
+                    Method::POST,
+                    "/v1/sys/update",
+                    "application/octet-stream",
+                    bytes::Bytes::from(data),
+                )
+                .await?;
+            let v = server!(decode(&resp)?);
+            out(j, &v, |v| {
+                println!(
+                    "update {} (build {}) staged: {size} bytes, signature and hashes verified",
+                    v["version"].as_str().unwrap_or(""),
+                    v["build"]
+                );
+                println!("the appliance now writes its inactive slot and reboots into it");
+            });
+        }
+        Cmd::Update(UpdateCmd::Status) => {
+            let v = server!(call(c, Method::GET, "/v1/sys/update", None).await?);
+            out(j, &v, |v| {
+                println!(
+                    "running {} on slot {}",
+                    v["version"].as_str().unwrap_or("?"),
+                    v["slot"].as_str().unwrap_or("?")
+                );
+                for k in ["staged", "installed", "failed"] {
+                    if !v[k].is_null() {
+                        println!("{k}: {}", v[k]);
+                    }
+                }
+            });
         }
         Cmd::Status => {
             let v = server!(call(c, Method::GET, "/v1/sys/seal-status", None).await?);

@@ -28,9 +28,45 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub custodians: CustodianConfig,
+    /// `[appliance]`: settings of the flashed appliance image (data volume,
+    /// first-boot ceremony, A/B updates). Absent on a development machine.
+    #[serde(default)]
+    pub appliance: Option<ApplianceConfig>,
     /// SHA-256 of the file this configuration was loaded from (audited at start).
     #[serde(skip)]
     pub source_sha256: String,
+}
+
+/// `[appliance]`: what the appliance image adds (see docs/OPERATORS.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceConfig {
+    /// The TPM-bound encrypted data volume's mount point. When it is not
+    /// mounted (the TPM refused its key), vaultd serves status only, sealed
+    /// with `tpm_data_volume_locked`, and never writes below it.
+    #[serde(default)]
+    pub data_volume: Option<PathBuf>,
+    /// An uninitialised vault serves the first-boot ceremony: a one-time
+    /// bootstrap TLS identity and init code printed on the console.
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// Written (mode 0644, empty) once the vault is unsealed and serving;
+    /// the boot is blessed only then.
+    #[serde(default)]
+    pub ready_file: Option<PathBuf>,
+    /// Where uploaded update bundles are staged for the installer.
+    #[serde(default)]
+    pub update_dir: Option<PathBuf>,
+    /// The image-signing public key (PEM) that update bundles must be
+    /// signed with.
+    #[serde(default)]
+    pub image_key: Option<PathBuf>,
+    /// File holding the running image's version (one line).
+    #[serde(default)]
+    pub version_file: Option<PathBuf>,
+    /// Where the EFI system partition is mounted (read-only for vaultd).
+    #[serde(default)]
+    pub esp: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,6 +220,15 @@ pub struct TpmSection {
     pub tcti: String,
     /// PCR indices (SHA-256 bank) the root key is bound to.
     pub pcrs: Vec<u8>,
+    /// Image-signing public key (PEM). When set, the seal is PolicyAuthorize
+    /// by this key over PolicyPCR(`pcrs`): any boot whose PCR values match a
+    /// policy signed by the key unseals, so signed updates need no re-seal.
+    #[serde(default)]
+    pub policy_key: Option<PathBuf>,
+    /// Directory of signed PCR policies (`*.json`, written by the image
+    /// build next to each kernel image). Required with `policy_key`.
+    #[serde(default)]
+    pub policy_signatures: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -358,6 +403,9 @@ impl Config {
             }
         }
         if let Some(t) = &self.seal.tpm {
+            if t.policy_key.is_some() != t.policy_signatures.is_some() {
+                p.push("seal.tpm.policy_key and seal.tpm.policy_signatures go together".into());
+            }
             if t.tcti.is_empty() {
                 p.push("seal.tpm.tcti is empty".into());
             }
@@ -398,6 +446,28 @@ impl Config {
         }
         if let Some(siem) = &self.audit.siem {
             siem.validate(&mut p);
+        }
+        if let Some(a) = &self.appliance {
+            if a.update_dir.is_some() != a.image_key.is_some() {
+                p.push("appliance.update_dir and appliance.image_key go together".into());
+            }
+            if a.update_dir.is_some() && a.esp.is_none() {
+                p.push("appliance.update_dir needs appliance.esp".into());
+            }
+            for (name, path) in [
+                ("data_volume", &a.data_volume),
+                ("ready_file", &a.ready_file),
+                ("update_dir", &a.update_dir),
+                ("image_key", &a.image_key),
+                ("version_file", &a.version_file),
+                ("esp", &a.esp),
+            ] {
+                if let Some(path) = path {
+                    if !path.is_absolute() {
+                        p.push(format!("appliance.{name} must be an absolute path"));
+                    }
+                }
+            }
         }
         if l.max_connections == 0 {
             p.push("limits.max_connections must be positive".into());

@@ -35,6 +35,8 @@ pub enum InitError {
     Store(#[from] StoreError),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
+    #[error("the admin's certificate request is invalid: {0}")]
+    BadCsr(String),
     #[error("invalid admin name {0:?}")]
     BadName(String),
     #[error("the vault at {0} is not initialised: there is nothing to recover")]
@@ -52,6 +54,20 @@ pub struct InitReport {
     pub admin_cert: PathBuf,
     pub admin_key: PathBuf,
     pub admin_fingerprint: String,
+    /// The first admin's certificate (PEM).
+    pub admin_cert_pem: String,
+    /// The CA certificate (PEM).
+    pub ca_pem: String,
+}
+
+/// Where the first admin's key comes from.
+#[derive(Clone, Copy)]
+pub enum FirstAdmin<'a> {
+    /// Generated here; certificate, key and CA written to the directory.
+    Generate(&'a Path),
+    /// The remote ceremony: the operator's CSR (the key never leaves the
+    /// operator's machine); nothing is written besides the vault itself.
+    Csr(&'a str),
 }
 
 /// Writes `data` to `path` atomically with `mode` permissions.
@@ -86,11 +102,22 @@ pub fn initialize(
     out_dir: &Path,
     admin_name: &str,
 ) -> Result<InitReport, InitError> {
+    initialize_with(config, FirstAdmin::Generate(out_dir), admin_name)
+}
+
+/// [`initialize`] with the first admin's key from `admin`.
+pub fn initialize_with(
+    config: &Config,
+    admin: FirstAdmin<'_>,
+    admin_name: &str,
+) -> Result<InitReport, InitError> {
     if !validate_name(admin_name) {
         return Err(InitError::BadName(admin_name.to_owned()));
     }
     mkdir(&config.data_dir)?;
-    mkdir(out_dir)?;
+    if let FirstAdmin::Generate(out_dir) = admin {
+        mkdir(out_dir)?;
+    }
     let store = Store::open(&config.db_path(), StoreOptions::default())?;
     if store.get_meta("sealed_root")?.is_some() {
         return Err(InitError::AlreadyInitialized(
@@ -103,7 +130,7 @@ pub fn initialize(
     drop(rk);
     let appliance_id = uuid::Uuid::new_v4().to_string();
     let now = OffsetDateTime::now_utc();
-    let (pki, report) = make_pki(config, out_dir, &appliance_id, admin_name, now)?;
+    let (pki, report) = make_pki(config, admin, &appliance_id, admin_name, now)?;
 
     // Last: the database record that makes the vault initialised.
     let init_entry = ceremony_entry(
@@ -183,7 +210,13 @@ pub fn recover(
     let old_spki = meta("audit_spki")?;
     let sealed = seal_checked(config, rk)?;
     let now = OffsetDateTime::now_utc();
-    let (pki, report) = make_pki(config, out_dir, &appliance_id, admin_name, now)?;
+    let (pki, report) = make_pki(
+        config,
+        FirstAdmin::Generate(out_dir),
+        &appliance_id,
+        admin_name,
+        now,
+    )?;
     let fp = |d: &[u8]| {
         use sha2::Digest as _;
         hex::encode(sha2::Sha256::digest(d))
@@ -279,7 +312,7 @@ struct Pki {
 /// certificates; writes the certificate files.
 fn make_pki(
     config: &Config,
-    out_dir: &Path,
+    first_admin: FirstAdmin<'_>,
     appliance_id: &str,
     admin_name: &str,
     now: OffsetDateTime,
@@ -301,14 +334,22 @@ fn make_pki(
     names.dedup();
     let (server, server_key) =
         ca::issue_server(&issuer, &names, now).map_err(|e| InitError::Ca(e.to_string()))?;
-    let (admin, admin_key) = ca::issue_client_keypair(
-        &issuer,
-        admin_name,
-        Role::Admin,
-        now - Duration::minutes(5),
-        now + Duration::days(i64::from(config.limits.client_cert_days)),
-    )
-    .map_err(|e| InitError::Ca(e.to_string()))?;
+    let not_before = now - Duration::minutes(5);
+    let not_after = now + Duration::days(i64::from(config.limits.client_cert_days));
+    let (admin, admin_key) = match first_admin {
+        FirstAdmin::Generate(_) => {
+            ca::issue_client_keypair(&issuer, admin_name, Role::Admin, not_before, not_after)
+                .map(|(i, k)| (i, Some(k)))
+        }
+        FirstAdmin::Csr(csr) => {
+            ca::issue_client_csr(&issuer, csr, admin_name, Role::Admin, not_before, not_after)
+                .map(|i| (i, None))
+        }
+    }
+    .map_err(|e| match e {
+        ca::CaError::BadCsr(m) => InitError::BadCsr(m),
+        e => InitError::Ca(e.to_string()),
+    })?;
 
     write_file(&config.ca_cert_path(), ca_pem.as_bytes(), 0o644)?;
     write_file(
@@ -321,6 +362,10 @@ fn make_pki(
         server_key.expose_pem().as_bytes(),
         0o600,
     )?;
+    let out_dir = match first_admin {
+        FirstAdmin::Generate(d) => d.to_owned(),
+        FirstAdmin::Csr(_) => PathBuf::new(),
+    };
     let report = InitReport {
         appliance_id: appliance_id.to_owned(),
         seal_mode: mode.to_string(),
@@ -328,10 +373,14 @@ fn make_pki(
         admin_cert: out_dir.join(format!("{admin_name}.pem")),
         admin_key: out_dir.join(format!("{admin_name}-key.pem")),
         admin_fingerprint: admin.fingerprint.clone(),
+        admin_cert_pem: admin.cert_pem.clone(),
+        ca_pem: ca_pem.clone(),
     };
-    write_file(&report.ca_cert, ca_pem.as_bytes(), 0o644)?;
-    write_file(&report.admin_cert, admin.cert_pem.as_bytes(), 0o644)?;
-    write_file(&report.admin_key, admin_key.expose_pem().as_bytes(), 0o600)?;
+    if let Some(admin_key) = admin_key {
+        write_file(&report.ca_cert, ca_pem.as_bytes(), 0o644)?;
+        write_file(&report.admin_cert, admin.cert_pem.as_bytes(), 0o644)?;
+        write_file(&report.admin_key, admin_key.expose_pem().as_bytes(), 0o600)?;
+    }
     let admin = PrincipalRow {
         fingerprint: admin.fingerprint,
         name: admin_name.to_owned(),

@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod bootstrap;
 pub mod ca;
 pub mod config;
 pub mod init;
@@ -30,6 +31,7 @@ pub mod siem;
 pub mod state;
 pub mod tls;
 pub mod unseal;
+pub mod update;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -56,6 +58,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("attestation roots: {0}")]
     AttestationRoots(String),
+    #[error("first-boot ceremony: {0}")]
+    Bootstrap(String),
 }
 
 /// Yubico's PIV attestation roots (see the comments in the file for
@@ -159,6 +163,38 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     Ok(state)
 }
 
+/// The daemon's `serve`: on an appliance whose data volume is locked, status
+/// only; on an uninitialised appliance with `[appliance] bootstrap`, the
+/// first-boot ceremony first; then [`run`].
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let stop = move || {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    if let Some(why) = bootstrap::data_volume_locked(&config) {
+        return bootstrap::serve_locked(&config, &listener, why, stop()).await;
+    }
+    let bootstrap = config.appliance.as_ref().is_some_and(|a| a.bootstrap);
+    if bootstrap && !bootstrap::is_initialized(&config)? {
+        match bootstrap::serve_init(&config, &listener, stop()).await? {
+            bootstrap::Ended::Initialised => {}
+            bootstrap::Ended::Stopped => return Ok(()),
+        }
+    }
+    run(config, listener, stop()).await
+}
+
 /// Unseals (once, automatically) and serves until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -192,6 +228,7 @@ pub async fn run(
         .details
         .insert("version".into(), env!("CARGO_PKG_VERSION").into());
     state.store.audit(start)?;
+    update::audit_boot(&state)?;
 
     let s = state.clone();
     let unsealed =
@@ -200,7 +237,19 @@ pub async fn run(
             .unwrap_or(false);
     if unsealed {
         rotation::spawn_rewrap(state.clone());
+        bootstrap::console(&format!(
+            "vaultd: UNSEALED, serving the mTLS API on {} (appliance {})",
+            listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            state.appliance_id
+        ));
+    } else {
+        let (code, message) = state.sealed_reason();
+        bootstrap::console(&format!("vaultd: SEALED [{code}] {message}"));
     }
+    update::spawn_watcher(state.clone());
     audit::spawn_checkpointer(state.clone());
     let _siem = siem::spawn(state.clone()); // dropped last: drains and stops the sinks
     let addr = listener

@@ -43,6 +43,13 @@ enum Cmd {
     },
     /// Validate the configuration and exit.
     CheckConfig,
+    /// Appliance only, as root (vault-update.service): install the staged
+    /// update bundle into the inactive A/B slot, then reboot.
+    InstallUpdate {
+        /// Do not reboot after installing.
+        #[arg(long)]
+        no_reboot: bool,
+    },
 }
 
 fn init_logging(cfg: Option<&Config>) {
@@ -79,6 +86,39 @@ fn main() -> ExitCode {
     };
     init_logging(Some(&config));
     match cli.command.unwrap_or(Cmd::Serve) {
+        Cmd::InstallUpdate { no_reboot } => match vaultd::update::install(&config) {
+            Ok(r) => {
+                println!(
+                    "vaultd: update {} installed in slot {} (from {} on slot {}); {} boot tries",
+                    r.version,
+                    r.slot,
+                    r.from_version,
+                    r.from_slot,
+                    vaultd::update::BOOT_TRIES
+                );
+                if no_reboot {
+                    return ExitCode::SUCCESS;
+                }
+                match std::process::Command::new("systemctl")
+                    .arg("reboot")
+                    .status()
+                {
+                    Ok(s) if s.success() => ExitCode::SUCCESS,
+                    Ok(s) => {
+                        eprintln!("vaultd install-update: systemctl reboot: {s}");
+                        ExitCode::FAILURE
+                    }
+                    Err(e) => {
+                        eprintln!("vaultd install-update: systemctl reboot: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("vaultd install-update: {e} [{}]", e.code());
+                ExitCode::FAILURE
+            }
+        },
         Cmd::CheckConfig => {
             println!("configuration OK: {}", cli.config.display());
             ExitCode::SUCCESS
@@ -139,7 +179,7 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                match vaultd::run(config, listener, shutdown_signal()).await {
+                match vaultd::serve(config, listener, shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("vaultd: {e}");

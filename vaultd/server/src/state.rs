@@ -105,6 +105,14 @@ impl AppState {
         }
     }
 
+    /// (code, message) of the sealed state; ("", "") while unsealed.
+    pub fn sealed_reason(&self) -> (String, String) {
+        match &*self.vault.read().unwrap_or_else(|e| e.into_inner()) {
+            Vault::Sealed(r) => (r.code.clone(), r.message.clone()),
+            Vault::Unsealed(_) => (String::new(), String::new()),
+        }
+    }
+
     pub fn sealed_reason_code(&self) -> Option<String> {
         match &*self.vault.read().unwrap_or_else(|e| e.into_inner()) {
             Vault::Sealed(r) => Some(r.code.clone()),

@@ -14,7 +14,7 @@ use vault_core::seal::{
 };
 use vault_core::secret::Pin;
 use vault_hsm::{Pkcs11Config, Pkcs11Seal, Pkcs11Signer};
-use vault_tpm::{TpmConfig, TpmSeal};
+use vault_tpm::{AuthorizedPolicy, TpmConfig, TpmSeal};
 
 use crate::audit::Who;
 use crate::ca::HsmCaKey;
@@ -61,10 +61,27 @@ impl SealProvider for ConfigProvider<'_> {
                     .tpm
                     .as_ref()
                     .ok_or(SealError::NotConfigured(kind))?;
-                Ok(Box::new(TpmSeal::open(TpmConfig {
-                    tcti: t.tcti.clone(),
-                    pcrs: t.pcrs.clone(),
-                })?))
+                let mut cfg = TpmConfig::new(t.tcti.clone(), t.pcrs.clone());
+                if let (Some(key), Some(dir)) = (&t.policy_key, &t.policy_signatures) {
+                    let pem = std::fs::read_to_string(key).map_err(|e| SealError::Device {
+                        kind,
+                        call: "config",
+                        message: format!("seal.tpm.policy_key {}: {e}", key.display()),
+                    })?;
+                    cfg = cfg.with_authorized(AuthorizedPolicy {
+                        public_key_pem: pem,
+                        signatures_dir: dir.clone(),
+                    });
+                }
+                if let Some(dev) = t.tcti.strip_prefix("device:") {
+                    if !std::path::Path::new(dev).exists() {
+                        return Err(SealError::TpmUnavailable(format!(
+                            "this machine has no TPM ({dev} does not exist): \
+                             the TPM seal modes cannot be used here"
+                        )));
+                    }
+                }
+                Ok(Box::new(TpmSeal::open(cfg)?))
             }
             SealKind::Pkcs11 => {
                 let h = self

@@ -67,6 +67,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/sys/principals/{fingerprint}/revoke",
             post(sys::revoke_principal),
         )
+        .route(
+            "/v1/sys/update",
+            post(crate::update::stage).get(crate::update::status),
+        )
         .route("/v1/sys/keyring", get(sys::keyring_status))
         .route("/v1/sys/keyring/rotate", post(sys::keyring_rotate))
         .route("/v1/secrets", get(secrets::list))
@@ -142,7 +146,12 @@ async fn access(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -
         .get::<Peer>()
         .map(|p| p.0.common_name.clone())
         .unwrap_or_default();
-    let deadline = Duration::from_secs(st.config.limits.request_timeout_secs);
+    // An update bundle is hundreds of megabytes: its upload gets longer.
+    let deadline = if route == "/v1/sys/update" {
+        Duration::from_secs(st.config.limits.request_timeout_secs.max(900))
+    } else {
+        Duration::from_secs(st.config.limits.request_timeout_secs)
+    };
     let mut resp = match tokio::time::timeout(deadline, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::new(

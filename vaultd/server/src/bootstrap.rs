@@ -1,0 +1,531 @@
+//! Serving before there is a vault to serve: the first-boot ceremony and the
+//! status-only server of an appliance whose data volume stayed locked.
+//!
+//! * **First boot** (`[appliance] bootstrap = true`, no vault yet): vaultd
+//!   makes a one-time TLS identity in memory (never written to disk) and a
+//!   one-time init code, prints the certificate's SHA-256 and the code on its
+//!   console (stdout), and serves only `GET /v1/sys/health`,
+//!   `GET /v1/sys/seal-status` and `POST /v1/sys/init` over TLS 1.3 without
+//!   client certificates. The operator pins the fingerprint
+//!   (`vaultctl init --pin-fingerprint`) so nobody in the middle can answer in
+//!   the appliance's place, and proves presence at the console with the code.
+//!   A successful init creates the vault (root key sealed, CA in the token,
+//!   server certificate) and issues the first admin certificate for the
+//!   operator's CSR; the bootstrap listener then drains and the identity is
+//!   dropped, and the normal mTLS server starts on the same socket. Five wrong
+//!   codes burn the code: nothing more is accepted until a restart prints a
+//!   new one.
+//! * **Locked data volume** (`[appliance] data_volume` not mounted: the TPM
+//!   did not release the volume key, e.g. the disk was moved to another
+//!   machine): vaultd serves the same status endpoints, sealed with
+//!   `tpm_data_volume_locked`, and writes nothing.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+use zeroize::Zeroizing;
+
+use crate::api::error::ApiError;
+use crate::api::extract::JsonBody;
+use crate::config::Config;
+use crate::init::{initialize_with, FirstAdmin, InitError};
+use crate::StartError;
+
+/// Wrong init codes accepted before the code is burnt.
+pub const MAX_CODE_FAILURES: u32 = 5;
+
+/// Why the data volume counts as locked, if it does.
+pub fn data_volume_locked(config: &Config) -> Option<String> {
+    let vol = config.appliance.as_ref()?.data_volume.as_ref()?;
+    match is_mount_point(vol) {
+        Ok(true) => None,
+        Ok(false) => Some(format!(
+            "the data volume {} is not mounted: the TPM did not release its key \
+             (another TPM, or this boot's measurements differ from the ones it is bound to)",
+            vol.display()
+        )),
+        Err(e) => Some(format!(
+            "the data volume {} cannot be examined: {e}",
+            vol.display()
+        )),
+    }
+}
+
+/// True when `p` is the root of a mounted file system.
+fn is_mount_point(p: &Path) -> std::io::Result<bool> {
+    let here = std::fs::metadata(p)?;
+    let parent = std::fs::metadata(p.join(".."))?;
+    Ok(here.dev() != parent.dev() || here.ino() == parent.ino())
+}
+
+/// True when the vault exists (its database holds a sealed root key).
+pub fn is_initialized(config: &Config) -> Result<bool, StartError> {
+    let db = config.db_path();
+    if !db.exists() {
+        return Ok(false);
+    }
+    let store = vault_store::Store::open(&db, vault_store::StoreOptions::default())?;
+    Ok(store.get_meta("sealed_root")?.is_some())
+}
+
+/// The one-time bootstrap identity: certificate DER, key PEM, fingerprint.
+struct Identity {
+    cert_der: Vec<u8>,
+    key_pem: Zeroizing<String>,
+    fingerprint: String,
+}
+
+fn identity(config: &Config) -> Result<Identity, StartError> {
+    let err = |e: rcgen::Error| StartError::Bootstrap(format!("bootstrap identity: {e}"));
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    names.extend(config.tls.server_names.iter().cloned());
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    for n in &names {
+        p.subject_alt_names
+            .push(match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => rcgen::SanType::IpAddress(ip),
+                Err(_) => rcgen::SanType::DnsName(n.clone().try_into().map_err(err)?),
+            });
+    }
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, "vaultd bootstrap (one-time)");
+    p.distinguished_name = dn;
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::minutes(5);
+    p.not_after = now + time::Duration::days(30);
+    let cert = p.self_signed(&key).map_err(err)?;
+    let der = cert.der().to_vec();
+    Ok(Identity {
+        fingerprint: crate::ca::fingerprint(&der),
+        cert_der: der,
+        key_pem: Zeroizing::new(key.serialize_pem()),
+    })
+}
+
+/// A one-time init code: 100 bits as 20 Crockford base32 symbols in groups
+/// of five.
+fn init_code() -> Zeroizing<String> {
+    use rand::Rng as _;
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut rng = rand::rngs::OsRng;
+    let mut s = Zeroizing::new(String::with_capacity(23));
+    for i in 0..20 {
+        if i > 0 && i % 5 == 0 {
+            s.push('-');
+        }
+        s.push(ALPHABET[rng.gen_range(0..32)] as char);
+    }
+    s
+}
+
+/// Uppercase, dashes and spaces removed, Crockford's look-alikes mapped.
+fn normalise_code(c: &str) -> Zeroizing<String> {
+    Zeroizing::new(
+        c.chars()
+            .filter(|c| !matches!(c, '-' | ' '))
+            .map(|c| match c.to_ascii_uppercase() {
+                'O' => '0',
+                'I' | 'L' => '1',
+                u => u,
+            })
+            .collect(),
+    )
+}
+
+enum Mode {
+    /// Waiting for the first-boot ceremony.
+    Uninitialised,
+    /// The data volume is locked: status only.
+    Locked(String),
+}
+
+struct Boot {
+    config: Config,
+    mode: Mode,
+    /// None once burnt or used.
+    code: Mutex<Option<Zeroizing<String>>>,
+    failures: AtomicU32,
+    init_lock: tokio::sync::Mutex<()>,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl Boot {
+    fn reason(&self) -> (&'static str, String) {
+        match &self.mode {
+            Mode::Uninitialised => (
+                "not_initialized",
+                "the vault is not initialised: run the first-boot ceremony \
+                 (vaultctl init --pin-fingerprint ... --code ...)"
+                    .into(),
+            ),
+            Mode::Locked(m) => ("tpm_data_volume_locked", m.clone()),
+        }
+    }
+}
+
+async fn health(State(b): State<Arc<Boot>>) -> Response {
+    let (code, message) = b.reason();
+    let initialised = !matches!(b.mode, Mode::Uninitialised);
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "status": if initialised { "sealed" } else { "uninitialized" },
+            "sealed": true,
+            "initialized": initialised,
+            "version": env!("CARGO_PKG_VERSION"),
+            "reason": {"code": code, "message": message},
+        })),
+    )
+        .into_response()
+}
+
+async fn seal_status(State(b): State<Arc<Boot>>) -> Json<serde_json::Value> {
+    let (code, message) = b.reason();
+    Json(json!({
+        "sealed": true,
+        "initialized": !matches!(b.mode, Mode::Uninitialised),
+        "mode": b.config.seal.mode,
+        "reason": {"code": code, "message": message},
+        "since": null,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitBody {
+    code: String,
+    #[serde(default = "default_admin")]
+    admin_name: String,
+    csr_pem: String,
+}
+
+fn default_admin() -> String {
+    "admin".into()
+}
+
+async fn init(State(b): State<Arc<Boot>>, JsonBody(req): JsonBody<InitBody>) -> Response {
+    match do_init(&b, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn do_init(b: &Arc<Boot>, req: InitBody) -> Result<Response, ApiError> {
+    let req_code = Zeroizing::new(req.code);
+    if !matches!(b.mode, Mode::Uninitialised) {
+        let (code, message) = b.reason();
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            message,
+        ));
+    }
+    let _one_at_a_time = b.init_lock.lock().await;
+    {
+        let mut slot = b.code.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(expected) = slot.as_ref() else {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "init_code_burnt",
+                "the init code is no longer valid (used, or too many wrong codes): \
+                 restart the appliance for a new one",
+            ));
+        };
+        let ok = {
+            use subtle::ConstantTimeEq as _;
+            let a = normalise_code(expected);
+            let g = normalise_code(&req_code);
+            a.len() == g.len() && bool::from(a.as_bytes().ct_eq(g.as_bytes()))
+        };
+        if !ok {
+            let n = b.failures.fetch_add(1, Ordering::SeqCst) + 1;
+            tracing::warn!(failures = n, "wrong init code");
+            if n >= MAX_CODE_FAILURES {
+                *slot = None;
+                console(&format!(
+                    "vaultd: {MAX_CODE_FAILURES} wrong init codes: the code is burnt; \
+                     restart the appliance for a new one"
+                ));
+            }
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "init_code_invalid",
+                "wrong init code",
+            ));
+        }
+    }
+    let config = b.config.clone();
+    let name = req.admin_name.clone();
+    let csr = req.csr_pem;
+    let r =
+        tokio::task::spawn_blocking(move || initialize_with(&config, FirstAdmin::Csr(&csr), &name))
+            .await
+            .map_err(|_| ApiError::internal("init task failed"))?;
+    let report = match r {
+        Ok(r) => r,
+        Err(InitError::BadName(n)) => {
+            return Err(ApiError::bad_request(
+                "invalid_name",
+                format!("invalid admin name {n:?}: 1-64 characters of A-Z a-z 0-9 . _ -"),
+            ))
+        }
+        Err(InitError::BadCsr(m)) => return Err(ApiError::bad_request("invalid_csr", m)),
+        Err(InitError::AlreadyInitialized(_)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_initialized",
+                "the vault is already initialised",
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "first-boot init failed");
+            let code = match &e {
+                InitError::Seal(s) => s.code(),
+                _ => "init_failed",
+            };
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code,
+                format!("init failed: {e}"),
+            ));
+        }
+    };
+    // The code is spent, success or not of what follows.
+    *b.code.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    console(&format!(
+        "vaultd: initialised by the first-boot ceremony (appliance {}, admin {} sha256 {})",
+        report.appliance_id, req.admin_name, report.admin_fingerprint
+    ));
+    let _ = b.done.send(true);
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "appliance_id": report.appliance_id,
+            "seal_mode": report.seal_mode,
+            "ca_pem": report.ca_pem,
+            "admin_name": req.admin_name,
+            "admin_cert_pem": report.admin_cert_pem,
+            "admin_fingerprint": report.admin_fingerprint,
+        })),
+    )
+        .into_response())
+}
+
+async fn fallback(State(b): State<Arc<Boot>>) -> Response {
+    let (code, message) = b.reason();
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response()
+}
+
+/// A status line for the operator: stdout, which the appliance's unit sends
+/// to the serial console (and not to the journal).
+pub fn console(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// How a bootstrap server ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The vault was initialised: start the normal server.
+    Initialised,
+    /// The shutdown signal came first.
+    Stopped,
+}
+
+/// Serves the first-boot ceremony until the vault is initialised or
+/// `shutdown` completes.
+pub async fn serve_init(
+    config: &Config,
+    listener: &TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Ended, StartError> {
+    serve_boot(config, listener, Mode::Uninitialised, shutdown).await
+}
+
+/// Serves status only (sealed, `tpm_data_volume_locked`) until `shutdown`.
+pub async fn serve_locked(
+    config: &Config,
+    listener: &TcpListener,
+    why: String,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    serve_boot(config, listener, Mode::Locked(why), shutdown)
+        .await
+        .map(drop)
+}
+
+async fn serve_boot(
+    config: &Config,
+    listener: &TcpListener,
+    mode: Mode,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Ended, StartError> {
+    let id = identity(config)?;
+    let addr: SocketAddr = listener
+        .local_addr()
+        .map_err(|e| StartError::Io("listener".into(), e))?;
+    let code = match &mode {
+        Mode::Uninitialised => {
+            let c = init_code();
+            console("vaultd: NOT INITIALISED - first-boot ceremony");
+            console(&format!(
+                "vaultd: bootstrap TLS certificate sha256 {}",
+                id.fingerprint
+            ));
+            console(&format!("vaultd: one-time init code {}", c.as_str()));
+            console(&format!(
+                "vaultd: from your workstation: vaultctl init --addr https://<appliance>:{} \
+                 --pin-fingerprint {} --code <code> --out <dir>",
+                addr.port(),
+                id.fingerprint
+            ));
+            tracing::info!(%addr, fingerprint = %id.fingerprint, "waiting for the first-boot ceremony (the init code is on the console)");
+            Some(c)
+        }
+        Mode::Locked(why) => {
+            console(&format!("vaultd: SEALED [tpm_data_volume_locked] {why}"));
+            console(&format!(
+                "vaultd: status-only TLS certificate sha256 {}",
+                id.fingerprint
+            ));
+            tracing::error!(%addr, reason = %why, "data volume locked: serving status only");
+            None
+        }
+    };
+    let provider = crate::tls::provider();
+    let mut tls = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(crate::tls::TlsError::from)?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![rustls_pki_types::CertificateDer::from(id.cert_der.clone())],
+            crate::tls::key("bootstrap key", &id.key_pem)?,
+        )
+        .map_err(crate::tls::TlsError::from)?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
+    let boot = Arc::new(Boot {
+        config: config.clone(),
+        mode,
+        code: Mutex::new(code),
+        failures: AtomicU32::new(0),
+        init_lock: tokio::sync::Mutex::new(()),
+        done: done_tx,
+    });
+    let body_limit = 64 * 1024;
+    let app = Router::new()
+        .route("/v1/sys/health", get(health))
+        .route("/v1/sys/seal-status", get(seal_status))
+        .route("/v1/sys/init", post(init))
+        .fallback(fallback)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .with_state(boot.clone());
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    drop(id);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(64));
+    tokio::pin!(shutdown);
+    let ended = loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break Ended::Stopped,
+            _ = done_rx.wait_for(|d| *d) => break Ended::Initialised,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer, error = %e, "bootstrap TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let svc =
+                hyper::service::service_fn(move |req: Request<Incoming>| app.clone().oneshot(req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = watcher.watch(conn).await;
+        });
+    };
+    // Let the init response reach the operator before the identity goes.
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+    drop(acceptor);
+    if ended == Ended::Initialised {
+        console("vaultd: bootstrap identity destroyed; starting the mTLS API");
+    }
+    Ok(ended)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_fresh_and_normalise() {
+        let a = init_code();
+        let b = init_code();
+        assert_ne!(a.as_str(), b.as_str());
+        assert_eq!(a.len(), 23);
+        assert_eq!(a.matches('-').count(), 3);
+        let lower = a.to_ascii_lowercase().replace('-', " ");
+        assert_eq!(normalise_code(&lower).as_str(), normalise_code(&a).as_str());
+        assert_eq!(normalise_code("oIl-0").as_str(), "0110");
+    }
+
+    #[test]
+    fn mount_points() {
+        assert!(is_mount_point(Path::new("/")).unwrap());
+        let d = tempfile::tempdir().unwrap();
+        // A fresh directory on the same file system is not a mount point.
+        let sub = d.path().join("x");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(!is_mount_point(&sub).unwrap());
+        assert!(is_mount_point(&d.path().join("missing")).is_err());
+    }
+}

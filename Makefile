@@ -32,3 +32,19 @@ fuzz:
 
 fmt:
 	cargo fmt --all
+
+# Appliance disk image (Debian 12, dm-verity root, A/B UKIs, TPM-bound data volume) -> image/out/
+# (.PHONY: image/ is also a directory)
+.PHONY: image image-smoke image-test
+image:
+	bash image/build.sh
+
+# Build the image and an update bundle, boot them under QEMU + swtpm and drive them over the API:
+# first-boot ceremony, automatic unseal, foreign TPM, unsigned kernel image, tampered root, A/B
+# update, reproducibility (docs/OPERATORS.md). Part of `make test`.
+image-test:
+	bash image/test/image-test.sh
+
+# Boot image/out/disk.raw under QEMU + swtpm: first boot, reboot, foreign TPM, tampered root.
+image-smoke:
+	bash image/test/smoke.sh

@@ -15,3 +15,5 @@ echo "==> cargo test"
 cargo test --workspace 2>&1 | tee target/test-output.txt
 echo "==> the YubiKey custodian token against a virtual PIV card (pcscd + vpcd + tests/piv-card)"
 bash vaultd/piv/run-card-tests.sh 2>&1 | tee -a target/test-output.txt
+echo "==> the appliance image: build it and an update, boot them under QEMU + swtpm (make image-test)"
+bash image/test/image-test.sh 2>&1 | tee -a target/test-output.txt

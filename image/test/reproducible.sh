@@ -3,6 +3,8 @@
 # cache, same SOURCE_DATE_EPOCH and binaries) and compare. Asserts the same root hash and the same
 # root.squashfs; reports every other artefact as identical or not. On a squashfs mismatch the two
 # root trees are compared file by file.
+# With REPRO_REFERENCE=1 (make image-test) the image already built in image/out (work/build) is
+# build 1, and only one more build is made.
 set -Eeuo pipefail
 IMAGE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$IMAGE_DIR/lib/common.sh"
@@ -10,9 +12,16 @@ R=$IMAGE_DIR/work/repro
 export SOURCE_DATE_EPOCH; SOURCE_DATE_EPOCH=$(source_date_epoch)
 rm -rf "$R"; mkdir -p "$R"
 
-for n in 1 2; do
+builds="1 2"
+if [ "${REPRO_REFERENCE:-0}" = 1 ]; then
+    [ -f "$OUT_DIR/roothash" ] || die "REPRO_REFERENCE=1 needs a built image in $OUT_DIR"
+    ln -sfn "$OUT_DIR" "$R/out1"
+    ln -sfn "$WORK_DIR" "$R/work1"
+    builds=2
+fi
+for n in $builds; do
     log "reproducible: build $n"
-    skip=0; [ "$n" = 2 ] && skip=1     # the second build reuses the binaries of the first
+    skip=0; [ "$n" = 2 ] && [ -x "$REPO_DIR/target/release/vaultd" ] && skip=1     # the second build reuses the binaries of the first
     IMAGE_WORK=$R/work$n IMAGE_OUT=$R/out$n IMAGE_SKIP_CARGO=${IMAGE_SKIP_CARGO:-$skip} \
         bash "$IMAGE_DIR/build.sh" > "$R/build$n.log" 2>&1 || { tail -30 "$R/build$n.log"; die "build $n failed"; }
 done

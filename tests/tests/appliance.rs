@@ -584,3 +584,29 @@ fn the_root_key_unseals_on_any_boot_the_image_key_signed_and_no_other() {
         "pcr11-bound"
     );
 }
+
+#[test]
+fn a_machine_without_a_tpm_refuses_tpm_modes_clearly() {
+    let a = Appliance::create(Options::default());
+    let text = std::fs::read_to_string(&a.config).unwrap();
+    let tcti = a.tpm.tcti();
+    assert!(text.contains(&tcti));
+    let no_tpm = a.dir.path().join("no-tpm.toml");
+    std::fs::write(&no_tpm, text.replace(&tcti, "device:/nonexistent/tpmrm0")).unwrap();
+    let o = a
+        .command(vault_e2e::vaultd_bin())
+        .arg("--config")
+        .arg(&no_tpm)
+        .arg("init")
+        .arg("--out")
+        .arg(&a.certs)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("this machine has no TPM") && err.contains("tpm_unavailable"),
+        "{err}"
+    );
+    assert!(!a.certs.join("admin.pem").exists());
+}

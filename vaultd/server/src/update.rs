@@ -350,6 +350,10 @@ pub fn audit_boot(st: &Arc<AppState>) -> Result<(), vault_store::StoreError> {
     d.details.insert("version".into(), version.clone());
     d.details.insert("slot".into(), slot.clone());
     st.store.audit(d)?;
+    if slot.is_empty() {
+        tracing::warn!("the booted slot is unknown (no vault.slot= in /proc/cmdline): update outcomes are not assessed");
+        return Ok(());
+    }
     if let Some(dir) = &a.update_dir {
         let path = dir.join("installed.json");
         if let Some(rec) = read_record(&path) {

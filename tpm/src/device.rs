@@ -4,7 +4,6 @@
 use std::str::FromStr;
 
 use tss_esapi::attributes::{ObjectAttributesBuilder, SessionAttributesBuilder};
-use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_VERIFIED};
 use tss_esapi::constants::SessionType;
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PcrHandle, SessionHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
@@ -17,7 +16,6 @@ use tss_esapi::structures::{
     Private, Public, PublicBuilder, PublicEccParametersBuilder, PublicKeyedHashParameters,
     SensitiveData, Signature, SymmetricDefinition, SymmetricDefinitionObject, VerifiedTicket,
 };
-use tss_esapi::tss2_esys::TPMT_TK_VERIFIED;
 use tss_esapi::{Context, TctiNameConf};
 use vault_core::seal::{SealError, SealKind};
 use vault_core::secret::Key32;
@@ -296,11 +294,14 @@ impl Tpm {
 
     /// The digest a trial session reaches after `PolicyAuthorize(keyName)`
     /// from the zero digest (a trial session does not check the ticket, so
-    /// a NULL ticket is passed).
+    /// a NULL ticket is passed). Diagnostics and tests only.
+    #[cfg(feature = "test-util")]
     pub(crate) fn trial_authorize_digest(
         &mut self,
         key_name: &[u8],
     ) -> Result<[u8; 32], SealError> {
+        use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_VERIFIED};
+        use tss_esapi::tss2_esys::TPMT_TK_VERIFIED;
         let trial = self.start_session(None, SessionType::Trial)?;
         let ps = PolicySession::try_from(trial).map_err(|e| map_tss("PolicySession", e))?;
         let name = Name::try_from(key_name.to_vec()).map_err(|e| map_tss("Name", e))?;

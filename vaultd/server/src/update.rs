@@ -43,6 +43,9 @@ use crate::audit::Who;
 use crate::config::{ApplianceConfig, Config};
 use crate::state::AppState;
 
+/// Held while a bundle is uploaded and staged.
+static UPLOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Largest bundle accepted (bytes).
 pub const MAX_BUNDLE_BYTES: u64 = 2 << 30;
 /// Boot tries a freshly installed slot gets before the other one is used.
@@ -185,6 +188,14 @@ pub async fn stage(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     auth.require(vault_core::policy::Action::UpdateImage)?;
     let s = settings(st.config.appliance.as_ref()).map_err(update_api_error)?;
+    // One upload at a time: they share the staging file.
+    let Ok(_one_at_a_time) = UPLOAD.try_lock() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "update_in_progress",
+            "another update bundle is being uploaded",
+        ));
+    };
     let dir = s.dir.to_owned();
     let incoming = dir.join("incoming.vupd");
     // Stream the body to disk with a hard size cap.

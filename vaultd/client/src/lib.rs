@@ -329,14 +329,7 @@ impl Conn {
             .header(hyper::header::CONTENT_TYPE, content_type)
             .body(Full::new(body))
             .map_err(|e| ClientError::Request(e.to_string()))?;
-        self.sender.ready().await?;
-        let resp = self.sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Response {
-            status,
-            body: zeroize::Zeroizing::new(body.to_vec()),
-        })
+        self.send(req).await
     }
 
     /// A request with extra headers.
@@ -364,6 +357,11 @@ impl Conn {
         let req = b
             .body(Full::new(payload))
             .map_err(|e| ClientError::Request(e.to_string()))?;
+        self.send(req).await
+    }
+
+    /// Sends one request and collects the whole (zeroized-on-drop) body.
+    async fn send(&mut self, req: hyper::Request<Full<Bytes>>) -> Result<Response, ClientError> {
         self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;
         let status = resp.status().as_u16();

@@ -55,7 +55,7 @@ pin_file = "$V/pin"
 [log]
 level = "info"
 TOML
-"$BIN/vaultctl" init --config "$V/vaultd.toml" --out "$V/certs" >/dev/null
+"$BIN/vaultd" --config "$V/vaultd.toml" init --out "$V/certs" >/dev/null
 "$BIN/vaultd" --config "$V/vaultd.toml" > "$V/vaultd.log" 2>&1 &
 VPID=$!; PIDS+=($VPID)
 export VAULT_ADDR="https://127.0.0.1:$VP" VAULT_CACERT="$V/certs/ca.pem"

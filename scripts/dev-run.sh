@@ -73,7 +73,7 @@ swtpm_ioctl --tcp "127.0.0.1:$((TPM_PORT + 1))" -g >/dev/null || { echo "swtpm d
 
 if [[ ! -f "$DEV/certs/admin.pem" ]]; then
   echo "==> init ceremony (root key sealed by swtpm PCR 7 AND the SoftHSM token)"
-  "$BIN/vaultctl" init --config "$DEV/vaultd.toml" --out "$DEV/certs"
+  "$BIN/vaultd" --config "$DEV/vaultd.toml" init --out "$DEV/certs"
 fi
 
 echo "==> starting vaultd on https://127.0.0.1:$PORT"

@@ -187,6 +187,12 @@ level = "info"
         c
     }
 
+    /// Runs `vaultd ARGS` with this appliance's SoftHSM configuration: the
+    /// local ceremonies (`init`, `recover begin|finish`) on the box itself.
+    pub fn vaultd(&self, args: &[&str]) -> std::process::Output {
+        self.command(vaultd_bin()).args(args).output().unwrap()
+    }
+
     pub fn pin_file(&self) -> PathBuf {
         self.dir.path().join("pin")
     }

@@ -71,19 +71,33 @@ fn make_fixture() {
     let writer = a.issue("writer", "writer");
     let pam = a.issue("pam", "pam");
     let _auditor = a.issue("auditor", "auditor");
-    assert_eq!(put(&writer, "compat/standard", "value-v1", false).status, 200);
-    assert_eq!(put(&writer, "compat/exclusive", "only-one", true).status, 200);
+    assert_eq!(
+        put(&writer, "compat/standard", "value-v1", false).status,
+        200
+    );
+    assert_eq!(
+        put(&writer, "compat/exclusive", "only-one", true).status,
+        200
+    );
     assert_eq!(checkout(&pam, "compat/standard").status, 200);
     let co = json_of(&checkout(&pam, "compat/exclusive"));
     let id = co["checkout_id"].as_str().unwrap();
-    let r = req(&pam, Method::POST, &format!("/v1/checkouts/{id}/checkin"), None);
+    let r = req(
+        &pam,
+        Method::POST,
+        &format!("/v1/checkouts/{id}/checkin"),
+        None,
+    );
     assert_eq!(r.status, 200);
     // A second keyring key: version 2 is under it, version 1 under the first.
     assert_eq!(
         req(&admin, Method::POST, "/v1/sys/keyring/rotate", None).status,
         200
     );
-    assert_eq!(put(&writer, "compat/standard", "value-v2", false).status, 200);
+    assert_eq!(
+        put(&writer, "compat/standard", "value-v2", false).status,
+        200
+    );
     // Custodians, a policy and a pending approval request.
     for (name, serial) in [("alice", 7001u32), ("bob", 7002)] {
         let r = req(
@@ -94,7 +108,10 @@ fn make_fixture() {
         );
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
-    assert_eq!(put(&writer, "compat/gated", "needs-approval", false).status, 200);
+    assert_eq!(
+        put(&writer, "compat/gated", "needs-approval", false).status,
+        200
+    );
     let r = req(
         &admin,
         Method::PUT,
@@ -180,7 +197,12 @@ fn a_data_file_written_by_0_1_0_opens_unseals_and_serves() {
     let pam = a.client("pam");
     for (path, value) in expect["values"].as_object().unwrap() {
         let r = checkout(&pam, path);
-        assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         assert_eq!(json_of(&r)["value"], *value, "{path}");
     }
     // The exclusive secret is held by the checkout above: a second is refused.
@@ -209,7 +231,10 @@ fn a_data_file_written_by_0_1_0_opens_unseals_and_serves() {
     );
     // The writer still writes, the new version is served.
     let writer = a.client("writer");
-    assert_eq!(put(&writer, "compat/standard", "value-v3", false).status, 200);
+    assert_eq!(
+        put(&writer, "compat/standard", "value-v3", false).status,
+        200
+    );
     assert_eq!(
         json_of(&checkout(&pam, "compat/standard"))["value"],
         "value-v3"

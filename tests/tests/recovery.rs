@@ -4,7 +4,7 @@
 //! the root key under the new devices, and the same secrets come back. The
 //! audit log records it and verifies with the old and the new key.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -15,15 +15,6 @@ use vault_core::custodian::recovery::RecoveryRequest;
 use vault_core::custodian::token::{CustodianToken, SoftToken};
 use vault_e2e::piv::{enroll_body, recovery_answer, TestRoot};
 use vault_e2e::{checkout, json_of, ok, put, req, vaultctl_bin, Appliance};
-
-fn ctl(a: &Appliance, args: &[&str]) -> Output {
-    a.command(vaultctl_bin())
-        .env_remove("VAULT_CERT")
-        .env_remove("VAULT_KEY")
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn k_custodians_restore_the_vault_on_new_hardware() {
@@ -97,21 +88,18 @@ fn k_custodians_restore_the_vault_on_new_hardware() {
     let dir = new.dir.path().to_owned();
     let (reqf, otk) = (dir.join("recovery.json"), dir.join("onetime.pem"));
     let cfg = new.config.to_str().unwrap().to_owned();
-    ok(&ctl(
-        &new,
-        &[
-            "recover",
-            "begin",
-            "--config",
-            &cfg,
-            "--reason",
-            "INC-9 box destroyed",
-            "--out",
-            reqf.to_str().unwrap(),
-            "--key-out",
-            otk.to_str().unwrap(),
-        ],
-    ));
+    ok(&new.vaultd(&[
+        "recover",
+        "begin",
+        "--config",
+        &cfg,
+        "--reason",
+        "INC-9 box destroyed",
+        "--out",
+        reqf.to_str().unwrap(),
+        "--key-out",
+        otk.to_str().unwrap(),
+    ]));
     let write = |name: &str, v: Value| {
         let p = dir.join(name);
         std::fs::write(&p, v.to_string()).unwrap();
@@ -146,7 +134,7 @@ fn k_custodians_restore_the_vault_on_new_hardware() {
             new.certs.to_str().unwrap(),
         ];
         args.extend_from_slice(answers);
-        ctl(&new, &args)
+        new.vaultd(&args)
     };
     for bad in [
         vec![answers[0].as_str()],

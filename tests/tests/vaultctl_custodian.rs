@@ -368,23 +368,18 @@ fn three_yubikeys_through_vaultctl() {
     let cfg = new.config.to_str().unwrap().to_owned();
     let (reqf, otk) = (d.join("recovery.json"), d.join("recovery-otk.pem"));
     let (reqs, otks) = (reqf.to_str().unwrap(), otk.to_str().unwrap());
-    ok(&ctl(
-        &new,
-        "admin",
-        &[
-            "recover",
-            "begin",
-            "--config",
-            &cfg,
-            "--reason",
-            "drill",
-            "--out",
-            reqs,
-            "--key-out",
-            otks,
-        ],
-        None,
-    ));
+    ok(&new.vaultd(&[
+        "recover",
+        "begin",
+        "--config",
+        &cfg,
+        "--reason",
+        "drill",
+        "--out",
+        reqs,
+        "--key-out",
+        otks,
+    ]));
     let mut answers = Vec::new();
     for i in [0usize, 1] {
         let file = d.join(format!("{}-answer.json", names[i]));
@@ -410,25 +405,20 @@ fn three_yubikeys_through_vaultctl() {
         answers.push(file.to_str().unwrap().to_owned());
     }
     let new_certs = new.certs.to_str().unwrap().to_owned();
-    let o = ok(&ctl(
-        &new,
-        "admin",
-        &[
-            "recover",
-            "finish",
-            "--config",
-            &cfg,
-            "--request",
-            reqs,
-            "--one-time-key",
-            otks,
-            "--out",
-            &new_certs,
-            &answers[0],
-            &answers[1],
-        ],
-        None,
-    ));
+    let o = ok(&new.vaultd(&[
+        "recover",
+        "finish",
+        "--config",
+        &cfg,
+        "--request",
+        reqs,
+        "--one-time-key",
+        otks,
+        "--out",
+        &new_certs,
+        &answers[0],
+        &answers[1],
+    ]));
     assert!(o.contains("recovered"), "{o}");
     new.spawn();
     new.wait_ready();

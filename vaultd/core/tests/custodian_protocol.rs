@@ -369,3 +369,71 @@ fn root_key_recovery_needs_k_custodians_and_checks_the_result() {
         Err(RecoveryError::UnknownCustodian(_))
     ));
 }
+
+#[test]
+fn the_recovery_request_file_round_trips_and_binds_one_appliance() {
+    use p256::pkcs8::DecodePrivateKey as _;
+    use vault_core::custodian::ecies::{key_fingerprint, one_time_key};
+    use vault_core::custodian::recovery::{
+        parse_request_file, request_file, split as split_rk, RecoveryError, RecoveryRequest,
+    };
+    let custodians: Vec<(String, PublicKey)> = ["alice", "bob"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let p = person(n, &["security"], i as u32 + 1);
+            (
+                n.to_string(),
+                p.token.public_key(Slot::KeyManagement).unwrap(),
+            )
+        })
+        .collect();
+    let bundle = split_rk(
+        &Key32::generate(),
+        "app-1",
+        &custodians,
+        2,
+        &mut rand::rngs::OsRng,
+    )
+    .unwrap();
+    let (pem, public) = one_time_key(&mut rand::rngs::OsRng).unwrap();
+    // The PEM is the private key of the public point.
+    let sk = SecretKey::from_pkcs8_pem(&pem).unwrap();
+    assert_eq!(
+        sk.public_key(),
+        PublicKey::from_sec1_bytes(&public).unwrap()
+    );
+    let fp = key_fingerprint(&public);
+    assert_eq!(fp.len(), 64);
+    assert!(fp
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert_ne!(
+        fp,
+        key_fingerprint(&one_time_key(&mut rand::rngs::OsRng).unwrap().1)
+    );
+    let req = RecoveryRequest {
+        appliance_id: "app-1".into(),
+        nonce: [7; 32],
+        reason: "drill".into(),
+        created_at: 1,
+        expires_at: 2,
+        recipient_key: public,
+    };
+    let file = request_file(&req, &bundle.to_json());
+    let (r2, b2) = parse_request_file(&file).unwrap();
+    assert_eq!((r2.id(), &b2), (req.id(), &bundle));
+    // A request for another appliance than its bundle, or a broken file.
+    let mut other = file.clone();
+    other["request"]["appliance_id"] = "app-2".into();
+    assert_eq!(
+        parse_request_file(&other).err(),
+        Some(RecoveryError::WrongAppliance)
+    );
+    let mut broken = file;
+    broken["bundle"] = serde_json::json!("nope");
+    assert!(matches!(
+        parse_request_file(&broken),
+        Err(RecoveryError::Malformed(_))
+    ));
+}

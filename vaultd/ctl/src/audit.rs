@@ -193,7 +193,7 @@ pub async fn export(c: &Client, dir: &Path, json: bool) -> anyhow::Result<()> {
         eprintln!();
     }
     let cp_path = dir.join("checkpoints").join(format!("{size}.note"));
-    vaultd::init::write_file(&cp_path, note.as_bytes(), 0o644).map_err(|e| anyhow!("{e}"))?;
+    crate::write_file(&cp_path, note.as_bytes(), 0o644)?;
     if json {
         println!(
             "{}",

@@ -13,8 +13,7 @@ use anyhow::{anyhow, bail, Context as _};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use clap::Subcommand;
-use p256::elliptic_curve::sec1::ToEncodedPoint as _;
-use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
+use p256::pkcs8::DecodePrivateKey as _;
 use p256::{PublicKey, SecretKey};
 use serde_json::{json, Value};
 use vault_core::custodian::approval::{Decision, Request};
@@ -241,10 +240,7 @@ pub fn describe(v: &Value) -> String {
 }
 
 /// SHA-256 (hex) of a one-time public key, for comparing out of band.
-pub fn key_fingerprint(sec1: &[u8]) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(sec1))
-}
+pub use vault_core::custodian::ecies::key_fingerprint;
 
 /// Signs a decision on the token and, for a break-glass approval by a share
 /// holder, forwards the share to the requester's one-time key.
@@ -298,12 +294,8 @@ pub fn open_token(serial: Option<u32>) -> anyhow::Result<YubiKeyToken> {
 
 /// A fresh one-time key: the PKCS#8 PEM for the file and the public point.
 pub fn one_time_key() -> anyhow::Result<(zeroize::Zeroizing<String>, Vec<u8>)> {
-    let sk = SecretKey::random(&mut rand::rngs::OsRng);
-    let pem = sk
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|_| anyhow!("encoding the one-time key"))?;
-    let public = sk.public_key().to_encoded_point(false).as_bytes().to_vec();
-    Ok((zeroize::Zeroizing::new(pem.to_string()), public))
+    vault_core::custodian::ecies::one_time_key(&mut rand::rngs::OsRng)
+        .map_err(|_| anyhow!("encoding the one-time key"))
 }
 
 /// Opens collected break-glass material with the one-time key.

@@ -1,6 +1,10 @@
 //! `vaultctl`: the operator, writer and PAM command line for vaultd.
 //!
-//! Everything except `init` talks to the daemon over mutual TLS. Output is
+//! Everything talks to the daemon over mutual TLS (`init` over the pinned
+//! first-boot identity), except the offline steps: `audit verify`, `recover
+//! share`, `breakglass open`. It links neither the daemon nor the store: the
+//! local ceremonies (`vaultd init`, `vaultd recover`) belong to the daemon's
+//! binary on the appliance. Output is
 //! human text by default and the server's JSON with `--json`. Secret values
 //! are never taken from the command line (other users can read argv): `secret
 //! put` reads the value from a file or standard input.
@@ -73,13 +77,13 @@ enum UpdateCmd {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the init ceremony. With --config: locally on the appliance (needs
-    /// its TPM and token). With --pin-fingerprint and --code: remotely, the
-    /// first-boot ceremony of a flashed appliance over its one-time TLS
-    /// identity (the admin key is generated here and never leaves).
+    /// Run the first-boot ceremony of a flashed appliance remotely, over its
+    /// one-time TLS identity (the admin key is generated here and never
+    /// leaves). The local ceremony is `vaultd init`, on the appliance.
     Init {
-        /// vaultd configuration file (local ceremony).
-        #[arg(long, env = "VAULTD_CONFIG", conflicts_with_all = ["pin_fingerprint", "code"])]
+        /// Refused with a pointer to `vaultd init` (the local ceremony
+        /// opens the seal devices and the data file: the daemon's job).
+        #[arg(long, hide = true, conflicts_with_all = ["pin_fingerprint", "code"])]
         config: Option<PathBuf>,
         /// SHA-256 of the appliance's bootstrap certificate, from its console.
         #[arg(long, requires = "code")]
@@ -156,7 +160,8 @@ enum Cmd {
     /// Break-glass secrets (sealed tier): request and open locally (pam).
     #[command(subcommand)]
     Breakglass(custodian::BreakglassCmd),
-    /// Restore the root key on a new box with k custodians' YubiKeys.
+    /// A custodian's part of restoring the root key on a new box with k
+    /// YubiKeys; the operator runs `vaultd recover begin|finish` on the box.
     #[command(subcommand)]
     Recover(recover::RecoverCmd),
 }
@@ -286,8 +291,9 @@ fn cert_common_name(c: &ConnArgs) -> anyhow::Result<String> {
         .as_deref()
         .context("--cert (or VAULT_CERT) is required")?;
     let pem = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
-    let der = vaultd::pem_certificates(&pem, &p.display().to_string()).map_err(|e| anyhow!(e))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der[0])
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|_| anyhow!("{}: not a PEM certificate", p.display()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&block.contents)
         .map_err(|e| anyhow!("{}: {e}", p.display()))?;
     let cn = cert
         .subject()
@@ -443,12 +449,31 @@ fn read_json_file(p: &Path) -> anyhow::Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()))
 }
 
+/// Writes `data` to `path` atomically (a synced temporary file renamed over
+/// it) with `mode` permissions from the start.
+fn write_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| tmp.display().to_string())?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| path.display().to_string())
+}
+
 fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
-    vaultd::init::write_file(path, data.as_bytes(), 0o600).map_err(|e| anyhow!("{e}"))
+    write_file(path, data.as_bytes(), 0o600)
 }
 
 fn write_public(path: &Path, data: &str) -> anyhow::Result<()> {
-    vaultd::init::write_file(path, data.as_bytes(), 0o644).map_err(|e| anyhow!("{e}"))
+    write_file(path, data.as_bytes(), 0o644)
 }
 
 fn main() -> ExitCode {
@@ -492,25 +517,6 @@ fn print_checkout(v: &Value) {
     println!("{}", v["value"].as_str().unwrap_or(""));
 }
 
-/// The result of a local ceremony (init, recovery).
-fn print_ceremony(json: bool, r: &vaultd::init::InitReport, what: &str, footer: &str) {
-    let v = json!({
-        "appliance_id": r.appliance_id, "seal_mode": r.seal_mode,
-        "ca_cert": r.ca_cert, "admin_cert": r.admin_cert, "admin_key": r.admin_key,
-        "admin_fingerprint": r.admin_fingerprint,
-    });
-    out(json, &v, |_| {
-        println!(
-            "{what} (appliance {}, seal mode {})",
-            r.appliance_id, r.seal_mode
-        );
-        println!("  CA certificate : {}", r.ca_cert.display());
-        println!("  admin cert     : {}", r.admin_cert.display());
-        println!("  admin key      : {}", r.admin_key.display());
-        print!("{footer}");
-    });
-}
-
 fn out(json: bool, v: &Value, human: impl FnOnce(&Value)) {
     if json {
         println!("{v}");
@@ -532,15 +538,10 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
     }
     match cli.cmd {
         Cmd::Init {
-            config: Some(config),
-            out: dir,
-            admin_name,
-            ..
-        } => {
-            let cfg = vaultd::config::Config::load(&config)?;
-            let r = vaultd::init::initialize(&cfg, &dir, &admin_name)?;
-            print_ceremony(j, &r, "vault initialised", "");
-        }
+            config: Some(_), ..
+        } => bail!(
+            "the local ceremony runs on the appliance, as the daemon: `vaultd --config FILE init --out DIR`"
+        ),
         Cmd::Init {
             config: None,
             pin_fingerprint: Some(fp),
@@ -551,7 +552,7 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
             server!(remote_init(j, &c.addr, &fp, &code, &dir, &admin_name).await?);
         }
         Cmd::Init { .. } => {
-            bail!("init needs either --config (local) or --pin-fingerprint and --code (remote)")
+            bail!("init needs --pin-fingerprint and --code (the appliance's console shows them); the local ceremony is `vaultd init`")
         }
         Cmd::Update(UpdateCmd::Apply { bundle }) => {
             let data = std::fs::read(&bundle).with_context(|| bundle.display().to_string())?;
@@ -992,29 +993,6 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
             );
             out(j, &v, print_checkout);
         }
-        Cmd::Recover(recover::RecoverCmd::Begin {
-            config,
-            reason,
-            out: file,
-            key_out,
-            hours,
-        }) => {
-            let v = recover::begin(&config, &reason, &file, &key_out, hours)?;
-            out(j, &v, |v| {
-                println!(
-                    "recovery request {} written to {}: {} of {} must answer with `vaultctl recover share`",
-                    v["request_id"].as_str().unwrap_or("?"),
-                    file.display(),
-                    v["k"],
-                    v["custodians"]
-                );
-                println!(
-                    "one-time key {} (SHA-256 of its public key {}: tell the custodians)",
-                    key_out.display(),
-                    v["one_time_key_sha256"].as_str().unwrap_or("?")
-                );
-            });
-        }
         Cmd::Recover(recover::RecoverCmd::Share {
             request,
             as_name,
@@ -1034,29 +1012,6 @@ async fn run(cli: Cli) -> anyhow::Result<Result<(), ServerError>> {
                     file.display()
                 )
             });
-        }
-        Cmd::Recover(recover::RecoverCmd::Finish {
-            config,
-            request,
-            one_time_key,
-            out: dir,
-            admin_name,
-            answers,
-        }) => {
-            let r = recover::finish(
-                &config,
-                &request,
-                &one_time_key,
-                &dir,
-                &admin_name,
-                &answers,
-            )?;
-            print_ceremony(
-                j,
-                &r,
-                "appliance recovered: root key sealed under this box, new CA and audit key",
-                "  every earlier client certificate is revoked: issue new ones\n",
-            );
         }
         Cmd::Breakglass(custodian::BreakglassCmd::Request {
             path,

@@ -7,6 +7,7 @@
 //!
 //! * [`config`]: the TOML configuration and its validation.
 //! * [`init`]: the init ceremony (root key, seal, CA, first admin).
+//! * [`recover`]: custodian recovery on a new box (`vaultd recover begin|finish`).
 //! * [`unseal`]: opening the configured seal devices and unsealing.
 //! * [`state`]: sealed/unsealed state, keyring, principal cache, clock.
 //! * [`ca`]: the internal CA (key in the PKCS#11 token) and certificate parsing.
@@ -26,6 +27,7 @@ pub mod ca;
 pub mod config;
 pub mod init;
 pub mod metrics;
+pub mod recover;
 pub mod rotation;
 pub mod siem;
 pub mod state;
@@ -48,7 +50,7 @@ use crate::state::{AppState, SealedReason, SystemClock, Vault};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    #[error("the vault at {0} is not initialised: run `vaultctl init` first")]
+    #[error("the vault at {0} is not initialised: run `vaultd init` first")]
     NotInitialized(String),
     #[error("storage: {0}")]
     Store(#[from] StoreError),

@@ -1,4 +1,6 @@
-//! The `vaultd` binary: `serve` (default), `init`, `check-config`.
+//! The `vaultd` binary: `serve` (default), `init`, `recover`, `check-config`,
+//! `install-update`. Everything that opens the data file or the seal devices
+//! is here, on the appliance; `vaultctl` only talks to the API.
 
 #![forbid(unsafe_code)]
 
@@ -18,7 +20,8 @@ struct Cli {
         long,
         short,
         env = "VAULTD_CONFIG",
-        default_value = "/etc/vaultd/vaultd.toml"
+        default_value = "/etc/vaultd/vaultd.toml",
+        global = true
     )]
     config: PathBuf,
     #[command(subcommand)]
@@ -41,6 +44,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Custodian recovery of the root key on a new box, vaultd stopped and
+    /// the old data file in place (docs/CUSTODIANS.md). Exit codes: 0 done,
+    /// 1 the devices or storage failed, 2 refused (bad input, too few or
+    /// invalid answers): nothing was changed.
+    #[command(subcommand)]
+    Recover(RecoverCmd),
     /// Validate the configuration and exit.
     CheckConfig,
     /// Appliance only, as root (vault-update.service): install the staged
@@ -50,6 +59,128 @@ enum Cmd {
         #[arg(long)]
         no_reboot: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum RecoverCmd {
+    /// Write the request file for the custodians and a one-time key (0600)
+    /// from the data file's recovery bundle.
+    Begin {
+        #[arg(long)]
+        reason: String,
+        /// The request file for the custodians.
+        #[arg(long)]
+        out: PathBuf,
+        /// The one-time private key (mode 0600); keep it on this box.
+        #[arg(long)]
+        key_out: PathBuf,
+        /// How long custodians have to answer.
+        #[arg(long, default_value_t = 24)]
+        hours: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the custodians' answers (`vaultctl recover share`), rebuild the
+    /// root key, seal it under this box's devices, make a new CA, audit key
+    /// and admin. Every earlier client certificate is revoked.
+    Finish {
+        #[arg(long)]
+        request: PathBuf,
+        #[arg(long)]
+        one_time_key: PathBuf,
+        /// Where the new admin's certificate, key and the new CA go.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "admin")]
+        admin_name: String,
+        #[arg(long)]
+        json: bool,
+        /// The custodians' answer files.
+        #[arg(required = true)]
+        answers: Vec<PathBuf>,
+    },
+}
+
+/// The result of a ceremony (init, recovery): JSON, or lines for a person.
+fn print_ceremony(json: bool, r: &vaultd::init::InitReport, what: &str, footer: &str) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "appliance_id": r.appliance_id,
+                "seal_mode": r.seal_mode,
+                "ca_cert": r.ca_cert,
+                "admin_cert": r.admin_cert,
+                "admin_key": r.admin_key,
+                "admin_fingerprint": r.admin_fingerprint,
+            })
+        );
+    } else {
+        println!("{what}");
+        println!("  appliance id : {}", r.appliance_id);
+        println!("  seal mode    : {}", r.seal_mode);
+        println!("  CA           : {}", r.ca_cert.display());
+        println!("  admin cert   : {}", r.admin_cert.display());
+        println!("  admin key    : {}", r.admin_key.display());
+        println!("  admin sha256 : {}", r.admin_fingerprint);
+        print!("{footer}");
+    }
+}
+
+fn recover(config: &Config, cmd: RecoverCmd) -> ExitCode {
+    use vaultd::recover::RecoverError;
+    let r = match cmd {
+        RecoverCmd::Begin {
+            reason,
+            out,
+            key_out,
+            hours,
+            json,
+        } => vaultd::recover::begin(config, &reason, &out, &key_out, hours).map(|v| {
+            if json {
+                println!("{v}");
+            } else {
+                println!(
+                    "recovery request {} written to {}: {} of {} must answer with `vaultctl recover share`",
+                    v["request_id"].as_str().unwrap_or("?"),
+                    out.display(),
+                    v["k"],
+                    v["custodians"]
+                );
+                println!(
+                    "one-time key {} (SHA-256 of its public key {}: tell the custodians)",
+                    key_out.display(),
+                    v["one_time_key_sha256"].as_str().unwrap_or("?")
+                );
+            }
+        }),
+        RecoverCmd::Finish {
+            request,
+            one_time_key,
+            out,
+            admin_name,
+            json,
+            answers,
+        } => vaultd::recover::finish(config, &request, &one_time_key, &out, &admin_name, &answers)
+            .map(|r| {
+                print_ceremony(
+                    json,
+                    &r,
+                    "appliance recovered: root key sealed under this box, new CA and audit key",
+                    "  every earlier client certificate is revoked: issue new ones\n",
+                )
+            }),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vaultd recover: {e}");
+            ExitCode::from(match e {
+                RecoverError::Refused(_) => 2,
+                _ => 1,
+            })
+        }
+    }
 }
 
 fn init_logging(cfg: Option<&Config>) {
@@ -119,6 +250,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Recover(cmd) => recover(&config, cmd),
         Cmd::CheckConfig => {
             println!("configuration OK: {}", cli.config.display());
             ExitCode::SUCCESS
@@ -129,27 +261,7 @@ fn main() -> ExitCode {
             json,
         } => match vaultd::init::initialize(&config, &out, &admin_name) {
             Ok(r) => {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "appliance_id": r.appliance_id,
-                            "seal_mode": r.seal_mode,
-                            "ca_cert": r.ca_cert,
-                            "admin_cert": r.admin_cert,
-                            "admin_key": r.admin_key,
-                            "admin_fingerprint": r.admin_fingerprint,
-                        })
-                    );
-                } else {
-                    println!("vault initialised");
-                    println!("  appliance id : {}", r.appliance_id);
-                    println!("  seal mode    : {}", r.seal_mode);
-                    println!("  CA           : {}", r.ca_cert.display());
-                    println!("  admin cert   : {}", r.admin_cert.display());
-                    println!("  admin key    : {}", r.admin_key.display());
-                    println!("  admin sha256 : {}", r.admin_fingerprint);
-                }
+                print_ceremony(json, &r, "vault initialised", "");
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -152,6 +152,31 @@ pub fn soft_ecdh(secret: &SecretKey, peer: &PublicKey) -> Zeroizing<[u8; 32]> {
     z
 }
 
+/// A one-time recipient key (break-glass and recovery): the private key as
+/// PKCS#8 PEM (zeroized on drop; the caller writes it 0600 and deletes it
+/// after use) and the public key, SEC1 uncompressed.
+pub fn one_time_key(
+    rng: &mut (impl RngCore + rand::CryptoRng),
+) -> Result<(Zeroizing<String>, Vec<u8>), EciesError> {
+    use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
+    let sk = SecretKey::random(rng);
+    let pem = sk
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|_| EciesError::Malformed)?;
+    let public = sk.public_key().to_encoded_point(false).as_bytes().to_vec();
+    Ok((Zeroizing::new(pem.to_string()), public))
+}
+
+/// The SHA-256 of a public key (SEC1 bytes), lowercase hex: what custodians
+/// and operators compare out of band.
+pub fn key_fingerprint(sec1: &[u8]) -> String {
+    use sha2::Digest as _;
+    Sha256::digest(sec1)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

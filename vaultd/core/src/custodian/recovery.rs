@@ -292,6 +292,25 @@ impl Bundle {
     }
 }
 
+/// The request file the operator hands to the custodians: the request and
+/// the bundle it is for (`{"request": …, "bundle": …}`).
+pub fn request_file(req: &RecoveryRequest, bundle: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"request": req.to_json(), "bundle": bundle})
+}
+
+/// Parses a request file; the request and its bundle must name the same
+/// appliance.
+pub fn parse_request_file(
+    v: &serde_json::Value,
+) -> Result<(RecoveryRequest, Bundle), RecoveryError> {
+    let req = RecoveryRequest::from_json(&v["request"])?;
+    let bundle = Bundle::from_json(&v["bundle"])?;
+    if bundle.appliance_id != req.appliance_id {
+        return Err(RecoveryError::WrongAppliance);
+    }
+    Ok((req, bundle))
+}
+
 impl RecoveryRequest {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({

@@ -1,0 +1,114 @@
+//! Every audit action name, in one enum.
+//!
+//! The names are part of the entry encoding (the `action` field of every
+//! Merkle leaf) and of what auditors and SIEM rules match on: they never
+//! change. A new action is one new line in the `actions!` list below (which
+//! makes the variant, its name and its place in [`AuditAction::ALL`]) and a
+//! line in docs/AUDIT.md (`vaultd/core/tests/audit_actions.rs` checks it).
+
+use std::fmt;
+
+macro_rules! actions {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
+        /// What an audit entry records.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
+        pub enum AuditAction {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl AuditAction {
+            /// Every action, in declaration order.
+            pub const ALL: &'static [AuditAction] = &[$(AuditAction::$variant,)+];
+
+            /// The name in entries (stable).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(AuditAction::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+actions! {
+    // The appliance itself.
+    SysInit => "sys.init",
+    DaemonStart => "daemon.start",
+    SysUnseal => "sys.unseal",
+    SysSeal => "sys.seal",
+    SysRecover => "sys.recover",
+    SysBoot => "sys.boot",
+    SysUpdateStage => "sys.update.stage",
+    SysUpdateComplete => "sys.update.complete",
+    SysUpdateRolledBack => "sys.update.rolled_back",
+    SysUpdateInstallFailed => "sys.update.install_failed",
+    /// A refused request to another `/v1/sys/` endpoint.
+    SysRead => "sys.read",
+    // Secrets and checkouts.
+    SecretWrite => "secret.write",
+    SecretCheckout => "secret.checkout",
+    SecretMetadata => "secret.metadata",
+    SecretList => "secret.list",
+    CheckoutCheckin => "checkout.checkin",
+    // Principals and the keyring.
+    CertIssue => "cert.issue",
+    PrincipalRevoke => "principal.revoke",
+    PrincipalList => "principal.list",
+    KeyringRotate => "keyring.rotate",
+    KeyringStatus => "keyring.status",
+    // The audit log and metrics.
+    AuditHash => "audit.hash",
+    AuditRead => "audit.read",
+    AuditCheckpoint => "audit.checkpoint",
+    MetricsRead => "metrics.read",
+    // Custodians, approvals, break-glass, recovery.
+    CustodianEnroll => "custodian.enroll",
+    CustodianList => "custodian.list",
+    PolicySet => "policy.set",
+    RecoveryConfigure => "recovery.configure",
+    RequestList => "request.list",
+    RequestRead => "request.read",
+    RequestCollect => "request.collect",
+    ApprovalRequest => "approval.request",
+    ApprovalVote => "approval.vote",
+    BreakglassRequest => "breakglass.request",
+    BreakglassCollect => "breakglass.collect",
+    /// A refused request that matched no route.
+    Request => "request",
+}
+
+impl AuditAction {
+    /// The action of a stored name (`None`: not one this build knows).
+    pub fn parse(name: &str) -> Option<AuditAction> {
+        AuditAction::ALL
+            .iter()
+            .copied()
+            .find(|a| a.as_str() == name)
+    }
+}
+
+impl fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AuditAction;
+
+    #[test]
+    fn names_are_unique_and_parse_back() {
+        let mut seen = std::collections::BTreeSet::new();
+        for a in AuditAction::ALL {
+            assert!(seen.insert(a.as_str()), "{a} twice");
+            assert_eq!(AuditAction::parse(a.as_str()), Some(*a));
+            assert!(a
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_'));
+        }
+        assert_eq!(AuditAction::parse("secret.read"), None);
+    }
+}

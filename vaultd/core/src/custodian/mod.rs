@@ -5,6 +5,7 @@
 //! * [`ecies`]: ECDH P-256 + HKDF-SHA256 + AES-256-GCM envelopes.
 //! * [`token`]: the custodian-token trait (PIV 9c/9d) and a software token.
 //! * [`approval`]: canonical signed approvals and the quorum rules.
+//! * [`policy`]: approval policies and custody (strict JSON), reachability.
 //! * [`recovery`]: the root key split k-of-n to custodians, and its recovery.
 //! * [`attestation`]: YubiKey PIV attestation chains and device policy.
 //! * [`sealed`]: the offline-encrypted tier (k-of-n data keys, break-glass).
@@ -12,6 +13,7 @@
 pub mod approval;
 pub mod attestation;
 pub mod ecies;
+pub mod policy;
 pub mod recovery;
 pub mod sealed;
 pub mod shamir;

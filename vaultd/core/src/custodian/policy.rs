@@ -1,0 +1,264 @@
+//! Approval policies and custody: which custody groups must approve a
+//! secret's checkouts and how many of each, and which group holds a
+//! sealed-tier secret's shares.
+//!
+//! The JSON form is the one the API takes and the store keeps:
+//! `[{"group": "security", "k": 2}, …]` for a policy and
+//! `{"group": "security", "k": 2}` for custody. Parsing is strict: unknown
+//! fields, a repeated group, `k` outside 1..=255 or more than
+//! [`MAX_RULES`] rules are refused. A stored policy that does not parse is an
+//! integrity error for the caller, never an empty policy.
+
+use serde::{Deserialize, Serialize};
+
+use super::approval::GroupRule;
+use crate::policy::validate_name;
+
+/// The most rules one policy may have.
+pub const MAX_RULES: usize = 16;
+
+/// Why a policy or custody is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// Not a valid policy document (the message names what is wrong).
+    #[error("{0}")]
+    Invalid(String),
+    /// The enrolled custodians can never meet a rule.
+    #[error("group {group} has {have} enrolled custodians; k = {k} can never be met")]
+    Unreachable {
+        group: String,
+        have: usize,
+        k: usize,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDoc {
+    group: String,
+    k: u64,
+}
+
+fn invalid(m: impl Into<String>) -> PolicyError {
+    PolicyError::Invalid(m.into())
+}
+
+fn rule(doc: RuleDoc) -> Result<GroupRule, PolicyError> {
+    if !validate_name(&doc.group) {
+        return Err(invalid(
+            "group names are 1-64 characters of A-Z a-z 0-9 . _ -",
+        ));
+    }
+    if doc.k == 0 || doc.k > 255 {
+        return Err(invalid("k must be 1..=255"));
+    }
+    Ok(GroupRule {
+        group: doc.group,
+        k: doc.k as usize,
+    })
+}
+
+/// serde's messages can quote input; keep the classification only.
+fn serde_message(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg,
+    }
+}
+
+/// The approvals a secret's checkouts need: every rule must be met (AND
+/// across groups). Empty: no approval needed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApprovalPolicy {
+    rules: Vec<GroupRule>,
+}
+
+impl ApprovalPolicy {
+    /// Parses a submitted or stored rule list.
+    pub fn from_json(v: &serde_json::Value) -> Result<ApprovalPolicy, PolicyError> {
+        let docs: Vec<RuleDoc> = serde_json::from_value(v.clone()).map_err(|e| {
+            if v.is_array() {
+                invalid(format!("invalid approval rule: {}", serde_message(&e)))
+            } else {
+                invalid("approvals must be a list")
+            }
+        })?;
+        if docs.len() > MAX_RULES {
+            return Err(invalid(format!("at most {MAX_RULES} approval rules")));
+        }
+        let mut rules: Vec<GroupRule> = Vec::with_capacity(docs.len());
+        for d in docs {
+            let r = rule(d)?;
+            if rules.iter().any(|x| x.group == r.group) {
+                return Err(invalid(format!("group {} appears twice", r.group)));
+            }
+            rules.push(r);
+        }
+        Ok(ApprovalPolicy { rules })
+    }
+
+    /// Parses the stored form (a JSON string).
+    pub fn from_stored(s: &str) -> Result<ApprovalPolicy, PolicyError> {
+        let v: serde_json::Value =
+            serde_json::from_str(s).map_err(|_| invalid("stored policy is not JSON"))?;
+        ApprovalPolicy::from_json(&v)
+    }
+
+    /// The stored form: `[{"group":…,"k":…},…]`.
+    pub fn to_stored(&self) -> String {
+        let docs: Vec<RuleDoc> = self
+            .rules
+            .iter()
+            .map(|r| RuleDoc {
+                group: r.group.clone(),
+                k: r.k as u64,
+            })
+            .collect();
+        serde_json::to_string(&docs).expect("a list of plain structs serialises")
+    }
+
+    pub fn rules(&self) -> &[GroupRule] {
+        &self.rules
+    }
+
+    pub fn into_rules(self) -> Vec<GroupRule> {
+        self.rules
+    }
+
+    /// True when checkouts need no approval.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Refuses rules that the enrolled custodians can never meet;
+    /// `members(group)` counts the custodians enrolled in a group.
+    pub fn check_reachable(&self, members: impl Fn(&str) -> usize) -> Result<(), PolicyError> {
+        for r in &self.rules {
+            check_rule(r, &members)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_rule(r: &GroupRule, members: &impl Fn(&str) -> usize) -> Result<(), PolicyError> {
+    let have = members(&r.group);
+    if have < r.k {
+        return Err(PolicyError::Unreachable {
+            group: r.group.clone(),
+            have,
+            k: r.k,
+        });
+    }
+    Ok(())
+}
+
+/// Who holds a sealed-tier secret's shares: one group and its k.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Custody(pub GroupRule);
+
+impl Custody {
+    /// Parses `{"group": …, "k": …}`.
+    pub fn from_json(v: &serde_json::Value) -> Result<Custody, PolicyError> {
+        let doc: RuleDoc = serde_json::from_value(v.clone())
+            .map_err(|e| invalid(format!("invalid custody: {}", serde_message(&e))))?;
+        Ok(Custody(rule(doc)?))
+    }
+
+    /// Parses the stored form (a JSON string).
+    pub fn from_stored(s: &str) -> Result<Custody, PolicyError> {
+        let v: serde_json::Value =
+            serde_json::from_str(s).map_err(|_| invalid("stored custody is not JSON"))?;
+        Custody::from_json(&v)
+    }
+
+    /// The stored form: `{"group":…,"k":…}`.
+    pub fn to_stored(&self) -> String {
+        serde_json::to_string(&RuleDoc {
+            group: self.0.group.clone(),
+            k: self.0.k as u64,
+        })
+        .expect("a plain struct serialises")
+    }
+
+    /// Refuses a custody the enrolled custodians can never open.
+    pub fn check_reachable(&self, members: impl Fn(&str) -> usize) -> Result<(), PolicyError> {
+        check_rule(&self.0, &members)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: serde_json::Value) -> Result<ApprovalPolicy, PolicyError> {
+        ApprovalPolicy::from_json(&v)
+    }
+
+    #[test]
+    fn a_policy_round_trips_through_its_stored_form() {
+        let p = parse(json!([{"group": "security", "k": 2}, {"group": "dba", "k": 1}])).unwrap();
+        assert_eq!(p.rules().len(), 2);
+        let s = p.to_stored();
+        assert_eq!(s, r#"[{"group":"security","k":2},{"group":"dba","k":1}]"#);
+        assert_eq!(ApprovalPolicy::from_stored(&s).unwrap(), p);
+        assert!(parse(json!([])).unwrap().is_empty());
+        assert_eq!(ApprovalPolicy::default().to_stored(), "[]");
+    }
+
+    #[test]
+    fn bad_policies_are_refused() {
+        for bad in [
+            json!({"group": "security", "k": 2}),
+            json!("security:2"),
+            json!([{"group": "security"}]),
+            json!([{"k": 2}]),
+            json!([{"group": "security", "k": 0}]),
+            json!([{"group": "security", "k": 256}]),
+            json!([{"group": "security", "k": -1}]),
+            json!([{"group": "security", "k": "2"}]),
+            json!([{"group": "sec urity", "k": 1}]),
+            json!([{"group": "", "k": 1}]),
+            json!([{"group": "a", "k": 1}, {"group": "a", "k": 2}]),
+            json!([{"group": "a", "k": 1, "extra": true}]),
+            json!([null]),
+        ] {
+            assert!(
+                matches!(parse(bad.clone()), Err(PolicyError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        let many: Vec<_> = (0..=MAX_RULES)
+            .map(|i| json!({"group": format!("g{i}"), "k": 1}))
+            .collect();
+        assert!(parse(json!(many)).is_err());
+        assert!(ApprovalPolicy::from_stored("not json").is_err());
+    }
+
+    #[test]
+    fn reachability_counts_members_of_each_group() {
+        let p = parse(json!([{"group": "security", "k": 2}, {"group": "dba", "k": 1}])).unwrap();
+        let members = |g: &str| if g == "security" { 2 } else { 0 };
+        assert_eq!(
+            p.check_reachable(members),
+            Err(PolicyError::Unreachable {
+                group: "dba".into(),
+                have: 0,
+                k: 1
+            })
+        );
+        assert!(p.check_reachable(|_| 2).is_ok());
+    }
+
+    #[test]
+    fn custody_is_one_rule() {
+        let c = Custody::from_json(&json!({"group": "vault", "k": 2})).unwrap();
+        assert_eq!(c.to_stored(), r#"{"group":"vault","k":2}"#);
+        assert_eq!(Custody::from_stored(&c.to_stored()).unwrap(), c);
+        assert!(Custody::from_json(&json!([{"group": "vault", "k": 2}])).is_err());
+        assert!(Custody::from_json(&json!({"group": "vault", "k": 2, "n": 3})).is_err());
+        assert!(c.check_reachable(|_| 1).is_err());
+    }
+}

@@ -10,8 +10,9 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use rand::RngCore;
+use vault_core::keys::SealShare;
 use vault_core::seal::{Seal, SealError, SealKind};
-use vault_core::secret::{Key32, Pin};
+use vault_core::secret::Pin;
 use zeroize::Zeroizing;
 
 use crate::config::Pkcs11Config;
@@ -122,7 +123,7 @@ impl Seal for Pkcs11Seal {
         SealKind::Pkcs11
     }
 
-    fn seal(&self, key: &Key32) -> Result<Vec<u8>, SealError> {
+    fn seal(&self, key: &SealShare) -> Result<Vec<u8>, SealError> {
         let mut iv = [0u8; IV_LEN];
         rand::rngs::OsRng.fill_bytes(&mut iv);
         let mut iv_param = iv;
@@ -145,7 +146,7 @@ impl Seal for Pkcs11Seal {
         Ok(blob)
     }
 
-    fn unseal(&self, blob: &[u8]) -> Result<Key32, SealError> {
+    fn unseal(&self, blob: &[u8]) -> Result<SealShare, SealError> {
         if blob.len() != BLOB_LEN {
             return Err(corrupt(&format!(
                 "has length {}, want {BLOB_LEN}",
@@ -172,6 +173,6 @@ impl Seal for Pkcs11Seal {
                     None => corrupt("failed authentication (wrong token or key, or tampered)"),
                 }
             })?;
-        Key32::from_slice(&pt).ok_or_else(|| corrupt("decrypts to a value of the wrong length"))
+        SealShare::from_slice(&pt).ok_or_else(|| corrupt("decrypts to a value of the wrong length"))
     }
 }

@@ -11,8 +11,9 @@ use std::sync::OnceLock;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey;
+use vault_core::keys::SealShare;
 use vault_core::seal::{Seal, SealError, SealKind};
-use vault_core::secret::{Key32, Pin};
+use vault_core::secret::Pin;
 use vault_hsm::cryptoki::error::{Error as CkError, RvError};
 use vault_hsm::cryptoki::mechanism::Mechanism;
 use vault_hsm::cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
@@ -86,7 +87,7 @@ fn seal_passes_conformance() {
 #[test]
 fn key_is_found_again_and_kind_is_pkcs11() {
     let c = cfg("seal", "persist");
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let blob = {
         let s = Pkcs11Seal::open_or_create(&c, &pin()).expect("create");
         assert_eq!(s.kind(), SealKind::Pkcs11);
@@ -115,7 +116,7 @@ fn concurrent_open_or_create_makes_one_key() {
     }
     // `open` refuses ambiguous labels, so success means exactly one key.
     let s = Pkcs11Seal::open(&c, &pin()).expect("exactly one key");
-    let k = Key32::generate();
+    let k = SealShare::generate();
     assert!(s.unseal(&s.seal(&k).unwrap()).unwrap().ct_eq(&k));
 }
 
@@ -287,7 +288,7 @@ fn missing_key_is_key_missing() {
 fn blob_from_other_token_is_corrupt() {
     let a = Pkcs11Seal::open_or_create(&cfg("seal", "cross"), &pin()).unwrap();
     let b = Pkcs11Seal::open_or_create(&cfg("seal-b", "cross"), &pin()).unwrap();
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let blob = a.seal(&k).unwrap();
     let e = b
         .unseal(&blob)

@@ -6,8 +6,9 @@
 
 use std::sync::OnceLock;
 
+use vault_core::keys::RootKey;
 use vault_core::seal::{seal_root, unseal_root, Seal, SealError, SealKind, SealMode, SealProvider};
-use vault_core::secret::{Key32, Pin};
+use vault_core::secret::Pin;
 use vault_hsm::softhsm::{SoftHsmDir, SOFTHSM2_MODULE};
 use vault_hsm::{Pkcs11Config, Pkcs11Seal};
 use vault_tpm::swtpm::Swtpm;
@@ -91,7 +92,7 @@ fn run_mode(mode: SealMode, token: &str) {
     Pkcs11Seal::open_or_create(&dev.hsm, &Pin::new(PIN.into())).unwrap();
     let backends: Vec<Box<dyn Seal>> = mode.kinds().iter().map(|k| dev.open(*k).unwrap()).collect();
     let refs: Vec<&dyn Seal> = backends.iter().map(|b| b.as_ref()).collect();
-    let rk = Key32::generate();
+    let rk = RootKey::generate();
     let sr = seal_root(mode, &refs, &rk).unwrap();
     assert!(
         unseal_root(&sr, &dev).unwrap().ct_eq(&rk),

@@ -65,6 +65,7 @@ pub mod swtpm;
 
 use std::path::PathBuf;
 
+use vault_core::keys::SealShare;
 use vault_core::seal::{Seal, SealError, SealKind};
 use vault_core::secret::Key32;
 use vault_image::ImagePublicKey;
@@ -207,7 +208,8 @@ impl Seal for TpmSeal {
         SealKind::Tpm
     }
 
-    fn seal(&self, key: &Key32) -> Result<Vec<u8>, SealError> {
+    fn seal(&self, share: &SealShare) -> Result<Vec<u8>, SealError> {
+        let key = share.as_key32();
         let mut tpm = Tpm::connect(&self.tcti)?;
         let (binding, (public, private)) = match &self.authorized {
             None => (Binding::Pcrs(self.pcrs.clone()), tpm.seal(&self.pcrs, key)?),
@@ -222,7 +224,13 @@ impl Seal for TpmSeal {
         blob::encode(&binding, &public, &private)
     }
 
-    fn unseal(&self, blob: &[u8]) -> Result<Key32, SealError> {
+    fn unseal(&self, blob: &[u8]) -> Result<SealShare, SealError> {
+        self.unseal_key(blob).map(SealShare::from_key32)
+    }
+}
+
+impl TpmSeal {
+    fn unseal_key(&self, blob: &[u8]) -> Result<Key32, SealError> {
         let parsed = blob::decode(blob)?;
         match (&parsed.binding, &self.authorized) {
             (Binding::Pcrs(pcrs), None) => {

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
+use vault_core::keys::SealShare;
 use vault_core::seal::{Seal, SealError};
-use vault_core::secret::Key32;
 use vault_image::policy::{
     approved_hash, authorize_policy_digest, extend, pcr_policy_digest, tpm_key_name,
 };
@@ -34,7 +34,7 @@ fn sign_current(tpm: &Swtpm, key: &ImageSigningKey, dir: &Path, name: &str) -> S
     p
 }
 
-fn code(r: Result<Key32, SealError>) -> String {
+fn code<T>(r: Result<T, SealError>) -> String {
     match r {
         Ok(_) => "ok".into(),
         Err(e) => format!("{} ({e})", e.code()),
@@ -90,7 +90,7 @@ fn software_digests_match_the_tpm() {
     let key = ImageSigningKey::generate();
     let dir = tempfile::tempdir().unwrap();
     let blob = authorized(&tpm, &key, dir.path())
-        .seal(&Key32::generate())
+        .seal(&SealShare::generate())
         .unwrap();
     assert_eq!(
         diag::blob_auth_policy(&blob).unwrap(),
@@ -108,7 +108,7 @@ fn signed_policy_unseals_and_survives_a_signed_update() {
     extend_pcr(&tcti, 11, b"uki 1.0").unwrap();
     // No PCR is read at seal time: seal before any policy exists.
     let seal = authorized(&tpm, &key, dir.path());
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let blob = seal.seal(&k).unwrap();
     let p1 = sign_current(&tpm, &key, dir.path(), "1.0.json");
     assert_eq!(p1.pcrs[0].1, extend([0; 32], &sha(b"uki 1.0")));
@@ -142,7 +142,7 @@ fn policy_signed_by_another_key_is_refused() {
     let b = ImageSigningKey::generate();
     let dir = tempfile::tempdir().unwrap();
     let seal = authorized(&tpm, &a, dir.path());
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let blob = seal.seal(&k).unwrap();
     // B's own policy names B: never considered.
     sign_current(&tpm, &b, dir.path(), "b.json");
@@ -174,7 +174,7 @@ fn flipped_signature_is_rejected_by_the_tpm() {
     let key = ImageSigningKey::generate();
     let dir = tempfile::tempdir().unwrap();
     let seal = authorized(&tpm, &key, dir.path());
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let blob = seal.seal(&k).unwrap();
     let mut p = SignedPolicy::sign(&key, "1", &read_pcrs(&tpm.tcti(), &[11]).unwrap()).unwrap();
     for (i, bit) in [(5usize, 0x01u8), (40, 0x80), (63, 0x10)] {
@@ -216,7 +216,7 @@ fn blob_sealed_to_another_key_is_a_key_mismatch() {
     let b = ImageSigningKey::generate();
     let dir = tempfile::tempdir().unwrap();
     let blob = authorized(&tpm, &a, dir.path())
-        .seal(&Key32::generate())
+        .seal(&SealShare::generate())
         .unwrap();
     sign_current(&tpm, &b, dir.path(), "b.json");
     match authorized(&tpm, &b, dir.path()).unseal(&blob) {
@@ -238,7 +238,7 @@ fn empty_or_missing_directory_is_a_pcr_mismatch_naming_it() {
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let blob = authorized(&tpm, &key, &empty)
-        .seal(&Key32::generate())
+        .seal(&SealShare::generate())
         .unwrap();
     let missing = dir.path().join("missing");
     // Unparsable and non-JSON files are skipped, not fatal.
@@ -272,7 +272,7 @@ fn mode_mismatch_is_a_clear_error() {
     sign_current(&tpm, &key, dir.path(), "p.json");
     let plain = TpmSeal::open(TpmConfig::new(tpm.tcti(), [11])).unwrap();
     let auth = authorized(&tpm, &key, dir.path());
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let v1 = plain.seal(&k).unwrap();
     let v2 = auth.seal(&k).unwrap();
     assert_eq!((v1[4], v2[4]), (1, 2));
@@ -298,7 +298,7 @@ fn error_paths_do_not_leak_handles() {
     let key = ImageSigningKey::generate();
     let dir = tempfile::tempdir().unwrap();
     let seal = authorized(&tpm, &key, dir.path());
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let blob = seal.seal(&k).unwrap();
     let mut p = sign_current(&tpm, &key, dir.path(), "p.json");
     p.signature[7] ^= 1;
@@ -312,7 +312,7 @@ fn error_paths_do_not_leak_handles() {
     // A foreign blob (sealed on another TPM to the same key) fails at Load.
     let other = swtpm();
     let foreign = authorized(&other, &key, dir.path())
-        .seal(&Key32::generate())
+        .seal(&SealShare::generate())
         .unwrap();
     sign_current(&tpm, &key, dir.path(), "p.json");
     for _ in 0..8 {
@@ -360,13 +360,13 @@ fn the_tpm_itself_enforces_pcr_values_and_key() {
     let a = ImageSigningKey::generate();
     let b = ImageSigningKey::generate();
     let dir = tempfile::tempdir().unwrap();
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let blob = authorized(&tpm, &a, dir.path()).seal(&k).unwrap();
     let now = SignedPolicy::sign(&a, "1", &read_pcrs(&tcti, &[11]).unwrap()).unwrap();
     assert!(
         diag::unseal_with_policy(&tcti, &[11], &blob, &a.public(), &now)
             .unwrap()
-            .ct_eq(&k)
+            .ct_eq(k.as_key32())
     );
     // A validly signed policy for other PCR values: PolicyAuthorize refuses
     // (approvedPolicy differs from the session's PolicyPCR digest).

@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
+use vault_core::keys::SealShare;
 use vault_core::seal::{Seal, SealError};
-use vault_core::secret::Key32;
 use vault_tpm::swtpm::Swtpm;
 use vault_tpm::{extend_pcr, TpmConfig, TpmSeal};
 
@@ -15,7 +15,7 @@ fn seal_for(tpm: &Swtpm, pcrs: &[u8]) -> TpmSeal {
     TpmSeal::open(TpmConfig::new(tpm.tcti(), pcrs)).expect("open TpmSeal")
 }
 
-fn code(r: Result<Key32, SealError>) -> String {
+fn code<T>(r: Result<T, SealError>) -> String {
     match r {
         Ok(_) => "ok".into(),
         Err(e) => format!("{} ({e})", e.code()),
@@ -35,7 +35,7 @@ fn conformance() {
 fn extending_a_bound_pcr_gives_pcr_mismatch() {
     let tpm = swtpm();
     let seal = seal_for(&tpm, &[0, 7]);
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let blob = seal.seal(&k).unwrap();
 
     // An unbound PCR may change.
@@ -64,7 +64,7 @@ fn stopped_tpm_is_unavailable() {
     let mut tpm = swtpm();
     let tcti = tpm.tcti();
     let seal = seal_for(&tpm, &[7]);
-    let blob = seal.seal(&Key32::generate()).unwrap();
+    let blob = seal.seal(&SealShare::generate()).unwrap();
     tpm.stop();
     match TpmSeal::open(TpmConfig::new(tcti.clone(), [7])) {
         Err(e @ SealError::TpmUnavailable(_)) => assert_eq!(e.code(), "tpm_unavailable"),
@@ -75,7 +75,7 @@ fn stopped_tpm_is_unavailable() {
         Err(SealError::TpmUnavailable(_)) => {}
         other => panic!("want TpmUnavailable, got {}", code(other)),
     }
-    match seal.seal(&Key32::generate()) {
+    match seal.seal(&SealShare::generate()) {
         Err(SealError::TpmUnavailable(_)) => {}
         Err(e) => panic!("want TpmUnavailable, got {} ({e})", e.code()),
         Ok(_) => panic!("sealed on a stopped TPM"),
@@ -86,7 +86,7 @@ fn stopped_tpm_is_unavailable() {
 fn blob_survives_tpm_restart() {
     let mut tpm = swtpm();
     let seal = seal_for(&tpm, &[0, 2, 4, 7, 11]);
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let blob = seal.seal(&k).unwrap();
     // A measurement before the "reboot" is undone by startup-clear.
     extend_pcr(&tpm.tcti(), 7, b"runtime event").unwrap();
@@ -107,7 +107,7 @@ fn blob_survives_tpm_restart() {
 fn many_unseals_do_not_leak_handles() {
     let tpm = swtpm();
     let seal = seal_for(&tpm, &[7]);
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let blob = seal.seal(&k).unwrap();
     let start = Instant::now();
     for i in 0..20 {
@@ -134,7 +134,7 @@ fn many_unseals_do_not_leak_handles() {
 fn blob_from_another_tpm_does_not_open() {
     let a = swtpm();
     let b = swtpm();
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let blob = seal_for(&a, &[7]).seal(&k).unwrap();
     match seal_for(&b, &[7]).unseal(&blob) {
         Err(e @ SealError::BlobCorrupt(_)) => eprintln!("foreign blob: {e}"),
@@ -146,7 +146,7 @@ fn blob_from_another_tpm_does_not_open() {
 #[test]
 fn blob_with_other_pcr_list_is_corrupt() {
     let tpm = swtpm();
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let blob = seal_for(&tpm, &[0, 7]).seal(&k).unwrap();
     for pcrs in [&[7u8][..], &[0, 7, 11], &[0, 4]] {
         match seal_for(&tpm, pcrs).unseal(&blob) {
@@ -236,7 +236,7 @@ fn key_never_crosses_the_tcti_in_clear() {
     let tap = wiretap::start(tpm.port());
     let tcti = format!("swtpm:host=127.0.0.1,port={}", tap.port);
     let seal = TpmSeal::open(TpmConfig::new(tcti, [7])).unwrap();
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let blob = seal.seal(&k).unwrap();
     assert!(seal.unseal(&blob).unwrap().ct_eq(&k));
     let seen = tap.seen.lock().unwrap().clone();

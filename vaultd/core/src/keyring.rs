@@ -17,10 +17,8 @@
 
 use std::collections::BTreeMap;
 
-use hkdf::Hkdf;
-use sha2::Sha256;
-
 use crate::barrier::{self, IntegrityError};
+use crate::keys::{label, DataKey, KeyringKey, RootKey};
 use crate::secret::{Key32, SecretBytes};
 
 /// Public description of one keyring version (what is stored).
@@ -76,7 +74,7 @@ fn push_field(out: &mut Vec<u8>, field: &[u8]) {
 /// Canonical AAD for a value ciphertext.
 pub fn value_aad(path: &str, version: u64, tier: Tier) -> Vec<u8> {
     let mut v = Vec::with_capacity(32 + path.len());
-    push_field(&mut v, b"vaultd/value/v1");
+    push_field(&mut v, label::VALUE_AAD);
     push_field(&mut v, path.as_bytes());
     v.extend_from_slice(&version.to_be_bytes());
     v.push(tier.tag());
@@ -86,7 +84,7 @@ pub fn value_aad(path: &str, version: u64, tier: Tier) -> Vec<u8> {
 /// Canonical AAD for a wrapped data key.
 pub fn dek_aad(path: &str, version: u64, tier: Tier, key_version: u32) -> Vec<u8> {
     let mut v = Vec::with_capacity(40 + path.len());
-    push_field(&mut v, b"vaultd/dek/v1");
+    push_field(&mut v, label::DEK_AAD);
     push_field(&mut v, path.as_bytes());
     v.extend_from_slice(&version.to_be_bytes());
     v.push(tier.tag());
@@ -94,15 +92,9 @@ pub fn dek_aad(path: &str, version: u64, tier: Tier, key_version: u32) -> Vec<u8
     v
 }
 
-/// Derives keyring key `kv` from the root key.
-pub fn derive_keyring_key(rk: &Key32, kv: &KeyringVersion) -> Key32 {
-    let hk = Hkdf::<Sha256>::new(Some(&kv.salt), rk.expose_secret());
-    let mut info = b"vaultd keyring v1".to_vec();
-    info.extend_from_slice(&kv.version.to_be_bytes());
-    let mut okm = [0u8; 32];
-    hk.expand(&info, &mut okm)
-        .expect("32 bytes is a valid HKDF-SHA256 output length");
-    Key32::from_bytes(&mut okm)
+/// Derives keyring key `kv` from the root key ([`RootKey::keyring_key`]).
+pub fn derive_keyring_key(rk: &RootKey, kv: &KeyringVersion) -> KeyringKey {
+    rk.keyring_key(kv)
 }
 
 /// Errors of keyring operations.
@@ -119,13 +111,13 @@ pub enum KeyringError {
 
 /// The loaded keyring: every version's key, and which one new data uses.
 pub struct Keyring {
-    keys: BTreeMap<u32, Key32>,
+    keys: BTreeMap<u32, KeyringKey>,
     active: u32,
 }
 
 impl Keyring {
     /// Derives every version from RK; the highest version is active.
-    pub fn load(rk: &Key32, versions: &[KeyringVersion]) -> Result<Keyring, KeyringError> {
+    pub fn load(rk: &RootKey, versions: &[KeyringVersion]) -> Result<Keyring, KeyringError> {
         let mut keys = BTreeMap::new();
         for kv in versions {
             keys.insert(kv.version, derive_keyring_key(rk, kv));
@@ -143,7 +135,7 @@ impl Keyring {
     }
 
     /// Adds a new version derived from RK and makes it active.
-    pub fn add(&mut self, rk: &Key32, kv: &KeyringVersion) {
+    pub fn add(&mut self, rk: &RootKey, kv: &KeyringVersion) {
         self.keys.insert(kv.version, derive_keyring_key(rk, kv));
         if kv.version > self.active {
             self.active = kv.version;
@@ -151,15 +143,18 @@ impl Keyring {
     }
 
     fn key(&self, v: u32) -> Result<&Key32, KeyringError> {
-        self.keys.get(&v).ok_or(KeyringError::UnknownVersion(v))
+        self.keys
+            .get(&v)
+            .map(KeyringKey::key32)
+            .ok_or(KeyringError::UnknownVersion(v))
     }
 
     /// Encrypts a new secret version under a fresh data key.
     pub fn seal_value(&self, path: &str, version: u64, tier: Tier, value: &[u8]) -> SealedValue {
-        let dek = Key32::generate();
-        let ciphertext = barrier::encrypt(&dek, &value_aad(path, version, tier), value);
+        let dek = DataKey::generate();
+        let ciphertext = barrier::encrypt(dek.key32(), &value_aad(path, version, tier), value);
         let kv = self.active;
-        let key = self.keys.get(&kv).expect("active version is always loaded");
+        let key = self.key(kv).expect("active version is always loaded");
         let wrapped_dek =
             barrier::encrypt(key, &dek_aad(path, version, tier, kv), dek.expose_secret());
         SealedValue {
@@ -220,8 +215,8 @@ impl Keyring {
 mod tests {
     use super::*;
 
-    fn ring() -> (Key32, Keyring) {
-        let rk = Key32::generate();
+    fn ring() -> (RootKey, Keyring) {
+        let rk = RootKey::generate();
         let kr = Keyring::load(&rk, &[KeyringVersion::new_random(1)]).unwrap();
         (rk, kr)
     }
@@ -313,11 +308,11 @@ mod tests {
 
     #[test]
     fn keyring_keys_depend_on_rk_salt_and_version() {
-        let rk = Key32::generate();
+        let rk = RootKey::generate();
         let kv = KeyringVersion::new_random(1);
         let a = derive_keyring_key(&rk, &kv);
         assert!(a.ct_eq(&derive_keyring_key(&rk, &kv)));
-        assert!(!a.ct_eq(&derive_keyring_key(&Key32::generate(), &kv)));
+        assert!(!a.ct_eq(&derive_keyring_key(&RootKey::generate(), &kv)));
         let other_version = KeyringVersion {
             version: 2,
             ..kv.clone()
@@ -327,7 +322,7 @@ mod tests {
 
     #[test]
     fn reload_from_rk_reads_old_data() {
-        let rk = Key32::generate();
+        let rk = RootKey::generate();
         let versions = vec![KeyringVersion::new_random(1)];
         let kr = Keyring::load(&rk, &versions).unwrap();
         let sv = kr.seal_value("x", 1, Tier::Standard, b"v");
@@ -338,7 +333,7 @@ mod tests {
                 .expose_secret(),
             b"v"
         );
-        let wrong = Keyring::load(&Key32::generate(), &versions).unwrap();
+        let wrong = Keyring::load(&RootKey::generate(), &versions).unwrap();
         assert!(wrong.open_value("x", 1, Tier::Standard, &sv).is_err());
     }
 }

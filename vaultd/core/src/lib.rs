@@ -14,6 +14,9 @@
 //!   signed approvals and quorum rules, YubiKey attestation, the sealed tier
 //!   and root-key recovery.
 //! * [`barrier`]: AES-256-GCM with a format byte and associated data.
+//! * [`keys`]: the key hierarchy in one file: a type per key (`RootKey`,
+//!   `KeyringKey`, `DataKey`, `AuditHmacKey`, `SealShare`) and every
+//!   domain-separation label.
 //! * [`keyring`]: keyring keys derived from the root key, per-version data
 //!   keys, the associated-data encoding that binds ciphertext to its row.
 //! * [`seal`]: the `Seal` trait, seal modes (`tpm`, `pkcs11`, `tpm+pkcs11`,
@@ -28,6 +31,7 @@ pub mod audit;
 pub mod barrier;
 pub mod custodian;
 pub mod keyring;
+pub mod keys;
 pub mod policy;
 pub mod seal;
 pub mod secret;

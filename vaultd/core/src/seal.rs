@@ -21,7 +21,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::secret::{ct_eq, Key32};
+use crate::keys::{label, RootKey, SealShare};
+use crate::secret::ct_eq;
 
 /// Which hardware a seal backend uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -40,17 +41,17 @@ impl fmt::Display for SealKind {
     }
 }
 
-/// A backend that can wrap and unwrap one 32-byte key.
+/// A backend that can wrap and unwrap one 32-byte share of the root key.
 ///
 /// Implementations must flush every device handle they open, must never put
 /// key material into an error, and must map device failures to the most
 /// specific [`SealError`] variant so operators see the real cause.
 pub trait Seal: Send + Sync {
     fn kind(&self) -> SealKind;
-    /// Wraps `key`, returning an opaque blob that only this device can open.
-    fn seal(&self, key: &Key32) -> Result<Vec<u8>, SealError>;
+    /// Wraps `share`, returning an opaque blob that only this device can open.
+    fn seal(&self, share: &SealShare) -> Result<Vec<u8>, SealError>;
     /// Unwraps a blob produced by [`Seal::seal`].
-    fn unseal(&self, blob: &[u8]) -> Result<Key32, SealError>;
+    fn unseal(&self, blob: &[u8]) -> Result<SealShare, SealError>;
 }
 
 /// Why a seal operation failed. Each variant has a stable [`code`](SealError::code)
@@ -200,12 +201,10 @@ pub struct SealedRoot {
 }
 
 const SEALED_ROOT_FORMAT: u32 = 1;
-const KCV_LABEL: &[u8] = b"vaultd root key check v1";
-
-fn kcv(rk: &Key32) -> Vec<u8> {
+fn kcv(rk: &RootKey) -> Vec<u8> {
     let mut mac =
         <Hmac<Sha256> as Mac>::new_from_slice(rk.expose_secret()).expect("any key length");
-    mac.update(KCV_LABEL);
+    mac.update(label::ROOT_CHECK);
     mac.finalize().into_bytes().to_vec()
 }
 
@@ -223,7 +222,11 @@ fn backend<'a>(seals: &'a [&'a dyn Seal], kind: SealKind) -> Result<&'a dyn Seal
 }
 
 /// Seals `rk` under `mode` with the given backends.
-pub fn seal_root(mode: SealMode, seals: &[&dyn Seal], rk: &Key32) -> Result<SealedRoot, SealError> {
+pub fn seal_root(
+    mode: SealMode,
+    seals: &[&dyn Seal],
+    rk: &RootKey,
+) -> Result<SealedRoot, SealError> {
     let mut out = SealedRoot {
         format: SEALED_ROOT_FORMAT,
         mode,
@@ -232,19 +235,22 @@ pub fn seal_root(mode: SealMode, seals: &[&dyn Seal], rk: &Key32) -> Result<Seal
         check: b64().encode(kcv(rk)),
     };
     match mode {
-        SealMode::Tpm => out.tpm = Some(b64().encode(backend(seals, SealKind::Tpm)?.seal(rk)?)),
+        SealMode::Tpm => {
+            out.tpm = Some(b64().encode(backend(seals, SealKind::Tpm)?.seal(&rk.whole_share())?))
+        }
         SealMode::Pkcs11 => {
-            out.pkcs11 = Some(b64().encode(backend(seals, SealKind::Pkcs11)?.seal(rk)?))
+            let s = rk.whole_share();
+            out.pkcs11 = Some(b64().encode(backend(seals, SealKind::Pkcs11)?.seal(&s)?))
         }
         SealMode::Both => {
-            let a = Key32::generate();
-            let b = rk.xor(&a);
+            let (a, b) = rk.split_for_two_seals();
             out.tpm = Some(b64().encode(backend(seals, SealKind::Tpm)?.seal(&a)?));
             out.pkcs11 = Some(b64().encode(backend(seals, SealKind::Pkcs11)?.seal(&b)?));
         }
         SealMode::Either => {
-            out.tpm = Some(b64().encode(backend(seals, SealKind::Tpm)?.seal(rk)?));
-            out.pkcs11 = Some(b64().encode(backend(seals, SealKind::Pkcs11)?.seal(rk)?));
+            let s = rk.whole_share();
+            out.tpm = Some(b64().encode(backend(seals, SealKind::Tpm)?.seal(&s)?));
+            out.pkcs11 = Some(b64().encode(backend(seals, SealKind::Pkcs11)?.seal(&s)?));
         }
     }
     Ok(out)
@@ -272,12 +278,12 @@ fn unseal_one(
     provider: &dyn SealProvider,
     sr: &SealedRoot,
     kind: SealKind,
-) -> Result<Key32, SealError> {
+) -> Result<SealShare, SealError> {
     let blob = blob_for(sr, kind)?;
     provider.open(kind)?.unseal(&blob)
 }
 
-fn check(sr: &SealedRoot, rk: Key32) -> Result<Key32, SealError> {
+fn check(sr: &SealedRoot, rk: RootKey) -> Result<RootKey, SealError> {
     let want = b64()
         .decode(&sr.check)
         .map_err(|_| SealError::BlobCorrupt("check value is not valid base64".into()))?;
@@ -325,24 +331,33 @@ impl From<SealError> for UnsealFailure {
 }
 
 /// Recovers RK from a [`SealedRoot`].
-pub fn unseal_root(sr: &SealedRoot, provider: &dyn SealProvider) -> Result<Key32, UnsealFailure> {
+pub fn unseal_root(sr: &SealedRoot, provider: &dyn SealProvider) -> Result<RootKey, UnsealFailure> {
     if sr.format != SEALED_ROOT_FORMAT {
         return Err(
             SealError::BlobCorrupt(format!("unknown sealed root format {}", sr.format)).into(),
         );
     }
     match sr.mode {
-        SealMode::Tpm => Ok(check(sr, unseal_one(provider, sr, SealKind::Tpm)?)?),
-        SealMode::Pkcs11 => Ok(check(sr, unseal_one(provider, sr, SealKind::Pkcs11)?)?),
+        SealMode::Tpm | SealMode::Pkcs11 => {
+            let kind = if sr.mode == SealMode::Tpm {
+                SealKind::Tpm
+            } else {
+                SealKind::Pkcs11
+            };
+            let share = unseal_one(provider, sr, kind)?;
+            Ok(check(sr, RootKey::from_whole_share(share))?)
+        }
         SealMode::Both => {
             let a = unseal_one(provider, sr, SealKind::Tpm)?;
             let b = unseal_one(provider, sr, SealKind::Pkcs11)?;
-            Ok(check(sr, a.xor(&b))?)
+            Ok(check(sr, RootKey::from_two_shares(&a, &b))?)
         }
         SealMode::Either => {
             let mut details = Vec::new();
             for kind in [SealKind::Tpm, SealKind::Pkcs11] {
-                match unseal_one(provider, sr, kind).and_then(|k| check(sr, k)) {
+                match unseal_one(provider, sr, kind)
+                    .and_then(|s| check(sr, RootKey::from_whole_share(s)))
+                {
                     Ok(rk) => return Ok(rk),
                     Err(e) => details.push((kind, e)),
                 }
@@ -406,7 +421,7 @@ mod tests {
             SealMode::Either,
         ] {
             let (p, t, h) = provider(true, true);
-            let rk = Key32::generate();
+            let rk = RootKey::generate();
             let sr = seal_root(mode, &[&t, &h], &rk).unwrap();
             let back = unseal_root(&sr, &p).unwrap_or_else(|e| panic!("{mode}: {}", e.message()));
             assert!(back.ct_eq(&rk), "{mode}");
@@ -416,7 +431,7 @@ mod tests {
     #[test]
     fn both_mode_needs_both_and_shares_differ_from_rk() {
         let (_, t, h) = provider(true, true);
-        let rk = Key32::generate();
+        let rk = RootKey::generate();
         let sr = seal_root(SealMode::Both, &[&t, &h], &rk).unwrap();
         let (p, _, _) = (SoftProvider::new(&t, true, &h, false), (), ());
         let e = unseal_root(&sr, &p).err().unwrap();
@@ -429,13 +444,13 @@ mod tests {
         // Neither share is the root key.
         let a = t.unseal(&blob_for(&sr, SealKind::Tpm).unwrap()).unwrap();
         let b = h.unseal(&blob_for(&sr, SealKind::Pkcs11).unwrap()).unwrap();
-        assert!(!a.ct_eq(&rk) && !b.ct_eq(&rk));
+        assert!(a.expose_secret() != rk.expose_secret() && b.expose_secret() != rk.expose_secret());
     }
 
     #[test]
     fn either_mode_survives_one_missing_device() {
         let (_, t, h) = provider(true, true);
-        let rk = Key32::generate();
+        let rk = RootKey::generate();
         let sr = seal_root(SealMode::Either, &[&t, &h], &rk).unwrap();
         for (tok, hok) in [(true, false), (false, true)] {
             let p = SoftProvider::new(&t, tok, &h, hok);
@@ -450,7 +465,7 @@ mod tests {
     #[test]
     fn wrong_check_value_is_corrupt() {
         let (p, t, h) = provider(true, true);
-        let rk = Key32::generate();
+        let rk = RootKey::generate();
         let mut sr = seal_root(SealMode::Tpm, &[&t, &h], &rk).unwrap();
         sr.check = b64().encode([0u8; 32]);
         assert_eq!(

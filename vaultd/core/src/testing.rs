@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::barrier;
+use crate::keys::SealShare;
 use crate::seal::{Seal, SealError, SealKind, SealProvider};
 use crate::secret::Key32;
 
@@ -35,16 +36,18 @@ impl Seal for SoftSeal {
     fn kind(&self) -> SealKind {
         self.kind
     }
-    fn seal(&self, key: &Key32) -> Result<Vec<u8>, SealError> {
+    fn seal(&self, key: &SealShare) -> Result<Vec<u8>, SealError> {
         Ok(barrier::encrypt(
             &self.key,
             b"softseal",
             key.expose_secret(),
         ))
     }
-    fn unseal(&self, blob: &[u8]) -> Result<Key32, SealError> {
-        barrier::decrypt_key(&self.key, b"softseal", blob)
-            .map_err(|_| SealError::BlobCorrupt("soft seal authentication failed".into()))
+    fn unseal(&self, blob: &[u8]) -> Result<SealShare, SealError> {
+        barrier::decrypt(&self.key, b"softseal", blob)
+            .ok()
+            .and_then(|pt| SealShare::from_slice(pt.expose_secret()))
+            .ok_or_else(|| SealError::BlobCorrupt("soft seal authentication failed".into()))
     }
 }
 
@@ -90,7 +93,7 @@ pub fn seal_conformance(open: &dyn Fn() -> Box<dyn Seal>) {
     let kind = seal.kind();
 
     // 1. Round trip, in the same and in a fresh handle.
-    let k = Key32::generate();
+    let k = SealShare::generate();
     let blob = seal.seal(&k).expect("seal");
     assert!(
         seal.unseal(&blob).expect("unseal").ct_eq(&k),
@@ -115,7 +118,7 @@ pub fn seal_conformance(open: &dyn Fn() -> Box<dyn Seal>) {
     assert!(seal.unseal(&blob2).expect("unseal 2").ct_eq(&k));
 
     // 4. A different key gives a blob that opens to that key, not the first.
-    let k2 = Key32::generate();
+    let k2 = SealShare::generate();
     let b2 = seal.seal(&k2).expect("seal k2");
     assert!(seal.unseal(&b2).expect("unseal k2").ct_eq(&k2));
 

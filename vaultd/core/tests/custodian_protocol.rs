@@ -315,7 +315,7 @@ fn root_key_recovery_needs_k_custodians_and_checks_the_result() {
         .enumerate()
         .map(|(i, n)| person(n, &["security"], i as u32 + 1))
         .collect();
-    let rk = Key32::generate();
+    let rk = vault_core::keys::RootKey::generate();
     let custodians: Vec<(String, PublicKey)> = people
         .iter()
         .map(|p| {
@@ -342,7 +342,7 @@ fn root_key_recovery_needs_k_custodians_and_checks_the_result() {
         Err(RecoveryError::Shamir(_))
     ));
     let other = split_rk(
-        &Key32::generate(),
+        &vault_core::keys::RootKey::generate(),
         "app-1",
         &custodians,
         2,
@@ -389,7 +389,7 @@ fn the_recovery_request_file_round_trips_and_binds_one_appliance() {
         })
         .collect();
     let bundle = split_rk(
-        &Key32::generate(),
+        &vault_core::keys::RootKey::generate(),
         "app-1",
         &custodians,
         2,

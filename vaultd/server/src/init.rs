@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use time::{Duration, OffsetDateTime};
 use vault_core::keyring::KeyringVersion;
+use vault_core::keys::RootKey;
 use vault_core::policy::{validate_name, Role};
 use vault_core::seal::{seal_root, unseal_root, Seal, SealKind, SealProvider, SealedRoot};
-use vault_core::secret::Key32;
 use vault_store::{PrincipalRow, Store, StoreError, StoreOptions, WriteOp};
 
 use crate::ca;
@@ -125,7 +125,7 @@ pub fn initialize_with(
         ));
     }
     let mode = config.seal_mode();
-    let rk = Key32::generate();
+    let rk = RootKey::generate();
     let sealed = seal_checked(config, &rk)?;
     drop(rk);
     let appliance_id = uuid::Uuid::new_v4().to_string();
@@ -187,7 +187,7 @@ pub fn recover(
     config: &Config,
     out_dir: &Path,
     admin_name: &str,
-    rk: &Key32,
+    rk: &RootKey,
     mut details: std::collections::BTreeMap<String, String>,
 ) -> Result<InitReport, InitError> {
     if !validate_name(admin_name) {
@@ -273,7 +273,7 @@ pub fn recover(
 
 /// Seals `rk` with the configured devices (creating their keys if needed)
 /// and checks it by unsealing again before anything depends on it.
-fn seal_checked(config: &Config, rk: &Key32) -> Result<SealedRoot, InitError> {
+fn seal_checked(config: &Config, rk: &RootKey) -> Result<SealedRoot, InitError> {
     let mode = config.seal_mode();
     let provider = ConfigProvider {
         config,

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use vault_core::keyring::Keyring;
+use vault_core::keys::{AuditHmacKey, RootKey};
 use vault_core::policy::Role;
-use vault_core::secret::Key32;
 use vault_store::{PrincipalRow, Store};
 
 use crate::ca::HsmCaKey;
@@ -36,13 +36,13 @@ pub struct SealedReason {
 
 pub struct Unsealed {
     pub keyring: Arc<Keyring>,
-    pub(crate) rk: Key32,
+    pub(crate) rk: RootKey,
     /// None if the token is unreachable (e.g. `tpm|pkcs11` unsealed by TPM).
     pub ca: Option<Arc<HsmCaKey>>,
     /// Signs audit checkpoints; None while the token is unreachable.
     pub audit_signer: Option<Arc<vault_hsm::Pkcs11Signer>>,
     /// Keys the HMACs of sensitive fields in audit entries.
-    pub(crate) audit_hmac: Key32,
+    pub(crate) audit_hmac: AuditHmacKey,
     pub since: i64,
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use vault_core::audit::entry::{Draft, Entry, Outcome};
 use vault_core::audit::merkle::{leaf_hash, verify_inclusion, CompactRange};
 use vault_core::keyring::{Keyring, KeyringVersion, Tier};
-use vault_core::secret::Key32;
+use vault_core::keys::RootKey;
 use vault_store::{Store, StoreError, StoreOptions, WriteOp, WriteOutcome};
 
 fn draft(action: &str, outcome: Outcome, error: &str) -> Draft {
@@ -38,7 +38,8 @@ fn audited_writes_chain_and_survive_reopen() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("v.db");
     let s = Arc::new(Store::open(&path, StoreOptions::default()).unwrap());
-    let kr = Arc::new(Keyring::load(&Key32::generate(), &[KeyringVersion::new_random(1)]).unwrap());
+    let kr =
+        Arc::new(Keyring::load(&RootKey::generate(), &[KeyringVersion::new_random(1)]).unwrap());
     // A successful change and a refused one, from many threads at once.
     let threads: Vec<_> = (0..8)
         .map(|t| {

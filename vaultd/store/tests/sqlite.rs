@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use vault_core::keyring::{Keyring, KeyringVersion, Tier};
-use vault_core::secret::Key32;
+use vault_core::keys::RootKey;
 use vault_store::{Store, StoreError, StoreOptions, WriteOp, WriteOutcome};
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -13,7 +13,7 @@ fn open() -> (tempfile::TempDir, Store) {
 }
 
 fn keyring() -> Arc<Keyring> {
-    Arc::new(Keyring::load(&Key32::generate(), &[KeyringVersion::new_random(1)]).unwrap())
+    Arc::new(Keyring::load(&RootKey::generate(), &[KeyringVersion::new_random(1)]).unwrap())
 }
 
 fn put(s: &Store, kr: &Arc<Keyring>, path: &str, value: &[u8], exclusive: Option<bool>) -> u64 {

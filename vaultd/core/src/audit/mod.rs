@@ -15,21 +15,15 @@ pub mod verify;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::secret::Key32;
+use crate::keys::{AuditHmacKey, RootKey};
 
-/// The audit HMAC key: HKDF-SHA256 of the root key with its own label, so
-/// it is stable across restarts and keyring rotations and useless for
-/// anything else.
-pub fn derive_hmac_key(rk: &Key32) -> Key32 {
-    let hk = hkdf::Hkdf::<Sha256>::new(None, rk.expose_secret());
-    let mut okm = [0u8; 32];
-    hk.expand(b"vaultd audit hmac v1", &mut okm)
-        .expect("32 bytes is a valid HKDF-SHA256 output length");
-    Key32::from_bytes(&mut okm)
+/// The audit HMAC key ([`RootKey::audit_hmac_key`]).
+pub fn derive_hmac_key(rk: &RootKey) -> AuditHmacKey {
+    rk.audit_hmac_key()
 }
 
 /// `hmac-sha256:<hex>` of a sensitive field, as it appears in entries.
-pub fn value_hmac(key: &Key32, value: &[u8]) -> String {
+pub fn value_hmac(key: &AuditHmacKey, value: &[u8]) -> String {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key.expose_secret()).expect("any key length");
     m.update(value);
     let tag = m.finalize().into_bytes();
@@ -43,7 +37,7 @@ mod tests {
 
     #[test]
     fn hmac_is_keyed_and_stable() {
-        let rk = Key32::generate();
+        let rk = RootKey::generate();
         let k = derive_hmac_key(&rk);
         assert_eq!(
             value_hmac(&k, b"pw"),
@@ -52,7 +46,7 @@ mod tests {
         assert_ne!(value_hmac(&k, b"pw"), value_hmac(&k, b"pw2"));
         assert_ne!(
             value_hmac(&k, b"pw"),
-            value_hmac(&derive_hmac_key(&Key32::generate()), b"pw")
+            value_hmac(&derive_hmac_key(&RootKey::generate()), b"pw")
         );
         assert!(value_hmac(&k, b"pw").starts_with("hmac-sha256:"));
     }

@@ -68,8 +68,8 @@ impl Request {
     /// The bytes a custodian signs for `decision`.
     pub fn message(&self, decision: Decision, custodian: &str) -> Vec<u8> {
         let mut m = match self.recipient_key {
-            None => b"vaultd approval v1".to_vec(),
-            Some(_) => b"vaultd breakglass approval v1".to_vec(),
+            None => crate::keys::label::APPROVAL.to_vec(),
+            Some(_) => crate::keys::label::BREAKGLASS_APPROVAL.to_vec(),
         };
         field(&mut m, self.request_id.as_bytes());
         field(&mut m, self.appliance_id.as_bytes());

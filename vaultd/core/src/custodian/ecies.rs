@@ -23,7 +23,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 pub const VERSION: u8 = 0x01;
-const INFO: &[u8] = b"vaultd custodian ecies v1";
+const INFO: &[u8] = crate::keys::label::ECIES_INFO;
 const POINT: usize = 65;
 const NONCE: usize = 12;
 

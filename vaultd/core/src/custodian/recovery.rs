@@ -15,9 +15,9 @@ use sha2::Sha256;
 
 use super::ecies::{self, EciesError, SharedX};
 use super::shamir::{self, ShamirError, Share};
+use crate::keys::{label, RootKey};
 use crate::secret::{ct_eq, Key32};
 
-const KCV_LABEL: &[u8] = b"vaultd recovery check v1";
 pub const FORMAT: u32 = 1;
 
 /// One custodian's sealed share.
@@ -56,15 +56,15 @@ pub enum RecoveryError {
     Malformed(String),
 }
 
-fn kcv(rk: &Key32) -> [u8; 32] {
+fn kcv(rk: &RootKey) -> [u8; 32] {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(rk.expose_secret()).expect("any key length");
-    m.update(KCV_LABEL);
+    m.update(label::RECOVERY_CHECK);
     m.finalize().into_bytes().into()
 }
 
 /// Associated data of a recovery share.
 pub fn share_aad(appliance_id: &str, custodian: &str) -> Vec<u8> {
-    let mut v = b"vaultd recovery share v1".to_vec();
+    let mut v = label::RECOVERY_SHARE_AAD.to_vec();
     for f in [appliance_id.as_bytes(), custodian.as_bytes()] {
         v.extend_from_slice(&(f.len() as u32).to_be_bytes());
         v.extend_from_slice(f);
@@ -74,7 +74,7 @@ pub fn share_aad(appliance_id: &str, custodian: &str) -> Vec<u8> {
 
 /// Splits RK among `custodians` (id, 9d public key), `k` needed.
 pub fn split(
-    rk: &Key32,
+    rk: &RootKey,
     appliance_id: &str,
     custodians: &[(String, PublicKey)],
     k: usize,
@@ -121,12 +121,12 @@ pub fn open_share(
 }
 
 /// Combines k opened shares into RK, checked against the bundle.
-pub fn recover(bundle: &Bundle, shares: &[Share]) -> Result<Key32, RecoveryError> {
+pub fn recover(bundle: &Bundle, shares: &[Share]) -> Result<RootKey, RecoveryError> {
     if bundle.format != FORMAT {
         return Err(RecoveryError::Format(bundle.format));
     }
     let bytes = shamir::combine(shares, bundle.k)?;
-    let rk = Key32::from_slice(&bytes).ok_or(RecoveryError::CheckFailed)?;
+    let rk = RootKey::from_recovered(Key32::from_slice(&bytes).ok_or(RecoveryError::CheckFailed)?);
     if ct_eq(&kcv(&rk), &bundle.check) {
         Ok(rk)
     } else {
@@ -173,7 +173,7 @@ impl RecoveryRequest {
 
 /// Associated data of a share re-sealed to the operator's one-time key.
 pub fn transfer_aad(req: &RecoveryRequest, custodian: &str) -> Vec<u8> {
-    let mut v = b"vaultd recovery transfer v1".to_vec();
+    let mut v = label::RECOVERY_TRANSFER_AAD.to_vec();
     for f in [
         req.appliance_id.as_bytes(),
         &req.nonce[..],

@@ -23,6 +23,7 @@ use super::ecies::{self, soft_ecdh, EciesError, SharedX};
 use super::shamir::{self, ShamirError, Share};
 use crate::barrier;
 use crate::keyring::{value_aad, Tier};
+use crate::keys::{label, DataKey};
 use crate::secret::{Key32, SecretBytes};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +65,7 @@ fn fields(label: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 /// Associated data of a stored share: binds it to secret, version and custodian.
 pub fn share_aad(path: &str, version: u64, custodian: &str) -> Vec<u8> {
     fields(
-        b"vaultd sealed share v1",
+        label::SEALED_SHARE_AAD,
         &[
             path.as_bytes(),
             &version.to_be_bytes(),
@@ -76,7 +77,7 @@ pub fn share_aad(path: &str, version: u64, custodian: &str) -> Vec<u8> {
 /// Associated data of a share re-sealed to a requester's one-time key.
 pub fn transfer_aad(request_id: &str, path: &str, version: u64, custodian: &str) -> Vec<u8> {
     fields(
-        b"vaultd breakglass share v1",
+        label::BREAKGLASS_SHARE_AAD,
         &[
             request_id.as_bytes(),
             path.as_bytes(),
@@ -108,9 +109,9 @@ pub fn seal(
             return Err(SealedError::DuplicateCustodian(a.clone()));
         }
     }
-    let dek = Key32::generate();
+    let dek = DataKey::generate();
     let parts = shamir::split(dek.expose_secret(), k, recipients.len(), rng)?;
-    let ciphertext = barrier::encrypt(&dek, &value_aad(path, version, Tier::Sealed), value);
+    let ciphertext = barrier::encrypt(dek.key32(), &value_aad(path, version, Tier::Sealed), value);
     let shares = parts
         .iter()
         .zip(recipients)
@@ -186,9 +187,13 @@ pub fn open(
         shares.push(Share::from_bytes(&bytes)?);
     }
     let dek = shamir::combine(&shares, k)?;
-    let dek = Key32::from_slice(&dek).ok_or(SealedError::WrongShares)?;
-    barrier::decrypt(&dek, &value_aad(path, version, Tier::Sealed), ciphertext)
-        .map_err(|_| SealedError::WrongShares)
+    let dek = DataKey::from_key32(Key32::from_slice(&dek).ok_or(SealedError::WrongShares)?);
+    barrier::decrypt(
+        dek.key32(),
+        &value_aad(path, version, Tier::Sealed),
+        ciphertext,
+    )
+    .map_err(|_| SealedError::WrongShares)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::token;
 const VERSION: u8 = 0x01;
 const IV_LEN: usize = 12;
 const TAG_LEN: usize = 16;
-const AAD: &[u8] = b"vaultd pkcs11 seal v1";
+const AAD: &[u8] = vault_core::keys::label::PKCS11_SEAL_AAD;
 /// Length of a blob sealing a 32-byte key.
 const BLOB_LEN: usize = 1 + IV_LEN + 32 + TAG_LEN;
 

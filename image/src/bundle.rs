@@ -33,9 +33,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use vault_core::boot::text::{is_lower_hex, valid_version};
 
 use crate::key::{ImagePublicKey, ImageSigningKey};
-use crate::text::{is_lower_hex, valid_version};
 use crate::ImageError;
 
 /// The bundle magic.

@@ -2,6 +2,8 @@
 
 use std::io;
 
+use vault_core::boot::BootFormatError;
+
 /// Why an image operation failed. Every variant has a stable
 /// [`code`](ImageError::code); messages never contain key material.
 #[derive(Debug, thiserror::Error)]
@@ -20,19 +22,12 @@ pub enum ImageError {
     /// The bundle's structure or manifest is invalid (or trailing bytes).
     #[error("bundle is malformed: {0}")]
     BundleMalformed(String),
-    /// A signed policy document is structurally invalid.
-    #[error("signed policy is malformed: {0}")]
-    PolicyMalformed(String),
-    /// A signed policy does not verify under the given key.
-    #[error("signed policy does not verify: {0}")]
-    PolicyBadSignature(String),
-    /// A raw ECDSA signature does not verify (see
-    /// [`crate::ImagePublicKey::verify_prehash`]).
-    #[error("signature does not verify: {0}")]
-    SignatureInvalid(String),
-    /// A key could not be parsed.
-    #[error("key is malformed: {0}")]
-    KeyMalformed(String),
+    /// A key or signed policy is malformed, or a policy or signature does
+    /// not verify (`vault_core::boot`); message and code are the core
+    /// error's (`key_malformed`, `policy_malformed`, `policy_bad_signature`,
+    /// `signature_invalid`).
+    #[error(transparent)]
+    Format(#[from] BootFormatError),
     /// Reading or writing a file or stream failed.
     #[error("I/O error ({context}): {source}")]
     Io {
@@ -50,10 +45,7 @@ impl ImageError {
             ImageError::BundlePartMismatch(_) => "bundle_part_mismatch",
             ImageError::BundleTruncated(_) => "bundle_truncated",
             ImageError::BundleMalformed(_) => "bundle_malformed",
-            ImageError::PolicyMalformed(_) => "policy_malformed",
-            ImageError::PolicyBadSignature(_) => "policy_bad_signature",
-            ImageError::SignatureInvalid(_) => "signature_invalid",
-            ImageError::KeyMalformed(_) => "key_malformed",
+            ImageError::Format(e) => e.code(),
             ImageError::Io { .. } => "io_error",
         }
     }

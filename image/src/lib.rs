@@ -14,14 +14,17 @@
 //!
 //! # Layout
 //!
-//! * [`key`]: [`ImageSigningKey`] (secret, zeroized on drop, no `Debug`) and
-//!   [`ImagePublicKey`] (PEM, key id, affine coordinates for the TPM).
-//! * [`policy`]: TPM2 policy digest arithmetic (`PolicyPCR`,
-//!   `PolicyAuthorize`, the key's TPM Name) and the signed boot policy
-//!   ([`SignedPolicy`], a small JSON document).
+//! * [`key`] and [`policy`]: re-exported from `vault_core::boot`, where the
+//!   signed boot-policy format lives (shared with `vault-tpm`):
+//!   [`ImageSigningKey`] (secret, zeroized on drop, no `Debug`),
+//!   [`ImagePublicKey`] (PEM, key id, affine coordinates for the TPM), TPM2
+//!   policy digest arithmetic (`PolicyPCR`, `PolicyAuthorize`, the key's TPM
+//!   Name) and the signed boot policy ([`SignedPolicy`], a small JSON
+//!   document).
 //! * [`bundle`]: the signed update bundle (`VAULTUPD` header, manifest,
 //!   signature, parts) with a streaming, bounded reader.
-//! * [`ImageError`]: the crate's single error type with stable codes.
+//! * [`ImageError`]: the crate's single error type with stable codes; the
+//!   format's [`BootFormatError`] converts into it with its codes unchanged.
 //! * The `vault-image` binary (`src/bin/vault-image.rs`) wraps all of this
 //!   for the image build: `keygen`, `sign-policy`, `bundle`,
 //!   `verify-bundle`, `verify-policy`.
@@ -30,35 +33,7 @@
 
 pub mod bundle;
 mod error;
-pub mod key;
-pub mod policy;
 
 pub use error::ImageError;
-pub use key::{ImagePublicKey, ImageSigningKey};
-pub use policy::SignedPolicy;
-
-/// Shared validators for the textual fields of policies and manifests.
-pub(crate) mod text {
-    /// An image version: 1..=64 characters from `[0-9A-Za-z.+_-]`.
-    pub(crate) fn valid_version(v: &str) -> bool {
-        !v.is_empty()
-            && v.len() <= 64
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'_' | b'-'))
-    }
-
-    /// Exactly `2 * n` lowercase hex digits.
-    pub(crate) fn is_lower_hex(s: &str, n: usize) -> bool {
-        s.len() == 2 * n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    }
-
-    /// Decodes exactly `N` bytes of lowercase hex.
-    pub(crate) fn lower_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
-        if !is_lower_hex(s, N) {
-            return None;
-        }
-        let mut out = [0u8; N];
-        hex::decode_to_slice(s, &mut out).ok()?;
-        Some(out)
-    }
-}
+pub use vault_core::boot::{key, policy};
+pub use vault_core::boot::{BootFormatError, ImagePublicKey, ImageSigningKey, SignedPolicy};

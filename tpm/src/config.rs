@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use vault_image::ImagePublicKey;
+use vault_core::boot::ImagePublicKey;
 
 /// Highest PCR index in the SHA-256 bank of a PC-client TPM.
 pub const MAX_PCR: u8 = 23;
@@ -25,7 +25,7 @@ pub struct TpmConfig {
 }
 
 /// PolicyAuthorize configuration: the image-signing key and where the
-/// signed boot policies (`*.json`, see `vault_image::policy`) are.
+/// signed boot policies (`*.json`, see `vault_core::boot::policy`) are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizedPolicy {
     /// SPKI PEM of the image-signing key (ECDSA P-256).
@@ -175,7 +175,9 @@ mod tests {
 
     #[test]
     fn validates_image_key() {
-        let pem = vault_image::ImageSigningKey::generate().public().to_pem();
+        let pem = vault_core::boot::ImageSigningKey::generate()
+            .public()
+            .to_pem();
         let a = AuthorizedPolicy {
             public_key_pem: pem,
             signatures_dir: "/etc/vault/boot-policies".into(),

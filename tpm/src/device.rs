@@ -17,9 +17,9 @@ use tss_esapi::structures::{
     SensitiveData, Signature, SymmetricDefinition, SymmetricDefinitionObject, VerifiedTicket,
 };
 use tss_esapi::{Context, TctiNameConf};
+use vault_core::boot::ImagePublicKey;
 use vault_core::seal::{SealError, SealKind};
 use vault_core::secret::Key32;
-use vault_image::ImagePublicKey;
 
 use crate::config::ConfigError;
 use crate::error::map_tss;
@@ -86,7 +86,7 @@ pub(crate) fn sealed_object_template(auth_policy: Digest) -> Result<Public, tss_
 
 /// The image-signing key as an external public ECC P-256 key: scheme
 /// ECDSA-SHA256, attributes `sign` only, empty authPolicy. Must match
-/// `vault_image::policy::tpm_public_area` byte for byte (the Name is
+/// `vault_core::boot::policy::tpm_public_area` byte for byte (the Name is
 /// checked on every load).
 pub(crate) fn image_key_template(pk: &ImagePublicKey) -> Result<Public, tss_esapi::Error> {
     let attributes = ObjectAttributesBuilder::new()
@@ -270,7 +270,7 @@ impl Tpm {
             .ctx
             .read_public(handle)
             .map_err(|e| map_tss("Esys_ReadPublic", e))?;
-        let expect = vault_image::policy::tpm_key_name(pk);
+        let expect = vault_core::boot::policy::tpm_key_name(pk);
         if name.value() != expect.as_slice() {
             return Err(device_err(
                 "Esys_ReadPublic",
@@ -341,7 +341,7 @@ impl Tpm {
         key: &Key32,
     ) -> Result<(Public, Private), SealError> {
         let name = self.image_key_name(pk)?;
-        let policy = vault_image::policy::authorize_policy_digest(&name);
+        let policy = vault_core::boot::policy::authorize_policy_digest(&name);
         let digest = Digest::try_from(policy.to_vec()).map_err(|e| map_tss("Digest", e))?;
         self.create_sealed(digest, key)
     }
@@ -393,7 +393,7 @@ impl Tpm {
         signature: &[u8; 64],
     ) -> Result<(Name, VerifiedTicket), SealError> {
         let (handle, name) = self.load_image_key(pk)?;
-        let ahash = vault_image::policy::approved_hash(policy);
+        let ahash = vault_core::boot::policy::approved_hash(policy);
         let digest = Digest::try_from(ahash.to_vec()).map_err(|e| map_tss("Digest", e))?;
         let r = EccParameter::try_from(signature[..32].to_vec())
             .map_err(|e| map_tss("EccParameter", e))?;

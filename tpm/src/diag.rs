@@ -1,9 +1,9 @@
-//! What the TPM itself computes, for cross-checking `vault_image::policy`
-//! in tests (feature `test-util`).
+//! What the TPM itself computes, for cross-checking
+//! `vault_core::boot::policy` in tests (feature `test-util`).
 
+use vault_core::boot::{ImagePublicKey, SignedPolicy};
 use vault_core::seal::SealError;
 use vault_core::secret::Key32;
-use vault_image::{ImagePublicKey, SignedPolicy};
 
 use crate::device::Tpm;
 

@@ -12,7 +12,7 @@
 //!   `PolicyAuthorize(image-signing key)`. It commits only to the key, not
 //!   to PCR values, and no PCR is read at seal time. To unseal, vaultd looks
 //!   in the configured directory for a signed boot policy
-//!   (`vault_image::SignedPolicy`, `*.json`) whose PolicyPCR digest equals
+//!   (`vault_core::boot::SignedPolicy`, `*.json`) whose PolicyPCR digest equals
 //!   the TPM's digest for the configured PCRs (e.g. PCR 11, the UKI), has
 //!   the TPM verify its signature (`TPM2_VerifySignature` → ticket), and
 //!   runs `PolicyPCR` + `PolicyAuthorize` in the unseal session. A new
@@ -48,7 +48,7 @@
 //! * `swtpm` (feature `test-util`): runs a private software TPM for tests.
 //! * `diag` (feature `test-util`): what the TPM itself computes (trial
 //!   policy digests, the image key's Name, a blob's authPolicy), to
-//!   cross-check `vault_image::policy` against a real TPM.
+//!   cross-check `vault_core::boot::policy` against a real TPM.
 
 #![forbid(unsafe_code)]
 
@@ -65,10 +65,10 @@ pub mod swtpm;
 
 use std::path::PathBuf;
 
+use vault_core::boot::ImagePublicKey;
 use vault_core::keys::SealShare;
 use vault_core::seal::{Seal, SealError, SealKind};
 use vault_core::secret::Key32;
-use vault_image::ImagePublicKey;
 
 pub use config::{AuthorizedPolicy, ConfigError, TpmConfig};
 pub use pcr::{extend_pcr, read_pcrs};

@@ -1,8 +1,8 @@
 //! Finding the signed boot policy that matches this boot.
 //!
 //! The signatures directory holds `*.json` files in the
-//! `vault_image::SignedPolicy` format (other names are ignored). A file is a
-//! candidate when it parses, names the configured image key and its
+//! `vault_core::boot::SignedPolicy` format (other names are ignored). A file
+//! is a candidate when it parses, names the configured image key and its
 //! `policy` equals the TPM's PolicyPCR digest for the current PCR values.
 //! Its signature is *not* checked here: the TPM checks it
 //! (`TPM2_VerifySignature`), which is what yields the ticket
@@ -11,8 +11,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use vault_core::boot::{ImagePublicKey, SignedPolicy};
 use vault_core::seal::{SealError, SealKind};
-use vault_image::{ImagePublicKey, SignedPolicy};
 
 /// Signed policies larger than this are skipped.
 const MAX_POLICY_FILE: u64 = 64 * 1024;

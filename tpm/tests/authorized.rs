@@ -5,12 +5,12 @@
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
-use vault_core::keys::SealShare;
-use vault_core::seal::{Seal, SealError};
-use vault_image::policy::{
+use vault_core::boot::policy::{
     approved_hash, authorize_policy_digest, extend, pcr_policy_digest, tpm_key_name,
 };
-use vault_image::{ImageSigningKey, SignedPolicy};
+use vault_core::boot::{ImageSigningKey, SignedPolicy};
+use vault_core::keys::SealShare;
+use vault_core::seal::{Seal, SealError};
 use vault_tpm::swtpm::Swtpm;
 use vault_tpm::{diag, extend_pcr, read_pcrs, AuthorizedPolicy, TpmConfig, TpmSeal};
 

@@ -136,11 +136,11 @@ fn read_text(path: &Path) -> Result<String, ImageError> {
 fn read_key(path: &Path) -> Result<ImageSigningKey, ImageError> {
     // The PEM text is secret: keep it in a zeroizing buffer.
     let pem = zeroize::Zeroizing::new(read_text(path)?);
-    ImageSigningKey::from_pkcs8_pem(&pem)
+    Ok(ImageSigningKey::from_pkcs8_pem(&pem)?)
 }
 
 fn read_pub(path: &Path) -> Result<ImagePublicKey, ImageError> {
-    ImagePublicKey::from_pem(&read_text(path)?)
+    Ok(ImagePublicKey::from_pem(&read_text(path)?)?)
 }
 
 /// A new file that must not exist yet.

@@ -22,6 +22,10 @@
 //! * [`seal`]: the `Seal` trait, seal modes (`tpm`, `pkcs11`, `tpm+pkcs11`,
 //!   `tpm|pkcs11`) and the stored sealed-root format.
 //! * [`policy`]: roles, the permission table, path validation.
+//! * [`boot`]: the signed boot-policy format shared by `vault-tpm` and
+//!   `vault-image`: the image-signing key (ECDSA P-256), TPM2 policy digests
+//!   (`PolicyPCR`, `PolicyAuthorize`, the key's TPM Name) and
+//!   `SignedPolicy`.
 //! * `testing` (tests and the `conformance` feature only): a software seal
 //!   and the seal conformance suite every backend runs.
 
@@ -29,6 +33,7 @@
 
 pub mod audit;
 pub mod barrier;
+pub mod boot;
 pub mod custodian;
 pub mod keyring;
 pub mod keys;

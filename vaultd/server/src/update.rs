@@ -118,7 +118,7 @@ fn settings(a: Option<&ApplianceConfig>) -> Result<Settings<'_>, UpdateError> {
 
 fn public_key(path: &Path) -> Result<ImagePublicKey, UpdateError> {
     let pem = std::fs::read_to_string(path).map_err(io(path))?;
-    Ok(ImagePublicKey::from_pem(&pem)?)
+    Ok(ImagePublicKey::from_pem(&pem).map_err(vault_image::ImageError::from)?)
 }
 
 /// The running image's version string and build number (`…+BUILD`).

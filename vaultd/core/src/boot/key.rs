@@ -16,7 +16,7 @@ use p256::pkcs8::{
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::ImageError;
+use super::BootFormatError;
 
 /// The secret image-signing key. No `Debug`, no `Serialize`; the scalar is
 /// zeroized on drop (by `p256::ecdsa::SigningKey`'s own `Drop`).
@@ -29,11 +29,11 @@ impl ImageSigningKey {
     }
 
     /// Parses a PKCS#8 PEM private key (P-256 only).
-    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, ImageError> {
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, BootFormatError> {
         SigningKey::from_pkcs8_pem(pem.trim())
             .map(ImageSigningKey)
             .map_err(|e| {
-                ImageError::KeyMalformed(format!("not a PKCS#8 PEM P-256 private key ({e})"))
+                BootFormatError::KeyMalformed(format!("not a PKCS#8 PEM P-256 private key ({e})"))
             })
     }
 
@@ -49,12 +49,14 @@ impl ImageSigningKey {
         ImagePublicKey(*self.0.verifying_key())
     }
 
-    /// Signs a SHA-256 digest; returns `r || s`.
-    pub(crate) fn sign_prehash(&self, digest: &[u8; 32]) -> Result<[u8; 64], ImageError> {
+    /// Signs a SHA-256 digest; returns `r || s`. The caller computes the
+    /// digest and is responsible for its domain separation (signed policies
+    /// sign `aHash`, `vault-image` bundles a prefixed manifest hash).
+    pub fn sign_prehash(&self, digest: &[u8; 32]) -> Result<[u8; 64], BootFormatError> {
         let sig: Signature = self
             .0
             .sign_prehash(digest)
-            .map_err(|e| ImageError::KeyMalformed(format!("ECDSA signing failed ({e})")))?;
+            .map_err(|e| BootFormatError::KeyMalformed(format!("ECDSA signing failed ({e})")))?;
         let mut out = [0u8; 64];
         out.copy_from_slice(&sig.to_bytes());
         Ok(out)
@@ -67,11 +69,11 @@ pub struct ImagePublicKey(VerifyingKey);
 
 impl ImagePublicKey {
     /// Parses an SPKI PEM public key (`-----BEGIN PUBLIC KEY-----`, P-256).
-    pub fn from_pem(pem: &str) -> Result<Self, ImageError> {
+    pub fn from_pem(pem: &str) -> Result<Self, BootFormatError> {
         VerifyingKey::from_public_key_pem(pem.trim())
             .map(ImagePublicKey)
             .map_err(|e| {
-                ImageError::KeyMalformed(format!("not an SPKI PEM P-256 public key ({e})"))
+                BootFormatError::KeyMalformed(format!("not an SPKI PEM P-256 public key ({e})"))
             })
     }
 
@@ -110,11 +112,16 @@ impl ImagePublicKey {
     }
 
     /// Verifies a raw `r || s` ECDSA signature over a SHA-256 digest.
-    pub fn verify_prehash(&self, digest: &[u8; 32], sig_rs: &[u8; 64]) -> Result<(), ImageError> {
-        let sig = Signature::from_slice(sig_rs)
-            .map_err(|_| ImageError::SignatureInvalid("r or s is out of range for P-256".into()))?;
+    pub fn verify_prehash(
+        &self,
+        digest: &[u8; 32],
+        sig_rs: &[u8; 64],
+    ) -> Result<(), BootFormatError> {
+        let sig = Signature::from_slice(sig_rs).map_err(|_| {
+            BootFormatError::SignatureInvalid("r or s is out of range for P-256".into())
+        })?;
         self.0.verify_prehash(digest, &sig).map_err(|_| {
-            ImageError::SignatureInvalid(format!("not signed by key {}", self.key_id()))
+            BootFormatError::SignatureInvalid(format!("not signed by key {}", self.key_id()))
         })
     }
 }

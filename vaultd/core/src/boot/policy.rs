@@ -37,9 +37,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::key::{ImagePublicKey, ImageSigningKey};
-use crate::text::{lower_hex, valid_version};
-use crate::ImageError;
+use super::key::{ImagePublicKey, ImageSigningKey};
+use super::text::{lower_hex, valid_version};
+use super::BootFormatError;
 
 const TPM_CC_POLICY_PCR: u32 = 0x0000_017F;
 const TPM_CC_POLICY_AUTHORIZE: u32 = 0x0000_016A;
@@ -174,12 +174,12 @@ struct PcrJson {
     sha256: String,
 }
 
-fn malformed(msg: impl Into<String>) -> ImageError {
-    ImageError::PolicyMalformed(msg.into())
+fn malformed(msg: impl Into<String>) -> BootFormatError {
+    BootFormatError::PolicyMalformed(msg.into())
 }
 
 /// Checks a PCR list: non-empty, indices 0..=23, strictly ascending.
-fn check_pcrs(pcrs: &[(u8, [u8; 32])]) -> Result<(), ImageError> {
+fn check_pcrs(pcrs: &[(u8, [u8; 32])]) -> Result<(), BootFormatError> {
     if pcrs.is_empty() {
         return Err(malformed("no PCRs"));
     }
@@ -199,7 +199,7 @@ impl SignedPolicy {
         key: &ImageSigningKey,
         version: &str,
         pcrs: &[(u8, [u8; 32])],
-    ) -> Result<Self, ImageError> {
+    ) -> Result<Self, BootFormatError> {
         if !valid_version(version) {
             return Err(malformed(format!(
                 "invalid version {version:?}: 1..=64 characters from [0-9A-Za-z.+_-]"
@@ -244,7 +244,7 @@ impl SignedPolicy {
 
     /// Parses a signed policy strictly (see the module docs). Does not
     /// verify the signature.
-    pub fn from_json(text: &str) -> Result<Self, ImageError> {
+    pub fn from_json(text: &str) -> Result<Self, BootFormatError> {
         if text.len() > 64 * 1024 {
             return Err(malformed("document is larger than 64 KiB"));
         }
@@ -295,10 +295,10 @@ impl SignedPolicy {
     /// Checks that the policy names `pk`, that `policy` is the PolicyPCR
     /// digest of `pcrs` and that the signature over `approved_hash(policy)`
     /// verifies under `pk`.
-    pub fn verify(&self, pk: &ImagePublicKey) -> Result<(), ImageError> {
+    pub fn verify(&self, pk: &ImagePublicKey) -> Result<(), BootFormatError> {
         let id = pk.key_id();
         if self.key_id != id {
-            return Err(ImageError::PolicyBadSignature(format!(
+            return Err(BootFormatError::PolicyBadSignature(format!(
                 "policy names key {} but the verifying key is {id}",
                 self.key_id
             )));
@@ -309,7 +309,7 @@ impl SignedPolicy {
             ));
         }
         pk.verify_prehash(&approved_hash(&self.policy), &self.signature)
-            .map_err(|e| ImageError::PolicyBadSignature(e.to_string()))
+            .map_err(|e| BootFormatError::PolicyBadSignature(e.to_string()))
     }
 }
 

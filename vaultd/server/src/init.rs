@@ -14,7 +14,7 @@ use vault_core::keyring::KeyringVersion;
 use vault_core::keys::RootKey;
 use vault_core::policy::{validate_name, Role};
 use vault_core::seal::{seal_root, unseal_root, Seal, SealKind, SealProvider, SealedRoot};
-use vault_store::{PrincipalRow, Store, StoreError, StoreOptions, WriteOp};
+use vault_store::{AuditDrafts, PrincipalRow, Store, StoreError, StoreOptions, WriteOp};
 
 use crate::ca;
 use crate::config::Config;
@@ -166,7 +166,7 @@ pub fn initialize_with(
             principals: vec![pki.admin],
             now: now.unix_timestamp(),
         },
-        Box::new(move |_| init_entry),
+        AuditDrafts::new(init_entry),
     )?;
     tracing::info!(appliance_id = %report.appliance_id, mode = %report.seal_mode, "vault initialised");
     Ok(report)
@@ -244,7 +244,7 @@ pub fn recover(
             ],
             admin: pki.admin,
         },
-        Box::new(move |_| entry),
+        AuditDrafts::new(entry),
     )?;
     // vaultd refuses a log whose newest checkpoint its key did not sign.
     let signer = crate::unseal::open_audit_signer(config, false, &audit_spki)

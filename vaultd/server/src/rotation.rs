@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use vault_core::keyring::{Keyring, KeyringVersion, Tier};
-use vault_store::{StoreError, WriteOp, WriteOutcome};
+use vault_store::{AuditDrafts, StoreError, WriteOp, WriteOutcome};
 
 use crate::audit::Who;
 use crate::state::{AppState, Vault};
@@ -39,15 +39,8 @@ pub fn rotate(state: &Arc<AppState>, who: &Who, audited: &AtomicBool) -> Result<
             kv: kv.clone(),
             now: state.now(),
         },
-        Box::new(move |r| {
-            let (o, code) = match r {
-                Ok(_) => (Outcome::Success, ""),
-                Err(e) => (Outcome::Denied, e.code()),
-            };
-            let mut d = w.draft(&st, "keyring.rotate", "", o, code);
-            d.details.insert("version".into(), next.to_string());
-            d
-        }),
+        AuditDrafts::new(w.draft(&st, "keyring.rotate", "", Outcome::Success, ""))
+            .detail("version", next.to_string()),
     );
     if !matches!(r, Err(StoreError::WriterGone)) {
         audited.store(true, Ordering::SeqCst);

@@ -32,7 +32,8 @@ use vault_core::keyring::{KeyringVersion, SealedValue};
 
 pub use schema::SCHEMA_VERSION;
 pub use types::*;
-pub use write::{AuditFn, SealedFn, VoteFn, WriteOp, WriteOutcome};
+pub use vault_core::audit::entry::AuditDrafts;
+pub use write::{WriteOp, WriteOutcome};
 
 /// Storage errors. `Corrupt` means a stored row could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,11 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// What the write was computed from changed before it ran (another
+    /// write got there first): nothing was written or audited; read again
+    /// and retry.
+    #[error("stale write: {0}")]
+    Stale(&'static str),
     #[error("the storage writer has stopped")]
     WriterGone,
     /// The batch transaction could not begin or commit; nothing was written.
@@ -73,6 +79,21 @@ impl StoreError {
             StoreError::NotFound => "not_found",
             StoreError::Conflict(c) => c,
             StoreError::Forbidden(_) => "forbidden",
+            StoreError::Stale(_) => "version_changed",
+        }
+    }
+
+    /// How the audit log records this refusal: the appliance failed
+    /// (`error`) or refused (`denied`). One rule for every write.
+    pub fn audit_outcome(&self) -> vault_core::audit::entry::Outcome {
+        use vault_core::audit::entry::Outcome;
+        match self {
+            StoreError::Sqlite(_)
+            | StoreError::WriterGone
+            | StoreError::TransactionFailed(_)
+            | StoreError::AuditUnavailable(_)
+            | StoreError::Corrupt(_) => Outcome::Error,
+            _ => Outcome::Denied,
         }
     }
 }
@@ -163,17 +184,22 @@ impl Store {
         self.writer.submit(op, None)
     }
 
-    /// Submits a write with its audit entry, built from the write's result.
-    /// A change and its entry commit together; a refused change still gets
-    /// its entry; if the entry cannot be made durable the result is
-    /// `AuditUnavailable` and nothing changed.
-    pub fn write_audited(&self, op: WriteOp, audit: AuditFn) -> Result<WriteOutcome, StoreError> {
+    /// Submits a write with its audit entries: `audit.success` commits
+    /// together with the change; a refused change gets `audit.refusal` with
+    /// the store's outcome and code (a [`StoreError::Stale`] one gets none:
+    /// its caller retries); if the entry cannot be made durable the result
+    /// is `AuditUnavailable` and nothing changed.
+    pub fn write_audited(
+        &self,
+        op: WriteOp,
+        audit: AuditDrafts,
+    ) -> Result<WriteOutcome, StoreError> {
         self.writer.submit(op, Some(audit))
     }
 
     /// Appends one audit entry on its own.
     pub fn audit(&self, draft: vault_core::audit::entry::Draft) -> Result<(), StoreError> {
-        self.write_audited(WriteOp::AuditOnly, Box::new(move |_| draft))
+        self.write_audited(WriteOp::AuditOnly, AuditDrafts::new(draft))
             .map(|_| ())
     }
 
@@ -245,6 +271,19 @@ impl Store {
                 out.push(KeyringVersion { version, salt });
             }
             Ok(out)
+        })
+    }
+
+    /// The current version of a secret (`None`: no secret at `path`).
+    pub fn current_version(&self, path: &str) -> Result<Option<u64>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT current_version FROM secrets WHERE path = ?1",
+                [path],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|v| v as u64))
         })
     }
 

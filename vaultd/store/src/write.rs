@@ -5,7 +5,7 @@ use std::thread;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
-use vault_core::audit::entry::Draft;
+use vault_core::audit::entry::{AuditDrafts, Draft};
 use vault_core::audit::merkle::{leaf_hash, Hash};
 use vault_core::keyring::{KeyringVersion, SealedValue};
 
@@ -13,19 +13,12 @@ use crate::audit::AuditLog;
 use crate::types::{CheckoutRow, CustodianRow, PrincipalRow, RequestRow, SealedVersion, VoteRow};
 use crate::StoreError;
 
-/// Encrypts the value once the new version number is known (it is part of
-/// the associated data). Runs on the writer thread, inside the transaction.
-pub type SealFn = Box<dyn FnOnce(u64) -> SealedValue + Send>;
-
-/// Encrypts a sealed-tier value to the custodians once the version is known.
-pub type SealedFn = Box<dyn FnOnce(u64) -> Result<SealedVersion, String> + Send>;
-
-/// Decides a vote inside the transaction, from the request and the votes so
-/// far: the row to record and the request's new status, or a refusal.
-pub type VoteFn =
-    Box<dyn FnOnce(&RequestRow, &[VoteRow]) -> Result<(VoteRow, String), StoreError> + Send>;
-
-/// One durable change.
+/// One durable change. Plain data: the store runs no caller code. Where a
+/// change was computed from what the caller read (a value encrypted for the
+/// next version, a vote decided on the votes so far), the op names what it
+/// expects to find, and a store that finds otherwise answers
+/// [`StoreError::Stale`] without writing or auditing anything, so the
+/// caller reads again and retries.
 #[non_exhaustive]
 pub enum WriteOp {
     /// First initialisation. Fails with `already_initialized` if done before.
@@ -43,13 +36,17 @@ pub enum WriteOp {
         kv: KeyringVersion,
         now: i64,
     },
+    /// A new version of a standard-tier secret: `version` must be the next
+    /// one (1 for a new path; the value is encrypted for it, since the
+    /// version is part of the associated data).
     PutSecret {
         path: String,
+        version: u64,
         exclusive: Option<bool>,
         metadata: Option<Value>,
         created_by: String,
         now: i64,
-        seal: SealFn,
+        sealed: SealedValue,
     },
     /// Records a checkout of the current version, which must still be
     /// `expect_version` (the caller has already decrypted it).
@@ -69,11 +66,12 @@ pub enum WriteOp {
     /// shares only. `custody` is the JSON `{"group", "k"}`.
     PutSealedSecret {
         path: String,
+        version: u64,
         metadata: Option<Value>,
         custody: String,
         created_by: String,
         now: i64,
-        seal: SealedFn,
+        sealed: SealedVersion,
     },
     EnrollCustodian(CustodianRow),
     /// Custodian recovery on new hardware: new sealed root, CA and audit
@@ -89,9 +87,12 @@ pub enum WriteOp {
         approvals: String,
     },
     OpenRequest(RequestRow),
+    /// Records a vote decided on `expect_votes` earlier votes, and the
+    /// request's status after it.
     Vote {
-        request_id: String,
-        decide: VoteFn,
+        row: VoteRow,
+        status: String,
+        expect_votes: usize,
     },
     /// The requester collects an approved request, once. For a `checkout`
     /// request `checkout` = (checkout id, expires at) records the checkout.
@@ -146,12 +147,9 @@ pub enum WriteOutcome {
     Collected(RequestRow),
 }
 
-/// Builds the audit entry of a write from its result (success or refusal).
-pub type AuditFn = Box<dyn FnOnce(Result<&WriteOutcome, &StoreError>) -> Draft + Send>;
-
 struct Job {
     op: WriteOp,
-    audit: Option<AuditFn>,
+    audit: Option<AuditDrafts>,
     reply: mpsc::SyncSender<Result<WriteOutcome, StoreError>>,
 }
 
@@ -192,7 +190,7 @@ impl Writer {
     pub(crate) fn submit(
         &self,
         op: WriteOp,
-        audit: Option<AuditFn>,
+        audit: Option<AuditDrafts>,
     ) -> Result<WriteOutcome, StoreError> {
         let (reply, rx) = mpsc::sync_channel(1);
         self.tx
@@ -244,7 +242,7 @@ fn append_entry(c: &Connection, cur: &mut Cursor, draft: Draft) -> Result<(), St
 fn run_job(
     c: &Connection,
     job_op: WriteOp,
-    audit: Option<AuditFn>,
+    audit: Option<AuditDrafts>,
     cur: &mut Cursor,
 ) -> Result<WriteOutcome, StoreError> {
     let mark = (cur.next, cur.prev, cur.leaves.len());
@@ -260,7 +258,7 @@ fn run_job(
             c.execute_batch("RELEASE op")?;
             Ok(v)
         }
-        (Ok(v), Some(audit)) => match append_entry(c, cur, audit(Ok(&v))) {
+        (Ok(v), Some(audit)) => match append_entry(c, cur, audit.success) {
             Ok(()) => {
                 c.execute_batch("RELEASE op")?;
                 Ok(v)
@@ -274,8 +272,10 @@ fn run_job(
         },
         (Err(e), audit) => {
             let _ = c.execute_batch("ROLLBACK TO op; RELEASE op");
-            if let Some(audit) = audit {
-                let draft = audit(Err(&e));
+            // A stale op is retried by its caller: only its final outcome
+            // is recorded.
+            if let (Some(audit), false) = (audit, matches!(e, StoreError::Stale(_))) {
+                let draft = audit.refused(e.audit_outcome(), e.code());
                 let ok = c
                     .execute_batch("SAVEPOINT entry")
                     .map_err(StoreError::from)
@@ -388,50 +388,51 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         }
         WriteOp::PutSecret {
             path,
+            version,
             exclusive,
             metadata,
             created_by,
             now,
-            seal,
+            sealed,
         } => put_secret(
             c,
-            &path,
-            exclusive,
-            metadata,
-            None,
-            &created_by,
-            now,
-            Box::new(move |v| Ok((seal(v), Vec::new()))),
+            NewVersion {
+                path: &path,
+                version,
+                exclusive,
+                metadata,
+                custody: None,
+                created_by: &created_by,
+                now,
+            },
+            sealed,
+            Vec::new(),
         ),
         WriteOp::PutSealedSecret {
             path,
+            version,
             metadata,
             custody,
             created_by,
             now,
-            seal,
+            sealed,
         } => put_secret(
             c,
-            &path,
-            None,
-            metadata,
-            Some(custody),
-            &created_by,
-            now,
-            Box::new(move |v| {
-                let sv = seal(v).map_err(|e| {
-                    tracing::error!(error = %e, "sealing to custodians failed");
-                    StoreError::Conflict("custody_unavailable")
-                })?;
-                Ok((
-                    SealedValue {
-                        key_version: 0,
-                        wrapped_dek: Vec::new(),
-                        ciphertext: sv.ciphertext,
-                    },
-                    sv.shares,
-                ))
-            }),
+            NewVersion {
+                path: &path,
+                version,
+                exclusive: None,
+                metadata,
+                custody: Some(custody),
+                created_by: &created_by,
+                now,
+            },
+            SealedValue {
+                key_version: 0,
+                wrapped_dek: Vec::new(),
+                ciphertext: sealed.ciphertext,
+            },
+            sealed.shares,
         ),
         WriteOp::EnrollCustodian(row) => {
             let exists: Option<i64> = c
@@ -527,10 +528,16 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             )?;
             Ok(WriteOutcome::Done)
         }
-        WriteOp::Vote { request_id, decide } => {
-            let req = read_request(c, &request_id)?.ok_or(StoreError::NotFound)?;
-            let votes = read_votes(c, &request_id)?;
-            let (row, status) = decide(&req, &votes)?;
+        WriteOp::Vote {
+            row,
+            status,
+            expect_votes,
+        } => {
+            let request_id = row.request_id.clone();
+            read_request(c, &request_id)?.ok_or(StoreError::NotFound)?;
+            if read_votes(c, &request_id)?.len() != expect_votes {
+                return Err(StoreError::Stale("votes_changed"));
+            }
             c.execute(
                 "INSERT INTO votes (request_id, custodian, decision, signature, share, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -759,22 +766,32 @@ pub(crate) fn read_checkout(c: &Connection, id: &str) -> Result<Option<CheckoutR
     .optional()?)
 }
 
-/// Type of the encryption step of [`put_secret`]: the sealed value and the
-/// custodian shares (none for the standard tier).
-type PutSeal<'a> =
-    Box<dyn FnOnce(u64) -> Result<(SealedValue, Vec<(String, Vec<u8>)>), StoreError> + 'a>;
-
-#[allow(clippy::too_many_arguments)]
-fn put_secret(
-    c: &Connection,
-    path: &str,
+/// What a new secret version records besides its ciphertext.
+struct NewVersion<'a> {
+    path: &'a str,
+    version: u64,
     exclusive: Option<bool>,
     metadata: Option<Value>,
     custody: Option<String>,
-    created_by: &str,
+    created_by: &'a str,
     now: i64,
-    seal: PutSeal<'_>,
+}
+
+fn put_secret(
+    c: &Connection,
+    v: NewVersion<'_>,
+    sealed: SealedValue,
+    shares: Vec<(String, Vec<u8>)>,
 ) -> Result<WriteOutcome, StoreError> {
+    let NewVersion {
+        path,
+        version: wanted,
+        exclusive,
+        metadata,
+        custody,
+        created_by,
+        now,
+    } = v;
     let tier = if custody.is_some() {
         "sealed"
     } else {
@@ -808,6 +825,10 @@ fn put_secret(
             .ok_or(StoreError::Corrupt(format!("{path}: version overflow")))?,
         None => 1,
     };
+    if version != wanted {
+        // The value was encrypted for another version number.
+        return Err(StoreError::Stale("version_changed"));
+    }
     let exclusive = exclusive.unwrap_or(existing.as_ref().map(|e| e.1).unwrap_or(false));
     let metadata = match metadata {
         Some(m) => m.to_string(),
@@ -829,7 +850,6 @@ fn put_secret(
             params![path, exclusive as i64, version as i64, metadata, now, tier, custody],
         )?;
     }
-    let (sealed, shares) = seal(version)?;
     c.execute(
         "INSERT INTO secret_versions (path, version, key_version, wrapped_dek, ciphertext, created_at, created_by)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

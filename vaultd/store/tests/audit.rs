@@ -8,7 +8,7 @@ use vault_core::audit::entry::{Draft, Entry, Outcome};
 use vault_core::audit::merkle::{leaf_hash, verify_inclusion, CompactRange};
 use vault_core::keyring::{Keyring, KeyringVersion, Tier};
 use vault_core::keys::RootKey;
-use vault_store::{Store, StoreError, StoreOptions, WriteOp, WriteOutcome};
+use vault_store::{Store, StoreOptions, WriteOp};
 
 fn draft(action: &str, outcome: Outcome, error: &str) -> Draft {
     Draft {
@@ -26,11 +26,9 @@ fn draft(action: &str, outcome: Outcome, error: &str) -> Draft {
     }
 }
 
-fn audit_fn(action: &'static str) -> vault_store::AuditFn {
-    Box::new(move |r: Result<&WriteOutcome, &StoreError>| match r {
-        Ok(_) => draft(action, Outcome::Success, ""),
-        Err(e) => draft(action, Outcome::Denied, e.code()),
-    })
+/// The entries of a write: the store fills in a refusal's outcome and code.
+fn audit_fn(action: &'static str) -> vault_store::AuditDrafts {
+    vault_store::AuditDrafts::new(draft(action, Outcome::Success, ""))
 }
 
 #[test]
@@ -48,16 +46,15 @@ fn audited_writes_chain_and_survive_reopen() {
             std::thread::spawn(move || {
                 for i in 0..25 {
                     let p = format!("t{t}/{i}");
-                    let kr = kr.clone();
-                    let p2 = p.clone();
                     s.write_audited(
                         WriteOp::PutSecret {
+                            sealed: kr.seal_value(&p, 1, Tier::Standard, b"x"),
                             path: p,
+                            version: 1,
                             exclusive: None,
                             metadata: None,
                             created_by: "w".into(),
                             now: 1,
-                            seal: Box::new(move |v| kr.seal_value(&p2, v, Tier::Standard, b"x")),
                         },
                         audit_fn("secret.write"),
                     )

@@ -17,17 +17,16 @@ fn keyring() -> Arc<Keyring> {
 }
 
 fn put(s: &Store, kr: &Arc<Keyring>, path: &str, value: &[u8], exclusive: Option<bool>) -> u64 {
-    let kr = kr.clone();
-    let p = path.to_owned();
-    let v = value.to_vec();
+    let version = s.current_version(path).unwrap().unwrap_or(0) + 1;
     match s
         .write(WriteOp::PutSecret {
             path: path.into(),
+            version,
             exclusive,
             metadata: Some(serde_json::json!({"owner": "dba"})),
             created_by: "w".into(),
             now: 100,
-            seal: Box::new(move |ver| kr.seal_value(&p, ver, Tier::Standard, &v)),
+            sealed: kr.seal_value(path, version, Tier::Standard, value),
         })
         .unwrap()
     {
@@ -379,4 +378,61 @@ fn last_admin_cannot_be_revoked_and_names_keep_their_role() {
         .unwrap();
     let e = s.write(WriteOp::AddPrincipal(p("p3", "pam01", "writer")));
     assert_eq!(e.err().unwrap().code(), "name_in_use");
+}
+
+#[test]
+fn a_write_computed_for_a_version_that_moved_on_is_stale_and_changes_nothing() {
+    let (_d, s) = open();
+    let kr = keyring();
+    assert_eq!(put(&s, &kr, "p", b"one", None), 1);
+    // Encrypted for version 2 by two writers; the second is stale.
+    let op = |v: &[u8]| WriteOp::PutSecret {
+        path: "p".into(),
+        version: 2,
+        exclusive: None,
+        metadata: None,
+        created_by: "w".into(),
+        now: 101,
+        sealed: kr.seal_value("p", 2, Tier::Standard, v),
+    };
+    assert!(matches!(
+        s.write(op(b"two")).unwrap(),
+        WriteOutcome::Version(2)
+    ));
+    let before = s.audit_log().size();
+    let e = s
+        .write_audited(
+            op(b"late"),
+            vault_store::AuditDrafts::new(vault_core::audit::entry::Draft {
+                time: "2026-01-01T00:00:00Z".into(),
+                request_id: "r".into(),
+                principal: "w".into(),
+                role: "writer".into(),
+                fingerprint: String::new(),
+                action: "secret.write".into(),
+                target: "p".into(),
+                outcome: vault_core::audit::entry::Outcome::Success,
+                error: String::new(),
+                details: Default::default(),
+                hmac: Default::default(),
+            }),
+        )
+        .err()
+        .unwrap();
+    assert!(matches!(e, StoreError::Stale(_)), "{e}");
+    assert_eq!(s.audit_log().size(), before, "a stale write is not audited");
+    let cur = s.current("p").unwrap().unwrap();
+    assert_eq!(cur.0, 2);
+    assert_eq!(
+        kr.open_value("p", 2, Tier::Standard, &cur.1)
+            .unwrap()
+            .expose_secret(),
+        b"two"
+    );
+    // A version from the future is stale too.
+    let mut far = op(b"far");
+    if let WriteOp::PutSecret { version, .. } = &mut far {
+        *version = 9;
+    }
+    assert!(matches!(s.write(far), Err(StoreError::Stale(_))));
 }

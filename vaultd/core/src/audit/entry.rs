@@ -47,6 +47,54 @@ pub struct Draft {
     pub hmac: BTreeMap<String, String>,
 }
 
+/// The audit entry of one write, as data: the entry to append if the write
+/// succeeds, and the one to append if the store refuses it (the store fills
+/// in its `outcome` and `error`). Built by the service before the write, so
+/// the store calls nothing back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditDrafts {
+    pub success: Draft,
+    pub refusal: Draft,
+}
+
+impl AuditDrafts {
+    /// Both entries start as `base` (outcome success, no error).
+    pub fn new(base: Draft) -> AuditDrafts {
+        AuditDrafts {
+            success: base.clone(),
+            refusal: base,
+        }
+    }
+
+    /// A detail recorded whether the write succeeds or is refused.
+    pub fn detail(mut self, key: &str, value: impl Into<String>) -> AuditDrafts {
+        let v = value.into();
+        self.success.details.insert(key.into(), v.clone());
+        self.refusal.details.insert(key.into(), v);
+        self
+    }
+
+    /// A detail recorded only when the write succeeds.
+    pub fn on_success(mut self, key: &str, value: impl Into<String>) -> AuditDrafts {
+        self.success.details.insert(key.into(), value.into());
+        self
+    }
+
+    /// A value HMAC recorded only when the write succeeds.
+    pub fn hmac_on_success(mut self, key: &str, value: String) -> AuditDrafts {
+        self.success.hmac.insert(key.into(), value);
+        self
+    }
+
+    /// The refusal entry for a store error of `code`.
+    pub fn refused(self, outcome: Outcome, code: &str) -> Draft {
+        let mut d = self.refusal;
+        d.outcome = outcome;
+        d.error = code.into();
+        d
+    }
+}
+
 /// An entry as stored (the canonical form).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -30,6 +30,7 @@ use super::blocking;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonBody};
 use super::rfc3339;
+use super::WRITE_TRIES;
 use crate::state::AppState;
 
 const MAX_GROUPS: usize = 16;
@@ -296,17 +297,13 @@ pub async fn enroll(
     };
     let out = custodian_json(&row);
     let details = row.clone();
-    let audit = auth.audit_fn(&st, "custodian.enroll", req.name.clone(), move |_, d| {
-        d.details
-            .insert("serial".into(), details.serial.to_string());
-        d.details
-            .insert("firmware".into(), details.firmware.clone());
-        d.details.insert("groups".into(), details.groups.join(","));
-        d.details
-            .insert("pin_policy".into(), details.pin_policy.clone());
-        d.details
-            .insert("touch_policy".into(), details.touch_policy.clone());
-    });
+    let audit = auth
+        .audit(&st, "custodian.enroll", &req.name)
+        .on_success("serial", details.serial.to_string())
+        .on_success("firmware", details.firmware.clone())
+        .on_success("groups", details.groups.join(","))
+        .on_success("pin_policy", details.pin_policy.clone())
+        .on_success("touch_policy", details.touch_policy.clone());
     let s = st.clone();
     let r = blocking(move || s.store.write_audited(WriteOp::EnrollCustodian(row), audit)).await?;
     auth.after_write(&r);
@@ -352,9 +349,9 @@ pub async fn set_policy(
     check_reachable(&rules, &custodians)?;
     let approvals = rules_json(&rules);
     let a2 = approvals.clone();
-    let audit = auth.audit_fn(&st, "policy.set", path.clone(), move |_, d| {
-        d.details.insert("approvals".into(), a2);
-    });
+    let audit = auth
+        .audit(&st, "policy.set", &path)
+        .on_success("approvals", a2);
     let s = st.clone();
     let p = path.clone();
     let r = blocking(move || {
@@ -513,12 +510,12 @@ pub(crate) fn open_request(
         "approval.request"
     };
     let (rid, pol, rsn) = (id.clone(), row.policy.clone(), reason.to_owned());
-    let audit = auth.audit_fn(st, action, path.to_owned(), move |_, d| {
-        d.details.insert("request_id".into(), rid);
-        d.details.insert("version".into(), version.to_string());
-        d.details.insert("policy".into(), pol);
-        d.details.insert("reason".into(), rsn);
-    });
+    let audit = auth
+        .audit(st, action, path)
+        .on_success("request_id", rid)
+        .on_success("version", version.to_string())
+        .on_success("policy", pol)
+        .on_success("reason", rsn);
     let r = st
         .store
         .write_audited(WriteOp::OpenRequest(row.clone()), audit);
@@ -733,54 +730,73 @@ pub async fn vote(
         return Err(ApiError::bad_request(e.code(), e.to_string()));
     }
     let now = st.now();
-    let st2 = st.clone();
-    let me2 = me.clone();
-    let custodians2 = custodians.clone();
-    let sig2 = signature.clone();
-    let decide: vault_store::VoteFn = Box::new(move |r, votes| {
-        let mut t = tally(&st2, r, votes, &custodians2)?;
-        let status = t
-            .vote(&me2, decision, &sig2, now)
-            .map_err(|e| StoreError::Conflict(e.code()))?;
-        let status = match status {
-            Status::Approved => "approved",
-            Status::Denied { .. } => "denied",
-            Status::Pending(_) | Status::Expired => "pending",
-        };
-        Ok((
-            VoteRow {
-                request_id: r.id.clone(),
-                custodian: me2.id.clone(),
-                decision: decision.as_str().into(),
-                signature: sig2,
-                share,
-                created_at: now,
-            },
-            status.to_owned(),
-        ))
-    });
     let dstr = decision.as_str();
-    let rid = id.clone();
-    let audit = auth.audit_fn(&st, "approval.vote", row.path.clone(), move |o, d| {
-        d.details.insert("request_id".into(), rid);
-        d.details.insert("decision".into(), dstr.into());
-        if let WriteOutcome::Voted(s) = o {
-            d.details.insert("status".into(), s.clone());
+    // The vote is decided here on the votes read just before, and written
+    // only if no other vote landed in between (else read again).
+    let mut tries = 0;
+    let r = loop {
+        tries += 1;
+        let s = st.clone();
+        let i2 = id.clone();
+        let (current, votes) = blocking(move || -> Result<_, StoreError> {
+            let r = s.store.request(&i2)?.ok_or(StoreError::NotFound)?;
+            let v = s.store.votes(&i2)?;
+            Ok((r, v))
+        })
+        .await??;
+        let audit = auth.audit(&st, "approval.vote", &row.path);
+        let decided = tally(&st, &current, &votes, &custodians).and_then(|mut t| {
+            let status = t
+                .vote(&me, decision, &signature, now)
+                .map_err(|e| StoreError::Conflict(e.code()))?;
+            Ok(match status {
+                Status::Approved => "approved",
+                Status::Denied { .. } => "denied",
+                Status::Pending(_) | Status::Expired => "pending",
+            })
+        });
+        let status = match decided {
+            Ok(s) => s,
+            Err(e) => {
+                let d = audit.refused(e.audit_outcome(), e.code());
+                let s = st.clone();
+                let a = blocking(move || s.store.audit(d)).await?;
+                auth.after_write(&a);
+                a?;
+                break Err(e);
+            }
+        };
+        let vote = VoteRow {
+            request_id: id.clone(),
+            custodian: me.id.clone(),
+            decision: dstr.into(),
+            signature: signature.clone(),
+            share: share.clone(),
+            created_at: now,
+        };
+        let audit = audit
+            .on_success("request_id", id.clone())
+            .on_success("decision", dstr)
+            .on_success("status", status);
+        let s = st.clone();
+        let n = votes.len();
+        let r = blocking(move || {
+            s.store.write_audited(
+                WriteOp::Vote {
+                    row: vote,
+                    status: status.to_owned(),
+                    expect_votes: n,
+                },
+                audit,
+            )
+        })
+        .await?;
+        if matches!(r, Err(StoreError::Stale(_))) && tries < WRITE_TRIES {
+            continue;
         }
-    });
-    let s = st.clone();
-    let i2 = id.clone();
-    let r = blocking(move || {
-        s.store.write_audited(
-            WriteOp::Vote {
-                request_id: i2,
-                decide,
-            },
-            audit,
-        )
-    })
-    .await?;
-    auth.after_write(&r);
+        auth.after_write(&r);
+        break r;
+    };
     let status = match r {
         Ok(WriteOutcome::Voted(s)) => s,
         Ok(_) => return Err(ApiError::internal("unexpected store outcome")),
@@ -836,9 +852,9 @@ async fn collect_breakglass(
     row: RequestRow,
 ) -> ApiResult<Json<Value>> {
     let rid = row.id.clone();
-    let audit = auth.audit_fn(&st, "breakglass.collect", row.path.clone(), move |_, d| {
-        d.details.insert("request_id".into(), rid);
-    });
+    let audit = auth
+        .audit(&st, "breakglass.collect", &row.path)
+        .on_success("request_id", rid);
     let s = st.clone();
     let (id, principal, now) = (row.id.clone(), auth.0.name.clone(), st.now());
     let r = blocking(move || {
@@ -942,11 +958,11 @@ pub async fn configure_recovery(
     };
     let v = bundle.to_json();
     let (g, k, n) = (req.group.clone(), req.k, recipients.len());
-    let audit = auth.audit_fn(&st, "recovery.configure", req.group.clone(), move |_, d| {
-        d.details.insert("k".into(), k.to_string());
-        d.details.insert("n".into(), n.to_string());
-        d.details.insert("group".into(), g);
-    });
+    let audit = auth
+        .audit(&st, "recovery.configure", &req.group)
+        .on_success("k", k.to_string())
+        .on_success("n", n.to_string())
+        .on_success("group", g);
     let s = st.clone();
     let value = v.to_string().into_bytes();
     let r = blocking(move || {

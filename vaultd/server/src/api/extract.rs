@@ -16,7 +16,7 @@ use crate::audit::Who;
 use crate::ca::PeerCert;
 use crate::state::{AppState, Principal};
 use vault_core::audit::entry::{Draft, Outcome};
-use vault_store::{AuditFn, StoreError, WriteOutcome};
+use vault_store::{AuditDrafts, StoreError};
 
 /// The verified client certificate, inserted by the TLS layer.
 #[derive(Debug, Clone)]
@@ -41,37 +41,17 @@ impl Auth {
         self.2.store(true, Ordering::SeqCst);
     }
 
-    /// The audit entry builder for a store write: success gets `extra`'s
-    /// details; a refusal gets the store's error code.
-    pub fn audit_fn(
-        &self,
-        st: &Arc<AppState>,
-        action: &'static str,
-        target: String,
-        extra: impl FnOnce(&WriteOutcome, &mut Draft) + Send + 'static,
-    ) -> AuditFn {
-        let who = self.1.clone();
-        let st = st.clone();
-        Box::new(move |r| match r {
-            Ok(o) => {
-                let mut d = who.draft(&st, action, &target, Outcome::Success, "");
-                extra(o, &mut d);
-                d
-            }
-            Err(e) => {
-                let outcome = match e.code() {
-                    "integrity" | "storage_unavailable" => Outcome::Error,
-                    _ => Outcome::Denied,
-                };
-                who.draft(&st, action, &target, outcome, e.code())
-            }
-        })
+    /// The audit entries of a store write by this request (add details
+    /// with [`AuditDrafts::detail`] / [`AuditDrafts::on_success`]).
+    pub fn audit(&self, st: &AppState, action: &str, target: &str) -> AuditDrafts {
+        AuditDrafts::new(self.1.draft(st, action, target, Outcome::Success, ""))
     }
 
     /// After an audited store write: the store wrote the entry unless the
-    /// writer was gone.
+    /// writer was gone or the write was stale (then the access middleware
+    /// records the refusal).
     pub fn after_write<T>(&self, r: &Result<T, StoreError>) {
-        if !matches!(r, Err(StoreError::WriterGone)) {
+        if !matches!(r, Err(StoreError::WriterGone | StoreError::Stale(_))) {
             self.audited();
         }
     }

@@ -46,6 +46,11 @@ pub fn rfc3339(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
+/// How often a write computed from a read (a value encrypted for the next
+/// version, a vote decided on the votes so far) is retried when another
+/// write got there first ([`vault_store::StoreError::Stale`]).
+pub(crate) const WRITE_TRIES: usize = 5;
+
 /// Runs blocking work (storage, crypto) off the async workers.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,

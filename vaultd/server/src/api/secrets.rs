@@ -15,13 +15,13 @@ use serde_json::{json, Value};
 use vault_core::audit::entry::Outcome;
 use vault_core::keyring::Tier;
 use vault_core::policy::{validate_path, Action};
-use vault_store::{WriteOp, WriteOutcome};
+use vault_store::{AuditDrafts, StoreError, WriteOp, WriteOutcome};
 
-use super::blocking;
 use super::custodians;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonBody, SecretInput};
 use super::rfc3339;
+use super::{blocking, WRITE_TRIES};
 use crate::state::AppState;
 use vault_core::custodian::sealed;
 
@@ -123,41 +123,16 @@ pub async fn put(
     } else {
         "standard"
     };
-    let audit = auth.audit_fn(&st, "secret.write", path.clone(), move |o, d| {
-        if let WriteOutcome::Version(v) = o {
-            d.details.insert("version".into(), v.to_string());
-        }
-        d.details.insert("tier".into(), tier_name.into());
-        if let Some(h) = hmac {
-            d.hmac.insert("value".into(), h);
-        }
-    });
-    let s = st.clone();
-    let p = path.clone();
-    let by = auth.0.name.clone();
-    let now = st.now();
-    let r = match custody {
-        None => {
-            blocking(move || {
-                let p2 = p.clone();
-                s.store.write_audited(
-                    WriteOp::PutSecret {
-                        path: p,
-                        exclusive: req.exclusive,
-                        metadata: req.metadata,
-                        created_by: by,
-                        now,
-                        seal: Box::new(move |version| {
-                            kr.seal_value(&p2, version, Tier::Standard, value.as_bytes())
-                        }),
-                    },
-                    audit,
-                )
-            })
-            .await?
-        }
+    let mut audit = auth
+        .audit(&st, "secret.write", &path)
+        .on_success("tier", tier_name);
+    if let Some(h) = hmac {
+        audit = audit.hmac_on_success("value", h);
+    }
+    // The sealed tier: every enrolled custodian of the group gets a share.
+    let custody = match custody {
+        None => None,
         Some((group, k)) => {
-            drop(kr);
             let s2 = st.clone();
             let all = blocking(move || s2.store.custodians()).await??;
             let mut recipients = Vec::new();
@@ -176,39 +151,73 @@ pub async fn put(
                     ),
                 ));
             }
-            let custody_json = json!({"group": group, "k": k}).to_string();
-            blocking(move || {
-                let p2 = p.clone();
-                s.store.write_audited(
-                    WriteOp::PutSealedSecret {
-                        path: p,
-                        metadata: req.metadata,
-                        custody: custody_json,
-                        created_by: by,
-                        now,
-                        seal: Box::new(move |version| {
-                            // The data key exists only inside this call.
-                            sealed::seal(
-                                &p2,
-                                version,
-                                value.as_bytes(),
-                                &recipients,
-                                k,
-                                &mut rand::rngs::OsRng,
-                            )
-                            .map(|sv| vault_store::SealedVersion {
-                                ciphertext: sv.ciphertext,
-                                shares: sv.shares,
-                            })
-                            .map_err(|e| e.to_string())
-                        }),
-                    },
-                    audit,
-                )
-            })
-            .await?
+            Some((recipients, k, json!({"group": group, "k": k}).to_string()))
         }
     };
+    let s = st.clone();
+    let p = path.clone();
+    let by = auth.0.name.clone();
+    let now = st.now();
+    // Encrypted for the next version (part of the associated data) and
+    // written only if it is still the next one; else read again.
+    let r = blocking(move || -> ApiResult<_> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let version = match s.store.current_version(&p)? {
+                None => 1,
+                Some(v) => v.checked_add(1).ok_or_else(ApiError::integrity)?,
+            };
+            let op = match &custody {
+                None => WriteOp::PutSecret {
+                    path: p.clone(),
+                    version,
+                    exclusive: req.exclusive,
+                    metadata: req.metadata.clone(),
+                    created_by: by.clone(),
+                    now,
+                    sealed: kr.seal_value(&p, version, Tier::Standard, value.as_bytes()),
+                },
+                Some((recipients, k, custody_json)) => {
+                    // The data key exists only inside this call.
+                    let sv = sealed::seal(
+                        &p,
+                        version,
+                        value.as_bytes(),
+                        recipients,
+                        *k,
+                        &mut rand::rngs::OsRng,
+                    )
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "sealing to custodians failed");
+                        ApiError::new(
+                            axum::http::StatusCode::CONFLICT,
+                            "custody_unavailable",
+                            "conflict: custody_unavailable",
+                        )
+                    })?;
+                    WriteOp::PutSealedSecret {
+                        path: p.clone(),
+                        version,
+                        metadata: req.metadata.clone(),
+                        custody: custody_json.clone(),
+                        created_by: by.clone(),
+                        now,
+                        sealed: vault_store::SealedVersion {
+                            ciphertext: sv.ciphertext,
+                            shares: sv.shares,
+                        },
+                    }
+                }
+            };
+            let audit = audit.clone().on_success("version", version.to_string());
+            let r = s.store.write_audited(op, audit);
+            if !matches!(r, Err(StoreError::Stale(_))) || tries >= WRITE_TRIES {
+                return Ok(r);
+            }
+        }
+    })
+    .await??;
     auth.after_write(&r);
     let outcome = r?;
     let WriteOutcome::Version(version) = outcome else {
@@ -464,7 +473,7 @@ pub async fn post(
             let now = s.now();
             let expires_at = now + ttl as i64;
             let details = (id.clone(), version, ttl, reason.clone());
-            let audit = auth_fn(&s, &who, path.clone(), details);
+            let audit = checkout_audit(&s, &who, &path, details);
             let r = s.store.write_audited(
                 WriteOp::Checkout {
                     id: id.clone(),
@@ -527,15 +536,10 @@ pub(crate) async fn collect_checkout(
     let rid = row.id.clone();
     let (path, version) = (row.path.clone(), row.version);
     let ttl = row.ttl_seconds;
-    let audit = auth.audit_fn(&st, "request.collect", path.clone(), move |o, d| {
-        d.details.insert("request_id".into(), rid);
-        d.details.insert("version".into(), version.to_string());
-        if let WriteOutcome::Collected(r) = o {
-            if let Some(c) = &r.checkout_id {
-                d.details.insert("checkout_id".into(), c.clone());
-            }
-        }
-    });
+    let audit = auth
+        .audit(&st, "request.collect", &path)
+        .on_success("request_id", rid)
+        .on_success("version", version.to_string());
     let (value, checkout_id, expires_at) = {
         let path = path.clone();
         blocking(move || -> ApiResult<_> {
@@ -550,6 +554,7 @@ pub(crate) async fn collect_checkout(
             let now = s.now();
             let expires_at = now + ttl as i64;
             let checkout_id = uuid::Uuid::new_v4().to_string();
+            let audit = audit.on_success("checkout_id", checkout_id.clone());
             let r = s.store.write_audited(
                 WriteOp::Collect {
                     request_id: row.id.clone(),
@@ -593,13 +598,15 @@ pub async fn checkin(
     let principal = auth.0.name.clone();
     let now = st.now();
     let i2 = id.clone();
-    let audit = auth.audit_fn(&st, "checkout.checkin", id.clone(), |o, d| {
-        if let WriteOutcome::CheckedIn(row) = o {
-            d.details.insert("path".into(), row.path.clone());
-            d.details.insert("version".into(), row.version.to_string());
-        }
-    });
+    let mut audit = auth.audit(&st, "checkout.checkin", &id);
     let r = blocking(move || {
+        // The checkout's path and version, recorded if the checkin succeeds
+        // (a checkout row never changes but for its checkin time).
+        if let Ok(Some(row)) = s.store.checkout(&i2) {
+            audit = audit
+                .on_success("path", row.path)
+                .on_success("version", row.version.to_string());
+        }
         s.store.write_audited(
             WriteOp::Checkin {
                 id: i2,
@@ -624,27 +631,16 @@ pub async fn checkin(
     })))
 }
 
-/// The audit entry of a checkout attempt.
-fn auth_fn(
-    st: &Arc<AppState>,
+/// The audit entries of a checkout attempt (the id only if it succeeds).
+fn checkout_audit(
+    st: &AppState,
     who: &crate::audit::Who,
-    path: String,
+    path: &str,
     (id, version, ttl, reason): (String, u64, u64, String),
-) -> vault_store::AuditFn {
-    let who = who.clone();
-    let st = st.clone();
-    Box::new(move |r| {
-        let (outcome, code) = match r {
-            Ok(_) => (Outcome::Success, ""),
-            Err(e) => (Outcome::Denied, e.code()),
-        };
-        let mut d = who.draft(&st, "secret.checkout", &path, outcome, code);
-        d.details.insert("version".into(), version.to_string());
-        d.details.insert("ttl_seconds".into(), ttl.to_string());
-        d.details.insert("reason".into(), reason);
-        if r.is_ok() {
-            d.details.insert("checkout_id".into(), id);
-        }
-        d
-    })
+) -> AuditDrafts {
+    AuditDrafts::new(who.draft(st, "secret.checkout", path, Outcome::Success, ""))
+        .detail("version", version.to_string())
+        .detail("ttl_seconds", ttl.to_string())
+        .detail("reason", reason)
+        .on_success("checkout_id", id)
 }

@@ -175,11 +175,11 @@ pub async fn issue_cert(
     };
     let s = st.clone();
     let (fp, serial) = (issued.fingerprint.clone(), issued.serial.clone());
-    let audit = auth.audit_fn(&st, "cert.issue", req.name.clone(), move |_, d| {
-        d.details.insert("role".into(), role.as_str().into());
-        d.details.insert("fingerprint".into(), fp);
-        d.details.insert("serial".into(), serial);
-    });
+    let audit = auth
+        .audit(&st, "cert.issue", &req.name)
+        .on_success("role", role.as_str())
+        .on_success("fingerprint", fp)
+        .on_success("serial", serial);
     let r = tokio::task::spawn_blocking(move || {
         s.store.write_audited(WriteOp::AddPrincipal(row), audit)
     })
@@ -233,7 +233,7 @@ pub async fn revoke_principal(
     let fp = fingerprint.to_ascii_lowercase();
     let s = st.clone();
     let f2 = fp.clone();
-    let audit = auth.audit_fn(&st, "principal.revoke", fp.clone(), |_, _| {});
+    let audit = auth.audit(&st, "principal.revoke", &fp);
     let r = tokio::task::spawn_blocking(move || {
         s.store
             .write_audited(WriteOp::RevokePrincipal { fingerprint: f2 }, audit)

@@ -165,8 +165,8 @@ impl Drop for Writer {
     fn drop(&mut self) {
         self.tx.take();
         if let Some(t) = self.thread.take() {
-            // Never join from the writer thread itself (an audit closure
-            // could hold the last reference to the store).
+            // Never join from the writer thread itself (the writer runs no
+            // caller code today, so this is only a guard).
             if t.thread().id() != thread::current().id() {
                 let _ = t.join();
             }

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use vault_store::Backend as _;
 
 use vault_core::audit::entry::{Draft, Outcome};
 use vault_core::audit::note::Checkpoint;

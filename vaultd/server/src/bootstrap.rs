@@ -26,6 +26,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vault_store::Backend as _;
 
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -8,6 +8,7 @@
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use vault_store::Backend as _;
 
 use time::{Duration, OffsetDateTime};
 use vault_core::keyring::KeyringVersion;

@@ -39,6 +39,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
+use vault_store::Backend as _;
 
 use tokio::net::TcpListener;
 use vault_store::{Store, StoreError, StoreOptions};

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use vault_store::Backend as _;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;

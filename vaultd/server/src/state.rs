@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use vault_core::keyring::Keyring;
 use vault_core::keys::{AuditHmacKey, RootKey};
 use vault_core::policy::Role;
-use vault_store::{PrincipalRow, Store};
+use vault_store::{Backend, PrincipalRow};
 
 use crate::ca::HsmCaKey;
 use crate::config::Config;
@@ -61,7 +61,7 @@ pub struct Principal {
 
 pub struct AppState {
     pub config: Config,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Backend>,
     pub vault: RwLock<Vault>,
     pub principals: RwLock<HashMap<String, PrincipalRow>>,
     pub clock: Arc<dyn Clock>,

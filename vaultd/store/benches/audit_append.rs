@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vault_store::Backend as _;
 
 use vault_core::audit::entry::{Draft, Outcome};
 use vault_store::{Store, StoreOptions};

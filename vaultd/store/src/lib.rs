@@ -15,11 +15,16 @@
 //! * `schema`: migrations and the schema version.
 //! * [`types`]: rows as the daemon sees them.
 //! * [`write`]: the write operations and the group-commit writer.
-//! * this file: [`Store`] (open, reads through a connection pool, write).
+//! * this file: the [`Backend`] trait (what vaultd needs from storage, and
+//!   its contract) and [`Store`], the SQLite backend (open, reads through a
+//!   connection pool, writes through the group-commit writer, fencing).
+//! * `conformance` (feature `conformance`): the suite every backend passes.
 
 #![forbid(unsafe_code)]
 
 pub mod audit;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod schema;
 pub mod types;
 pub mod write;
@@ -61,6 +66,10 @@ pub enum StoreError {
     /// The batch transaction could not begin or commit; nothing was written.
     #[error("storage transaction failed: {0}")]
     TransactionFailed(String),
+    /// A newer writer has taken over ([`Backend::take_over`]); nothing was
+    /// written or audited.
+    #[error("storage is fenced: this writer's epoch {epoch} is older than {current}")]
+    Fenced { epoch: u64, current: u64 },
     /// The audit entry could not be made durable; the change was not made.
     #[error("the audit log cannot be written: {0}")]
     AuditUnavailable(String),
@@ -70,9 +79,10 @@ impl StoreError {
     /// Stable API code.
     pub fn code(&self) -> &'static str {
         match self {
-            StoreError::Sqlite(_) | StoreError::WriterGone | StoreError::TransactionFailed(_) => {
-                "storage_unavailable"
-            }
+            StoreError::Sqlite(_)
+            | StoreError::WriterGone
+            | StoreError::TransactionFailed(_)
+            | StoreError::Fenced { .. } => "storage_unavailable",
             StoreError::AuditUnavailable(_) => "audit_unavailable",
             StoreError::SchemaTooNew { .. } => "schema_too_new",
             StoreError::Corrupt(_) => "integrity",
@@ -91,6 +101,7 @@ impl StoreError {
             StoreError::Sqlite(_)
             | StoreError::WriterGone
             | StoreError::TransactionFailed(_)
+            | StoreError::Fenced { .. }
             | StoreError::AuditUnavailable(_)
             | StoreError::Corrupt(_) => Outcome::Error,
             _ => Outcome::Denied,
@@ -116,6 +127,8 @@ pub struct Store {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     writer: write::Writer,
+    /// The fencing epoch this handle writes with.
+    epoch: std::sync::atomic::AtomicU64,
     audit: Arc<audit::AuditLog>,
 }
 
@@ -123,6 +136,106 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
+}
+
+/// What vaultd needs from storage: ciphertext rows, the control-plane rows,
+/// the audit log. The SQLite [`Store`] implements it; a second backend (the
+/// shared PostgreSQL store of an HA pair) implements the same trait and must
+/// pass the same suite ([`conformance::exercise`]).
+///
+/// The contract, which the suite checks:
+/// * every call blocks until done, and a write that returned `Ok` is durable
+///   (a remote backend returns only after its commit);
+/// * a write and its audit entry commit together or not at all; a refused
+///   write gets its refusal entry; a [`StoreError::Stale`] write gets none;
+/// * a write is refused as [`StoreError::Fenced`] (unwritten, unaudited)
+///   when a newer writer has taken over ([`Backend::take_over`]): the
+///   fencing epoch every write carries is this handle's;
+/// * every control-plane row (principals, custodians, approval policies,
+///   requests, votes) stores its authenticator (`auth`) as given and
+///   returns it unchanged; checking it is the caller's business;
+/// * reads return what was written; a row that cannot be decoded is
+///   [`StoreError::Corrupt`], never a default.
+pub trait Backend: Send + Sync {
+    /// The fencing epoch this handle's writes carry.
+    fn epoch(&self) -> u64;
+
+    /// Makes this handle the writer: a new, higher epoch is stored and every
+    /// handle with an older one is refused from then on.
+    fn take_over(&self) -> Result<u64, StoreError>;
+
+    /// Submits a write and waits until it is durable (or failed).
+    fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError>;
+
+    /// Submits a write with its audit entries: `audit.success` commits
+    /// together with the change; a refused change gets `audit.refusal` with
+    /// the store's outcome and code (a [`StoreError::Stale`] one gets none:
+    /// its caller retries); if the entry cannot be made durable the result
+    /// is `AuditUnavailable` and nothing changed.
+    fn write_audited(&self, op: WriteOp, audit: AuditDrafts) -> Result<WriteOutcome, StoreError>;
+
+    /// Appends one audit entry on its own.
+    fn audit(&self, draft: vault_core::audit::entry::Draft) -> Result<(), StoreError>;
+
+    /// The audit log's Merkle tree (committed entries only).
+    fn audit_log(&self) -> &audit::AuditLog;
+
+    /// Entries `[start, end)` as stored (canonical bytes).
+    fn audit_entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
+    /// The newest signed checkpoint: (tree size, note).
+    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError>;
+
+    /// Every checkpoint with `tree_size` in `[from, to]`, ascending.
+    fn checkpoints(&self, from: u64, to: u64) -> Result<Vec<(u64, String)>, StoreError>;
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    fn keyring_versions(&self) -> Result<Vec<KeyringVersion>, StoreError>;
+
+    /// The current version of a secret (`None`: no secret at `path`).
+    fn current_version(&self, path: &str) -> Result<Option<u64>, StoreError>;
+
+    fn secret(&self, path: &str) -> Result<Option<SecretInfo>, StoreError>;
+
+    fn secret_version(&self, path: &str, version: u64) -> Result<Option<SealedValue>, StoreError>;
+
+    /// The current version of a secret, its sealed value and its policy, in
+    /// one read.
+    fn current(&self, path: &str) -> Result<Option<(u64, SealedValue, SecretPolicy)>, StoreError>;
+
+    /// The ciphertext and custodian shares of a sealed-tier version.
+    fn sealed_version(&self, path: &str, version: u64)
+        -> Result<Option<SealedVersion>, StoreError>;
+
+    fn custodians(&self) -> Result<Vec<CustodianRow>, StoreError>;
+
+    fn request(&self, id: &str) -> Result<Option<RequestRow>, StoreError>;
+
+    /// Requests, newest first; `status` = `pending`, `approved`, `denied` or all.
+    fn requests(&self, status: Option<&str>, limit: usize) -> Result<Vec<RequestRow>, StoreError>;
+
+    fn votes(&self, request_id: &str) -> Result<Vec<VoteRow>, StoreError>;
+
+    /// Secrets whose path starts with `prefix`, in path order, after `after`.
+    fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SecretSummary>, StoreError>;
+
+    fn principal(&self, fingerprint: &str) -> Result<Option<PrincipalRow>, StoreError>;
+
+    fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError>;
+
+    fn checkout(&self, id: &str) -> Result<Option<CheckoutRow>, StoreError>;
+
+    /// Up to `limit` secret versions whose data key is not under `active`.
+    fn stale_versions(&self, active: u32, limit: usize) -> Result<Vec<StaleVersion>, StoreError>;
+
+    /// Number of secret versions per keyring version.
+    fn key_version_counts(&self) -> Result<Vec<(u32, u64)>, StoreError>;
 }
 
 impl Store {
@@ -140,12 +253,14 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         schema::migrate(&mut conn)?;
         let tree = load_tree(&conn)?;
+        let epoch = write::read_epoch(&conn)?;
         let audit = Arc::new(audit::AuditLog::new(tree));
         let writer = write::Writer::start(conn, opts.max_batch, audit.clone());
         Ok(Store {
             path: path.to_owned(),
             readers: Mutex::new(Vec::new()),
             writer,
+            epoch: std::sync::atomic::AtomicU64::new(epoch),
             audit,
         })
     }
@@ -178,38 +293,41 @@ impl Store {
             .push(conn);
         out
     }
+}
 
-    /// Submits a write and waits until it is durable (or failed).
-    pub fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        self.writer.submit(op, None)
+impl Backend for Store {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Submits a write with its audit entries: `audit.success` commits
-    /// together with the change; a refused change gets `audit.refusal` with
-    /// the store's outcome and code (a [`StoreError::Stale`] one gets none:
-    /// its caller retries); if the entry cannot be made durable the result
-    /// is `AuditUnavailable` and nothing changed.
-    pub fn write_audited(
-        &self,
-        op: WriteOp,
-        audit: AuditDrafts,
-    ) -> Result<WriteOutcome, StoreError> {
-        self.writer.submit(op, Some(audit))
+    fn take_over(&self) -> Result<u64, StoreError> {
+        match self.writer.submit(self.epoch(), WriteOp::TakeOver, None)? {
+            WriteOutcome::Epoch(e) => {
+                self.epoch.store(e, std::sync::atomic::Ordering::SeqCst);
+                Ok(e)
+            }
+            o => Err(StoreError::Corrupt(format!("take-over answered {o:?}"))),
+        }
     }
 
-    /// Appends one audit entry on its own.
-    pub fn audit(&self, draft: vault_core::audit::entry::Draft) -> Result<(), StoreError> {
+    fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        self.writer.submit(self.epoch(), op, None)
+    }
+
+    fn write_audited(&self, op: WriteOp, audit: AuditDrafts) -> Result<WriteOutcome, StoreError> {
+        self.writer.submit(self.epoch(), op, Some(audit))
+    }
+
+    fn audit(&self, draft: vault_core::audit::entry::Draft) -> Result<(), StoreError> {
         self.write_audited(WriteOp::AuditOnly, AuditDrafts::new(draft))
             .map(|_| ())
     }
 
-    /// The audit log's Merkle tree (committed entries only).
-    pub fn audit_log(&self) -> &audit::AuditLog {
+    fn audit_log(&self) -> &audit::AuditLog {
         &self.audit
     }
 
-    /// Entries `[start, end)` as stored (canonical bytes).
-    pub fn audit_entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    fn audit_entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT idx, entry FROM audit_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
@@ -221,8 +339,7 @@ impl Store {
         })
     }
 
-    /// The newest signed checkpoint: (tree size, note).
-    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
         self.read(|c| {
             Ok(c.query_row(
                 "SELECT tree_size, note FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1",
@@ -233,8 +350,7 @@ impl Store {
         })
     }
 
-    /// Every checkpoint with `tree_size` in `[from, to]`, ascending.
-    pub fn checkpoints(&self, from: u64, to: u64) -> Result<Vec<(u64, String)>, StoreError> {
+    fn checkpoints(&self, from: u64, to: u64) -> Result<Vec<(u64, String)>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT tree_size, note FROM audit_checkpoints WHERE tree_size >= ?1 AND tree_size <= ?2 ORDER BY tree_size",
@@ -246,7 +362,7 @@ impl Store {
         })
     }
 
-    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|c| {
             Ok(
                 c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -255,7 +371,7 @@ impl Store {
         })
     }
 
-    pub fn keyring_versions(&self) -> Result<Vec<KeyringVersion>, StoreError> {
+    fn keyring_versions(&self) -> Result<Vec<KeyringVersion>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached("SELECT version, salt FROM keyring ORDER BY version")?;
             let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
@@ -274,8 +390,7 @@ impl Store {
         })
     }
 
-    /// The current version of a secret (`None`: no secret at `path`).
-    pub fn current_version(&self, path: &str) -> Result<Option<u64>, StoreError> {
+    fn current_version(&self, path: &str) -> Result<Option<u64>, StoreError> {
         self.read(|c| {
             Ok(c.query_row(
                 "SELECT current_version FROM secrets WHERE path = ?1",
@@ -287,24 +402,15 @@ impl Store {
         })
     }
 
-    pub fn secret(&self, path: &str) -> Result<Option<SecretInfo>, StoreError> {
+    fn secret(&self, path: &str) -> Result<Option<SecretInfo>, StoreError> {
         self.read(|c| read_secret(c, path))
     }
 
-    pub fn secret_version(
-        &self,
-        path: &str,
-        version: u64,
-    ) -> Result<Option<SealedValue>, StoreError> {
+    fn secret_version(&self, path: &str, version: u64) -> Result<Option<SealedValue>, StoreError> {
         self.read(|c| read_sealed(c, path, version))
     }
 
-    /// The current version of a secret, its sealed value and its policy, in
-    /// one read.
-    pub fn current(
-        &self,
-        path: &str,
-    ) -> Result<Option<(u64, SealedValue, SecretPolicy)>, StoreError> {
+    fn current(&self, path: &str) -> Result<Option<(u64, SealedValue, SecretPolicy)>, StoreError> {
         self.read(|c| {
             let v = c
                 .query_row(
@@ -333,8 +439,7 @@ impl Store {
         })
     }
 
-    /// The ciphertext and custodian shares of a sealed-tier version.
-    pub fn sealed_version(
+    fn sealed_version(
         &self,
         path: &str,
         version: u64,
@@ -356,7 +461,7 @@ impl Store {
         })
     }
 
-    pub fn custodians(&self) -> Result<Vec<CustodianRow>, StoreError> {
+    fn custodians(&self) -> Result<Vec<CustodianRow>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT name, groups, serial, firmware, pin_policy, touch_policy, sig_key, kex_key,
@@ -392,16 +497,11 @@ impl Store {
         })
     }
 
-    pub fn request(&self, id: &str) -> Result<Option<RequestRow>, StoreError> {
+    fn request(&self, id: &str) -> Result<Option<RequestRow>, StoreError> {
         self.read(|c| write::read_request(c, id))
     }
 
-    /// Requests, newest first; `status` = `pending`, `approved`, `denied` or all.
-    pub fn requests(
-        &self,
-        status: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<RequestRow>, StoreError> {
+    fn requests(&self, status: Option<&str>, limit: usize) -> Result<Vec<RequestRow>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(concat!(
                 write::select_requests!(),
@@ -416,12 +516,11 @@ impl Store {
         })
     }
 
-    pub fn votes(&self, request_id: &str) -> Result<Vec<VoteRow>, StoreError> {
+    fn votes(&self, request_id: &str) -> Result<Vec<VoteRow>, StoreError> {
         self.read(|c| write::read_votes(c, request_id))
     }
 
-    /// Secrets whose path starts with `prefix`, in path order, after `after`.
-    pub fn list(
+    fn list(
         &self,
         prefix: &str,
         after: Option<&str>,
@@ -445,7 +544,7 @@ impl Store {
         })
     }
 
-    pub fn principal(&self, fingerprint: &str) -> Result<Option<PrincipalRow>, StoreError> {
+    fn principal(&self, fingerprint: &str) -> Result<Option<PrincipalRow>, StoreError> {
         self.read(|c| {
             Ok(c.query_row(
                 "SELECT fingerprint, name, role, serial, not_after, issued_at, revoked
@@ -457,7 +556,7 @@ impl Store {
         })
     }
 
-    pub fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError> {
+    fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT fingerprint, name, role, serial, not_after, issued_at, revoked
@@ -468,16 +567,11 @@ impl Store {
         })
     }
 
-    pub fn checkout(&self, id: &str) -> Result<Option<CheckoutRow>, StoreError> {
+    fn checkout(&self, id: &str) -> Result<Option<CheckoutRow>, StoreError> {
         self.read(|c| write::read_checkout(c, id))
     }
 
-    /// Up to `limit` secret versions whose data key is not under `active`.
-    pub fn stale_versions(
-        &self,
-        active: u32,
-        limit: usize,
-    ) -> Result<Vec<StaleVersion>, StoreError> {
+    fn stale_versions(&self, active: u32, limit: usize) -> Result<Vec<StaleVersion>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT path, version, key_version, wrapped_dek FROM secret_versions
@@ -495,8 +589,7 @@ impl Store {
         })
     }
 
-    /// Number of secret versions per keyring version.
-    pub fn key_version_counts(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+    fn key_version_counts(&self) -> Result<Vec<(u32, u64)>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT key_version, count(*) FROM secret_versions WHERE key_version <> 0 GROUP BY key_version ORDER BY key_version",

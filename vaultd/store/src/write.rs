@@ -104,6 +104,9 @@ pub enum WriteOp {
     },
     /// Nothing but the audit entry (refused requests, unseal, seal).
     AuditOnly,
+    /// This handle becomes the writer: the stored fencing epoch goes up by
+    /// one and writes from older epochs are refused from now on.
+    TakeOver,
     /// A signed checkpoint of the audit log.
     AddCheckpoint {
         tree_size: u64,
@@ -145,10 +148,14 @@ pub enum WriteOutcome {
     Voted(String),
     /// The collected request.
     Collected(RequestRow),
+    /// The fencing epoch a `TakeOver` set.
+    Epoch(u64),
 }
 
 struct Job {
     op: WriteOp,
+    /// The fencing epoch of the handle that submitted it.
+    epoch: u64,
     audit: Option<AuditDrafts>,
     reply: mpsc::SyncSender<Result<WriteOutcome, StoreError>>,
 }
@@ -189,6 +196,7 @@ impl Writer {
 
     pub(crate) fn submit(
         &self,
+        epoch: u64,
         op: WriteOp,
         audit: Option<AuditDrafts>,
     ) -> Result<WriteOutcome, StoreError> {
@@ -196,7 +204,12 @@ impl Writer {
         self.tx
             .as_ref()
             .ok_or(StoreError::WriterGone)?
-            .send(Job { op, audit, reply })
+            .send(Job {
+                op,
+                epoch,
+                audit,
+                reply,
+            })
             .map_err(|_| StoreError::WriterGone)?;
         rx.recv().map_err(|_| StoreError::WriterGone)?
     }
@@ -317,9 +330,29 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>, log: &AuditLog) {
     };
     let mut results = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
+    let mut fence = match stored_epoch(conn) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            fail_all(batch, format!("fencing epoch: {e}"));
+            return;
+        }
+    };
     for job in batch {
         let audited = job.audit.is_some();
-        let r = run_job(conn, job.op, job.audit, &mut cur);
+        // A writer that another has taken over from writes nothing, not
+        // even an audit entry (the new writer owns the log).
+        let r = if job.epoch < fence && !matches!(job.op, WriteOp::TakeOver) {
+            Err(StoreError::Fenced {
+                epoch: job.epoch,
+                current: fence,
+            })
+        } else {
+            run_job(conn, job.op, job.audit, &mut cur)
+        };
+        if let Ok(WriteOutcome::Epoch(e)) = &r {
+            fence = *e;
+        }
         results.push(r);
         replies.push((job.reply, audited));
     }
@@ -672,6 +705,16 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             Ok(WriteOutcome::Done)
         }
         WriteOp::AuditOnly => Ok(WriteOutcome::Done),
+        WriteOp::TakeOver => {
+            let next = stored_epoch(c)?
+                .checked_add(1)
+                .ok_or_else(|| StoreError::Corrupt("fencing epoch overflow".into()))?;
+            c.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('fence_epoch', ?1)",
+                [next.to_string().into_bytes()],
+            )?;
+            Ok(WriteOutcome::Epoch(next))
+        }
         WriteOp::AddCheckpoint {
             tree_size,
             note,
@@ -976,4 +1019,26 @@ pub(crate) fn read_votes(c: &Connection, request_id: &str) -> Result<Vec<VoteRow
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The newest fencing epoch written (0 before any take-over).
+fn stored_epoch(c: &Connection) -> Result<u64, StoreError> {
+    let v: Option<Vec<u8>> = c
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'fence_epoch'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match v {
+        None => Ok(0),
+        Some(b) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt("meta fence_epoch is not a number".into())),
+    }
+}
+
+pub(crate) fn read_epoch(c: &Connection) -> Result<u64, StoreError> {
+    stored_epoch(c)
 }

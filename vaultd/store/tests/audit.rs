@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use vault_store::Backend as _;
 
 use vault_core::audit::entry::{Draft, Entry, Outcome};
 use vault_core::audit::merkle::{leaf_hash, verify_inclusion, CompactRange};

@@ -1,6 +1,7 @@
 //! The store against a real SQLite file.
 
 use std::sync::Arc;
+use vault_store::Backend as _;
 
 use vault_core::keyring::{Keyring, KeyringVersion, Tier};
 use vault_core::keys::RootKey;

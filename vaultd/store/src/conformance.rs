@@ -1,0 +1,549 @@
+//! The storage conformance suite: what every [`Backend`] must do, in the
+//! style of OpenBao's `sdk/physical/testing.go` `ExerciseBackend`.
+//!
+//! Compiled with the `conformance` feature (dev-dependencies only). Each
+//! backend runs [`exercise`] against fresh storage: SQLite in
+//! `tests/conformance.rs`, and the PostgreSQL backend of an HA pair when it
+//! exists. A failure names the rule that was broken.
+
+use std::sync::Arc;
+
+use vault_core::audit::entry::{AuditDrafts, Draft, Entry, Outcome};
+use vault_core::audit::merkle::leaf_hash;
+use vault_core::keyring::{Keyring, KeyringVersion, Tier};
+use vault_core::keys::RootKey;
+
+use crate::{
+    Backend, CheckoutRow, CustodianRow, PrincipalRow, RequestRow, StoreError, VoteRow, WriteOp,
+    WriteOutcome,
+};
+
+/// Opens handles on one storage. The first call sees empty storage; every
+/// later call is a new handle (a restart, or a second node) on the same one.
+pub trait Harness {
+    fn open(&self) -> Box<dyn Backend>;
+}
+
+/// Runs every check against storage that `h` opens.
+pub fn exercise(h: &dyn Harness) {
+    let kr =
+        Arc::new(Keyring::load(&RootKey::generate(), &[KeyringVersion::new_random(1)]).unwrap());
+    let root = {
+        let b = h.open();
+        init(&*b);
+        meta(&*b);
+        secrets(&*b, &kr);
+        checkouts(&*b, &kr);
+        principals(&*b);
+        custodians_and_requests(&*b, &kr);
+        concurrent_writers(&*b, &kr);
+        audit_log(&*b);
+        let root = b.audit_log().read().root();
+        root
+    };
+    // Durability: a new handle sees every acknowledged write.
+    let b = h.open();
+    assert_eq!(b.audit_log().read().root(), root, "audit root after reopen");
+    assert_eq!(
+        b.current_version("c/p").unwrap(),
+        Some(2),
+        "secret after reopen"
+    );
+    drop(b);
+    fencing(h);
+}
+
+fn base(action: &str, target: &str) -> AuditDrafts {
+    AuditDrafts::new(Draft {
+        time: "2026-12-01T00:00:00Z".into(),
+        request_id: "conformance".into(),
+        principal: "tester".into(),
+        role: "admin".into(),
+        fingerprint: String::new(),
+        action: action.into(),
+        target: target.into(),
+        outcome: Outcome::Success,
+        error: String::new(),
+        details: Default::default(),
+        hmac: Default::default(),
+    })
+}
+
+fn last_entry(b: &dyn Backend) -> Entry {
+    let n = b.audit_log().size();
+    let e = b.audit_entries(n - 1, n).unwrap();
+    Entry::parse(&e[0].1).unwrap()
+}
+
+fn principal(fp: &str, name: &str, role: &str) -> PrincipalRow {
+    PrincipalRow {
+        fingerprint: fp.into(),
+        name: name.into(),
+        role: role.into(),
+        serial: "01".into(),
+        not_after: 4_000_000_000,
+        issued_at: 1,
+        revoked: false,
+    }
+}
+
+fn init(b: &dyn Backend) {
+    let op = || WriteOp::Init {
+        meta: vec![("sealed_root".into(), b"{}".to_vec())],
+        keyring: KeyringVersion::new_random(1),
+        principals: vec![principal(&"a".repeat(64), "admin", "admin")],
+        now: 1,
+    };
+    b.write_audited(op(), base("sys.init", "")).unwrap();
+    assert_eq!(b.keyring_versions().unwrap().len(), 1);
+    assert_eq!(last_entry(b).action, "sys.init", "init is audited");
+    // Init happens once; the refusal is audited with its code.
+    let e = b.write_audited(op(), base("sys.init", "")).err().unwrap();
+    assert_eq!(e.code(), "already_initialized");
+    let last = last_entry(b);
+    assert_eq!(
+        (last.outcome, last.error.as_str()),
+        (Outcome::Denied, "already_initialized")
+    );
+    let kv2 = KeyringVersion::new_random(2);
+    let add = || WriteOp::AddKeyringVersion {
+        kv: kv2.clone(),
+        now: 2,
+    };
+    b.write(add()).unwrap();
+    assert_eq!(
+        b.write(add()).err().unwrap().code(),
+        "keyring_version_exists"
+    );
+    assert_eq!(
+        b.keyring_versions()
+            .unwrap()
+            .iter()
+            .map(|v| v.version)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+}
+
+fn meta(b: &dyn Backend) {
+    assert_eq!(b.get_meta("nothing").unwrap(), None);
+    b.write(WriteOp::SetMeta {
+        key: "k".into(),
+        value: vec![0, 1, 255],
+    })
+    .unwrap();
+    assert_eq!(b.get_meta("k").unwrap(), Some(vec![0, 1, 255]));
+}
+
+fn put(b: &dyn Backend, kr: &Keyring, path: &str, value: &[u8]) -> Result<u64, StoreError> {
+    let version = b.current_version(path)?.unwrap_or(0) + 1;
+    match b.write(WriteOp::PutSecret {
+        path: path.into(),
+        version,
+        exclusive: None,
+        metadata: None,
+        created_by: "w".into(),
+        now: 10,
+        sealed: kr.seal_value(path, version, Tier::Standard, value),
+    })? {
+        WriteOutcome::Version(v) => Ok(v),
+        o => panic!("put answered {o:?}"),
+    }
+}
+
+fn secrets(b: &dyn Backend, kr: &Keyring) {
+    assert_eq!(put(b, kr, "c/p", b"one").unwrap(), 1);
+    assert_eq!(put(b, kr, "c/p", b"two").unwrap(), 2);
+    let (v, sealed, policy) = b.current("c/p").unwrap().unwrap();
+    assert_eq!(v, 2);
+    assert_eq!(policy.tier, "standard");
+    let pt = kr.open_value("c/p", 2, Tier::Standard, &sealed).unwrap();
+    assert_eq!(pt.expose_secret(), b"two", "ciphertext stored as given");
+    let old = b.secret_version("c/p", 1).unwrap().unwrap();
+    assert_eq!(
+        kr.open_value("c/p", 1, Tier::Standard, &old)
+            .unwrap()
+            .expose_secret(),
+        b"one"
+    );
+    let info = b.secret("c/p").unwrap().unwrap();
+    assert_eq!(info.versions.len(), 2);
+    // A write encrypted for a version that is no longer next is stale:
+    // nothing written, nothing audited.
+    let size = b.audit_log().size();
+    let stale = b.write_audited(
+        WriteOp::PutSecret {
+            path: "c/p".into(),
+            version: 2,
+            exclusive: None,
+            metadata: None,
+            created_by: "w".into(),
+            now: 11,
+            sealed: kr.seal_value("c/p", 2, Tier::Standard, b"late"),
+        },
+        base("secret.write", "c/p"),
+    );
+    assert!(
+        matches!(stale, Err(StoreError::Stale(_))),
+        "stale put: {stale:?}"
+    );
+    assert_eq!(b.audit_log().size(), size, "a stale write is not audited");
+    assert_eq!(b.current_version("c/p").unwrap(), Some(2));
+    // Listing by prefix, in path order, with paging.
+    for p in ["c/l/a", "c/l/b", "c/l/c", "c/m"] {
+        put(b, kr, p, b"x").unwrap();
+    }
+    let page: Vec<String> = b
+        .list("c/l/", None, 2)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.path)
+        .collect();
+    assert_eq!(page, ["c/l/a", "c/l/b"]);
+    let next: Vec<String> = b
+        .list("c/l/", Some("c/l/b"), 2)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.path)
+        .collect();
+    assert_eq!(next, ["c/l/c"]);
+    assert!(b.secret("c/none").unwrap().is_none());
+    // Approvals are set only on an existing secret.
+    assert_eq!(
+        b.write(WriteOp::SetApprovals {
+            path: "c/none".into(),
+            approvals: "[]".into()
+        })
+        .err()
+        .unwrap()
+        .code(),
+        "not_found"
+    );
+}
+
+fn checkout(b: &dyn Backend, id: &str, path: &str, now: i64) -> Result<WriteOutcome, StoreError> {
+    b.write(WriteOp::Checkout {
+        id: id.into(),
+        path: path.into(),
+        expect_version: None,
+        principal: "pam01".into(),
+        reason: "r".into(),
+        now,
+        expires_at: now + 60,
+    })
+}
+
+fn checkouts(b: &dyn Backend, kr: &Keyring) {
+    b.write(WriteOp::PutSecret {
+        path: "c/x".into(),
+        version: 1,
+        exclusive: Some(true),
+        metadata: None,
+        created_by: "w".into(),
+        now: 10,
+        sealed: kr.seal_value("c/x", 1, Tier::Standard, b"x"),
+    })
+    .unwrap();
+    checkout(b, "00000000-0000-4000-8000-000000000001", "c/x", 100).unwrap();
+    assert_eq!(
+        checkout(b, "00000000-0000-4000-8000-000000000002", "c/x", 101)
+            .err()
+            .unwrap()
+            .code(),
+        "checked_out",
+        "an exclusive secret has one open checkout"
+    );
+    // After expiry, another may check it out.
+    checkout(b, "00000000-0000-4000-8000-000000000003", "c/x", 200).unwrap();
+    assert_eq!(
+        b.write(WriteOp::Checkout {
+            id: "00000000-0000-4000-8000-000000000004".into(),
+            path: "c/p".into(),
+            expect_version: Some(1),
+            principal: "pam01".into(),
+            reason: "r".into(),
+            now: 300,
+            expires_at: 360,
+        })
+        .err()
+        .unwrap()
+        .code(),
+        "version_changed"
+    );
+    let checkin = |principal: &str| {
+        b.write(WriteOp::Checkin {
+            id: "00000000-0000-4000-8000-000000000003".into(),
+            principal: principal.into(),
+            now: 210,
+        })
+    };
+    assert_eq!(checkin("other").err().unwrap().code(), "forbidden");
+    match checkin("pam01").unwrap() {
+        WriteOutcome::CheckedIn(CheckoutRow {
+            path,
+            checked_in_at,
+            ..
+        }) => assert_eq!((path.as_str(), checked_in_at), ("c/x", Some(210))),
+        o => panic!("checkin answered {o:?}"),
+    }
+    assert_eq!(checkin("pam01").err().unwrap().code(), "already_checked_in");
+    assert!(
+        checkout(b, "00000000-0000-4000-8000-000000000005", "c/none", 1)
+            .err()
+            .is_some_and(|e| e.code() == "not_found")
+    );
+}
+
+fn principals(b: &dyn Backend) {
+    let admin2 = "b".repeat(64);
+    b.write(WriteOp::AddPrincipal(principal(&admin2, "admin2", "admin")))
+        .unwrap();
+    assert_eq!(b.principal(&admin2).unwrap().unwrap().role, "admin");
+    // A name keeps its role.
+    assert_eq!(
+        b.write(WriteOp::AddPrincipal(principal(
+            &"c".repeat(64),
+            "admin2",
+            "pam"
+        )))
+        .err()
+        .unwrap()
+        .code(),
+        "name_in_use"
+    );
+    b.write(WriteOp::RevokePrincipal {
+        fingerprint: admin2.clone(),
+    })
+    .unwrap();
+    assert!(b.principal(&admin2).unwrap().unwrap().revoked);
+    assert_eq!(
+        b.write(WriteOp::RevokePrincipal {
+            fingerprint: "a".repeat(64)
+        })
+        .err()
+        .unwrap()
+        .code(),
+        "last_admin"
+    );
+    assert!(b.principals().unwrap().len() >= 2);
+}
+
+fn custodian(name: &str, key: u8) -> CustodianRow {
+    CustodianRow {
+        name: name.into(),
+        groups: vec!["security".into()],
+        serial: 1000 + u32::from(key),
+        firmware: "5.4.3".into(),
+        pin_policy: "always".into(),
+        touch_policy: "always".into(),
+        sig_key: vec![key; 65],
+        kex_key: vec![key ^ 0x80; 65],
+        attestation: "{}".into(),
+        enrolled_at: 1,
+        enrolled_by: "admin".into(),
+    }
+}
+
+fn custodians_and_requests(b: &dyn Backend, kr: &Keyring) {
+    b.write(WriteOp::EnrollCustodian(custodian("alice", 1)))
+        .unwrap();
+    b.write(WriteOp::EnrollCustodian(custodian("bob", 2)))
+        .unwrap();
+    assert_eq!(
+        b.write(WriteOp::EnrollCustodian(custodian("alice", 3)))
+            .err()
+            .unwrap()
+            .code(),
+        "already_enrolled"
+    );
+    assert_eq!(
+        b.write(WriteOp::EnrollCustodian(custodian("carol", 1)))
+            .err()
+            .unwrap()
+            .code(),
+        "key_already_enrolled"
+    );
+    let cs = b.custodians().unwrap();
+    assert_eq!(cs.len(), 2);
+    assert_eq!(cs[0].groups, ["security"]);
+    put(b, kr, "c/gated", b"g").unwrap();
+    let req = RequestRow {
+        id: "00000000-0000-4000-8000-0000000000aa".into(),
+        kind: "checkout".into(),
+        path: "c/gated".into(),
+        version: 1,
+        requester: "pam01".into(),
+        reason: "r".into(),
+        created_at: 1,
+        expires_at: 1_000,
+        nonce: [9; 32],
+        recipient_key: None,
+        policy: r#"[{"group":"security","k":2}]"#.into(),
+        ttl_seconds: 60,
+        status: "pending".into(),
+        collected_at: None,
+        checkout_id: None,
+    };
+    b.write(WriteOp::OpenRequest(req.clone())).unwrap();
+    assert_eq!(
+        b.request(&req.id).unwrap().unwrap(),
+        req,
+        "request stored as given"
+    );
+    let vote = |who: &str, status: &str, expect: usize| {
+        b.write(WriteOp::Vote {
+            row: VoteRow {
+                request_id: req.id.clone(),
+                custodian: who.into(),
+                decision: "approve".into(),
+                signature: vec![1, 2, 3],
+                share: None,
+                created_at: 5,
+            },
+            status: status.into(),
+            expect_votes: expect,
+        })
+    };
+    vote("alice", "pending", 0).unwrap();
+    // Decided on a count that is out of date: stale.
+    assert!(matches!(
+        vote("bob", "approved", 0),
+        Err(StoreError::Stale(_))
+    ));
+    vote("bob", "approved", 1).unwrap();
+    assert_eq!(b.votes(&req.id).unwrap().len(), 2);
+    assert_eq!(b.request(&req.id).unwrap().unwrap().status, "approved");
+    let collect = |who: &str| {
+        b.write(WriteOp::Collect {
+            request_id: req.id.clone(),
+            requester: who.into(),
+            now: 10,
+            checkout: Some(("00000000-0000-4000-8000-0000000000ab".into(), 70)),
+        })
+    };
+    assert_eq!(collect("mallory").err().unwrap().code(), "forbidden");
+    match collect("pam01").unwrap() {
+        WriteOutcome::Collected(r) => assert_eq!(r.collected_at, Some(10)),
+        o => panic!("collect answered {o:?}"),
+    }
+    assert_eq!(collect("pam01").err().unwrap().code(), "already_collected");
+    assert!(b
+        .checkout("00000000-0000-4000-8000-0000000000ab")
+        .unwrap()
+        .is_some());
+    assert_eq!(b.requests(Some("approved"), 10).unwrap().len(), 1);
+    assert!(b.requests(Some("pending"), 10).unwrap().is_empty());
+}
+
+fn concurrent_writers(b: &dyn Backend, kr: &Arc<Keyring>) {
+    // Many writers at once, distinct paths and one shared path: nothing is
+    // lost, and the shared path's versions are dense (stale writes retry).
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let kr = kr.clone();
+            s.spawn(move || {
+                for i in 0..10 {
+                    put(b, &kr, &format!("c/t{t}/{i}"), b"v").unwrap();
+                    let mut tries = 0;
+                    loop {
+                        tries += 1;
+                        match put(b, &kr, "c/shared", b"v") {
+                            Ok(_) => break,
+                            Err(StoreError::Stale(_)) if tries < 1000 => continue,
+                            Err(e) => panic!("shared put: {e}"),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(b.list("c/t", None, 1000).unwrap().len(), 80);
+    let info = b.secret("c/shared").unwrap().unwrap();
+    assert_eq!(info.current_version, 80);
+    let versions: Vec<u64> = info.versions.iter().map(|v| v.version).collect();
+    assert_eq!(versions, (1..=80).collect::<Vec<_>>());
+}
+
+fn audit_log(b: &dyn Backend) {
+    let n0 = b.audit_log().size();
+    b.audit(base("sys.unseal", "").success).unwrap();
+    // A refused write gets its refusal entry, with the store's code and the
+    // one outcome rule.
+    let r = b.write_audited(
+        WriteOp::Checkin {
+            id: "00000000-0000-4000-8000-00000000ffff".into(),
+            principal: "pam01".into(),
+            now: 1,
+        },
+        base("checkout.checkin", "x").on_success("path", "never"),
+    );
+    assert_eq!(r.err().unwrap().code(), "not_found");
+    let last = last_entry(b);
+    assert_eq!(last.outcome, Outcome::Denied);
+    assert_eq!(last.error, "not_found");
+    assert!(last.details.is_empty(), "success details stay off refusals");
+    let n = b.audit_log().size();
+    assert_eq!(n, n0 + 2);
+    // The stored entries chain and match the tree.
+    let entries = b.audit_entries(0, n).unwrap();
+    assert_eq!(entries.len() as u64, n);
+    let mut prev = None;
+    let mut tree = vault_core::audit::merkle::Tree::new();
+    for (i, bytes) in &entries {
+        let e = Entry::parse(bytes).unwrap();
+        assert_eq!(e.seq, *i, "dense indices");
+        assert_eq!(e.prev_hash().unwrap(), prev, "hash chain at {i}");
+        prev = Some(leaf_hash(bytes));
+        tree.push(leaf_hash(bytes));
+    }
+    assert_eq!(
+        tree.root(),
+        b.audit_log().read().root(),
+        "tree matches entries"
+    );
+    b.write(WriteOp::AddCheckpoint {
+        tree_size: n,
+        note: "note".into(),
+        now: 1,
+    })
+    .unwrap();
+    assert_eq!(b.latest_checkpoint().unwrap(), Some((n, "note".into())));
+    assert_eq!(b.checkpoints(0, n).unwrap().len(), 1);
+}
+
+fn fencing(h: &dyn Harness) {
+    let old = h.open();
+    let new = h.open();
+    let e = new.take_over().unwrap();
+    assert!(e > old.epoch(), "take-over raises the epoch");
+    let size = new.audit_log().size();
+    let r = old.write_audited(
+        WriteOp::SetMeta {
+            key: "fenced".into(),
+            value: b"old".to_vec(),
+        },
+        base("sys.read", ""),
+    );
+    assert!(
+        matches!(r, Err(StoreError::Fenced { .. })),
+        "an old writer is fenced: {r:?}"
+    );
+    assert_eq!(new.get_meta("fenced").unwrap(), None, "nothing written");
+    assert_eq!(new.audit_log().size(), size, "nothing audited");
+    new.write(WriteOp::SetMeta {
+        key: "fenced".into(),
+        value: b"new".to_vec(),
+    })
+    .unwrap();
+    assert_eq!(new.get_meta("fenced").unwrap(), Some(b"new".to_vec()));
+    drop((old, new));
+    // A restarted handle writes with the newest epoch.
+    let again = h.open();
+    assert_eq!(again.epoch(), e);
+    again
+        .write(WriteOp::SetMeta {
+            key: "after".into(),
+            value: vec![1],
+        })
+        .unwrap();
+}

@@ -13,35 +13,59 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use vault_core::custodian::approval::Decision;
 use vault_core::custodian::ecies::key_fingerprint;
 use vault_core::custodian::recovery::{self, Bundle, RecoveryRequest};
 use vault_core::custodian::token::{CustodianToken, Slot};
 
+use crate::cmd::custodian::{open_token, read_pin};
+use crate::util::{out, read_json_file, write_public, Outcome};
+
 #[derive(Subcommand)]
 pub enum RecoverCmd {
     /// A custodian's answer (offline, with their YubiKey): approve the
     /// request and forward their share to the operator's one-time key.
-    Share {
-        request: PathBuf,
-        /// Your custodian name.
-        #[arg(long = "as")]
-        as_name: String,
-        #[arg(long)]
-        serial: Option<u32>,
-        #[arg(long)]
-        pin_file: Option<PathBuf>,
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Share(ShareArgs),
+}
+
+#[derive(Args)]
+pub struct ShareArgs {
+    request: PathBuf,
+    /// Your custodian name.
+    #[arg(long = "as")]
+    as_name: String,
+    #[arg(long)]
+    serial: Option<u32>,
+    #[arg(long)]
+    pin_file: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `recover share REQUEST --as NAME --out FILE`: the request shown in full
+/// on stderr, the answer written to FILE for the operator.
+pub fn share(j: bool, a: ShareArgs) -> Outcome {
+    let (req, bundle) = read_request(&a.request)?;
+    eprint!("{}", describe(&req, &bundle));
+    let mut t = open_token(a.serial)?;
+    let pin = read_pin(a.pin_file.as_deref())?;
+    let answer = answer(&req, &bundle, &a.as_name, &mut t, &pin)?;
+    let file = &a.out;
+    write_public(file, &serde_json::to_string_pretty(&answer)?)?;
+    out(j, &answer, |_| {
+        println!(
+            "answer written to {}: give it to the operator",
+            file.display()
+        )
+    });
+    Ok(Ok(()))
 }
 
 /// The request file (`vaultd recover begin`'s output).
 pub fn read_request(p: &Path) -> anyhow::Result<(RecoveryRequest, Bundle)> {
-    recovery::parse_request_file(&crate::read_json_file(p)?)
-        .map_err(|e| anyhow!("{}: {e}", p.display()))
+    recovery::parse_request_file(&read_json_file(p)?).map_err(|e| anyhow!("{}: {e}", p.display()))
 }
 
 pub fn describe(req: &RecoveryRequest, bundle: &Bundle) -> String {
@@ -63,7 +87,7 @@ pub fn describe(req: &RecoveryRequest, bundle: &Bundle) -> String {
 }
 
 /// A custodian's answer: the signed approval and the forwarded share.
-pub fn share(
+pub fn answer(
     req: &RecoveryRequest,
     bundle: &Bundle,
     me: &str,

@@ -1,0 +1,99 @@
+//! The command line: global options and the top-level commands. Each
+//! command group's subcommands, and each command's arguments, are defined
+//! in its module under `cmd/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::cmd::{
+    audit, breakglass, cert, checkout, custodian, init, keyring, recover, requests, secret, update,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "vaultctl",
+    version,
+    about = "Command-line tool for the vaultd appliance"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Print the server's JSON instead of human text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Args)]
+pub struct ConnArgs {
+    /// Appliance address.
+    #[arg(
+        long,
+        env = "VAULT_ADDR",
+        default_value = "https://127.0.0.1:8443",
+        global = true
+    )]
+    pub addr: String,
+    /// CA certificate that signed the appliance's server certificate.
+    #[arg(long, env = "VAULT_CACERT", global = true)]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM).
+    #[arg(long, env = "VAULT_CERT", global = true)]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, env = "VAULT_KEY", global = true)]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the first-boot ceremony of a flashed appliance remotely, over its
+    /// one-time TLS identity (the admin key is generated here and never
+    /// leaves). The local ceremony is `vaultd init`, on the appliance.
+    Init(init::InitArgs),
+    /// Seal status.
+    Status,
+    /// Appliance image updates (admin).
+    #[command(subcommand)]
+    Update(update::UpdateCmd),
+    /// Retry unsealing (admin).
+    Unseal,
+    /// Client certificates (admin).
+    #[command(subcommand)]
+    Cert(cert::CertCmd),
+    /// Secrets: write (writer), metadata and list.
+    #[command(subcommand)]
+    Secret(secret::SecretCmd),
+    /// Check a secret out (pam). Prints the value.
+    Checkout(checkout::CheckoutArgs),
+    /// Check a checkout back in (pam).
+    Checkin { checkout_id: String },
+    /// Keyring (admin).
+    #[command(subcommand)]
+    Keyring(keyring::KeyringCmd),
+    /// The audit log (auditor): export, verify offline, inspect.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
+    /// Custodians and their YubiKeys (enrol: admin).
+    #[command(subcommand)]
+    Custodian(custodian::CustodianCmd),
+    /// Set the approvals a secret's checkouts need (admin), e.g.
+    /// `--approvals security:2,dba:1`; `--approvals none` removes them.
+    Policy(custodian::PolicyArgs),
+    /// Approval and break-glass requests.
+    #[command(subcommand)]
+    Requests(requests::RequestsCmd),
+    /// Approve (or with --deny, deny) a request with your YubiKey (custodian).
+    Approve(requests::ApproveArgs),
+    /// Collect an approved checkout request (pam): prints the value.
+    Collect { id: String },
+    /// Break-glass secrets (sealed tier): request and open locally (pam).
+    #[command(subcommand)]
+    Breakglass(breakglass::BreakglassCmd),
+    /// A custodian's part of restoring the root key on a new box with k
+    /// YubiKeys; the operator runs `vaultd recover begin|finish` on the box.
+    #[command(subcommand)]
+    Recover(recover::RecoverCmd),
+}

@@ -1,0 +1,139 @@
+//! `vaultctl cert`: client certificates (admin).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use hyper::Method;
+use serde_json::{json, Value};
+
+use crate::cli::ConnArgs;
+use crate::util::{call, enc, key_and_csr, out, server, write_private, write_public, Outcome};
+
+#[derive(Subcommand)]
+pub enum CertCmd {
+    /// Issue a client certificate. Generates the key locally unless --csr is given.
+    Issue(IssueArgs),
+    /// List principals.
+    List,
+    /// Revoke a principal by certificate SHA-256 fingerprint.
+    Revoke { fingerprint: String },
+}
+
+#[derive(Args)]
+pub struct IssueArgs {
+    #[arg(long)]
+    role: String,
+    #[arg(long)]
+    name: String,
+    /// Sign this CSR (PEM) instead of generating a key.
+    #[arg(long)]
+    csr: Option<PathBuf>,
+    /// Validity in days (server maximum applies).
+    #[arg(long)]
+    days: Option<u32>,
+    /// Where NAME.pem, NAME-key.pem and ca.pem are written.
+    #[arg(long, default_value = ".")]
+    out_dir: PathBuf,
+}
+
+/// `cert issue`: NAME.pem, ca.pem and (unless `--csr`) NAME-key.pem in
+/// `--out-dir`.
+pub async fn issue(c: &ConnArgs, j: bool, a: IssueArgs) -> Outcome {
+    let (csr_pem, key_pem) = match &a.csr {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| p.display().to_string())?,
+            None,
+        ),
+        None => {
+            let (key, csr) = key_and_csr(&a.name)?;
+            (csr, Some(key))
+        }
+    };
+    let mut body = json!({"name": a.name, "role": a.role, "csr_pem": csr_pem});
+    if let Some(d) = a.days {
+        body["validity_days"] = json!(d);
+    }
+    let v = server!(call(c, Method::POST, "/v1/sys/certs", Some(body)).await?);
+    let out_dir = &a.out_dir;
+    std::fs::create_dir_all(out_dir).with_context(|| out_dir.display().to_string())?;
+    let cert_path = out_dir.join(format!("{}.pem", a.name));
+    write_public(
+        &cert_path,
+        v["certificate_pem"].as_str().unwrap_or_default(),
+    )?;
+    write_public(
+        &out_dir.join("ca.pem"),
+        v["ca_pem"].as_str().unwrap_or_default(),
+    )?;
+    let key_path = out_dir.join(format!("{}-key.pem", a.name));
+    if let Some(k) = &key_pem {
+        write_private(&key_path, k)?;
+    }
+    let mut report = json!({
+        "name": v["name"], "role": v["role"], "fingerprint": v["fingerprint"],
+        "not_after": v["not_after"], "certificate": cert_path,
+    });
+    let key_path = key_pem.is_some().then_some(key_path);
+    if let Some(k) = &key_path {
+        report["key"] = json!(k);
+    }
+    out(j, &report, |r| {
+        print_issued(r, &cert_path, key_path.as_deref())
+    });
+    Ok(Ok(()))
+}
+
+fn print_issued(r: &Value, cert_path: &Path, key_path: Option<&Path>) {
+    println!(
+        "issued {} certificate for {}",
+        r["role"].as_str().unwrap_or("?"),
+        r["name"].as_str().unwrap_or("?")
+    );
+    println!("  certificate : {}", cert_path.display());
+    if let Some(k) = key_path {
+        println!("  key         : {}", k.display());
+    }
+    println!(
+        "  sha256      : {}",
+        r["fingerprint"].as_str().unwrap_or("?")
+    );
+    println!("  expires     : {}", r["not_after"].as_str().unwrap_or("?"));
+}
+
+/// `cert list`: every principal, revoked ones marked.
+pub async fn list(c: &ConnArgs, j: bool) -> Outcome {
+    let v = server!(call(c, Method::GET, "/v1/sys/principals", None).await?);
+    out(j, &v, |v| {
+        for p in v["principals"].as_array().into_iter().flatten() {
+            println!(
+                "{:<20} {:<8} {} {}{}",
+                p["name"].as_str().unwrap_or(""),
+                p["role"].as_str().unwrap_or(""),
+                p["fingerprint"].as_str().unwrap_or(""),
+                p["not_after"].as_str().unwrap_or(""),
+                if p["revoked"].as_bool() == Some(true) {
+                    " REVOKED"
+                } else {
+                    ""
+                }
+            );
+        }
+    });
+    Ok(Ok(()))
+}
+
+/// `cert revoke FINGERPRINT`
+pub async fn revoke(c: &ConnArgs, j: bool, fingerprint: &str) -> Outcome {
+    let v = server!(
+        call(
+            c,
+            Method::POST,
+            &format!("/v1/sys/principals/{}/revoke", enc(fingerprint)),
+            None
+        )
+        .await?
+    );
+    out(j, &v, |_| println!("revoked {fingerprint}"));
+    Ok(Ok(()))
+}

@@ -1,0 +1,231 @@
+//! `vaultctl custodian` and `vaultctl policy`: enrolment of custodians with
+//! their YubiKeys, and the approvals a secret's checkouts need; and the
+//! YubiKey and PIN helpers the custodian commands share.
+//!
+//! The signing and key agreement happen on the custodian's YubiKey
+//! (slot 9c signs approvals, slot 9d opens shares); the tool shows the
+//! request in full before asking for the PIN, and rebuilds the signed bytes
+//! itself from what it showed, so the appliance cannot get a signature over
+//! something the custodian did not see (`requests.rs`, `breakglass.rs`,
+//! `recover.rs`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context as _};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use clap::{Args, Subcommand};
+use hyper::Method;
+use serde_json::{json, Value};
+use vault_core::custodian::token::{CustodianToken, Slot};
+use vault_core::secret::Pin;
+use vault_piv::{ManagementKey, PinPolicy, TouchPolicy, YubiKeyToken};
+
+use crate::cli::ConnArgs;
+use crate::util::{call, enc, out, server, Outcome};
+
+#[derive(Subcommand)]
+pub enum CustodianCmd {
+    /// Enrol a custodian (admin): P-256 keys in PIV slots 9c and 9d of the
+    /// attached YubiKey, attested, submitted to the appliance.
+    Enroll(EnrollArgs),
+    /// Enrolled custodians.
+    List,
+}
+
+#[derive(Args)]
+pub struct EnrollArgs {
+    #[arg(long)]
+    name: String,
+    /// Group (repeat for several).
+    #[arg(long = "group", required = true)]
+    groups: Vec<String>,
+    /// Use the keys already in 9c and 9d instead of generating new ones.
+    #[arg(long)]
+    reuse: bool,
+    /// The YubiKey's serial (needed when several are attached).
+    #[arg(long)]
+    serial: Option<u32>,
+    /// PIN policy of new keys: once or always.
+    #[arg(long, default_value = "always")]
+    pin_policy: String,
+    /// Touch policy of new keys: always, cached or never.
+    #[arg(long, default_value = "always")]
+    touch_policy: String,
+    /// File with the PIV management key (hex, 3DES). The factory default
+    /// key is used when absent.
+    #[arg(long)]
+    mgm_key_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PolicyArgs {
+    path: String,
+    #[arg(long)]
+    approvals: String,
+}
+
+/// `custodian enroll`: keys made (or reused) and attested on the YubiKey,
+/// the attestations submitted.
+pub async fn enroll(c: &ConnArgs, j: bool, a: EnrollArgs) -> Outcome {
+    let body = enroll_body(&a)?;
+    let v = server!(call(c, Method::POST, "/v1/custodians", Some(body)).await?);
+    out(j, &v, |v| {
+        println!(
+            "enrolled {} (YubiKey {} firmware {}, PIN {}, touch {}) in {}",
+            v["name"].as_str().unwrap_or("?"),
+            v["serial"],
+            v["firmware"].as_str().unwrap_or("?"),
+            v["pin_policy"].as_str().unwrap_or("?"),
+            v["touch_policy"].as_str().unwrap_or("?"),
+            v["groups"]
+        )
+    });
+    Ok(Ok(()))
+}
+
+/// `custodian list`
+pub async fn list(c: &ConnArgs, j: bool) -> Outcome {
+    let v = server!(call(c, Method::GET, "/v1/custodians", None).await?);
+    out(j, &v, |v| {
+        for c in v["custodians"].as_array().into_iter().flatten() {
+            println!(
+                "{:<16} {:<24} YubiKey {} fw {} PIN {} touch {}",
+                c["name"].as_str().unwrap_or("?"),
+                c["groups"].to_string(),
+                c["serial"],
+                c["firmware"].as_str().unwrap_or("?"),
+                c["pin_policy"].as_str().unwrap_or("?"),
+                c["touch_policy"].as_str().unwrap_or("?"),
+            );
+        }
+    });
+    Ok(Ok(()))
+}
+
+/// `policy PATH --approvals group:k,…`
+pub async fn policy(c: &ConnArgs, j: bool, a: PolicyArgs) -> Outcome {
+    let body = json!({"approvals": parse_approvals(&a.approvals)?});
+    let path = a.path;
+    let v = server!(
+        call(
+            c,
+            Method::PUT,
+            &format!("/v1/policies/{}", enc(&path)),
+            Some(body)
+        )
+        .await?
+    );
+    out(j, &v, |v| {
+        println!("{}: approvals {}", path, v["approvals"])
+    });
+    Ok(Ok(()))
+}
+
+fn token(serial: Option<u32>) -> anyhow::Result<YubiKeyToken> {
+    YubiKeyToken::open(serial).map_err(|e| anyhow!("YubiKey: {e}"))
+}
+
+pub fn open_token(serial: Option<u32>) -> anyhow::Result<YubiKeyToken> {
+    token(serial)
+}
+
+/// The PIN from a file, or asked on the terminal (never from argv).
+pub fn read_pin(pin_file: Option<&Path>) -> anyhow::Result<Pin> {
+    let pin = match pin_file {
+        Some(p) => zeroize::Zeroizing::new(
+            std::fs::read_to_string(p)
+                .with_context(|| p.display().to_string())?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+        ),
+        None => zeroize::Zeroizing::new(
+            rpassword::prompt_password("YubiKey PIN: ").context("reading the PIN")?,
+        ),
+    };
+    Ok(Pin::new((*pin).clone()))
+}
+
+fn policies(pin_policy: &str, touch_policy: &str) -> anyhow::Result<(PinPolicy, TouchPolicy)> {
+    let pin_policy = match pin_policy {
+        "once" => PinPolicy::Once,
+        "always" => PinPolicy::Always,
+        p => bail!("--pin-policy {p:?}: once or always"),
+    };
+    let touch_policy = match touch_policy {
+        "always" => TouchPolicy::Always,
+        "cached" => TouchPolicy::Cached,
+        "never" => TouchPolicy::Never,
+        t => bail!("--touch-policy {t:?}: always, cached or never"),
+    };
+    Ok((pin_policy, touch_policy))
+}
+
+/// New P-256 keys in slots 9c and 9d.
+fn generate_keys(
+    t: &mut YubiKeyToken,
+    (pin_policy, touch_policy): (PinPolicy, TouchPolicy),
+    mgm_key_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    let mgm = match mgm_key_file {
+        Some(p) => Some(
+            ManagementKey::from_hex(
+                std::fs::read_to_string(p)
+                    .with_context(|| p.display().to_string())?
+                    .trim(),
+            )
+            .map_err(|e| anyhow!("management key: {e}"))?,
+        ),
+        None => None,
+    };
+    eprintln!(
+        "generating P-256 keys in slots 9c and 9d of YubiKey {} (touch it if it blinks)",
+        t.serial()
+    );
+    for slot in [Slot::Signature, Slot::KeyManagement] {
+        t.generate(slot, pin_policy, touch_policy, mgm.as_ref())
+            .map_err(|e| anyhow!("generate {slot:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The enrolment request: the slots' attestations and the f9 intermediate.
+fn enroll_body(a: &EnrollArgs) -> anyhow::Result<Value> {
+    let policies = policies(&a.pin_policy, &a.touch_policy)?;
+    let mut t = token(a.serial)?;
+    if !a.reuse {
+        generate_keys(&mut t, policies, a.mgm_key_file.as_deref())?;
+    }
+    let sig = t
+        .attest(Slot::Signature)
+        .map_err(|e| anyhow!("attest 9c: {e}"))?;
+    let kex = t
+        .attest(Slot::KeyManagement)
+        .map_err(|e| anyhow!("attest 9d: {e}"))?;
+    let f9 = t
+        .attestation_intermediate()
+        .map_err(|e| anyhow!("read the f9 attestation certificate: {e}"))?;
+    Ok(json!({
+        "name": a.name,
+        "groups": a.groups,
+        "signature_attestation": B64.encode(sig),
+        "key_management_attestation": B64.encode(kex),
+        "intermediates": [B64.encode(f9)],
+    }))
+}
+
+/// `group:k,group:k` → the approvals list.
+pub fn parse_approvals(s: &str) -> anyhow::Result<Value> {
+    if s.trim().is_empty() || s == "none" {
+        return Ok(json!([]));
+    }
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (g, k) = part
+            .split_once(':')
+            .ok_or_else(|| anyhow!("{part:?}: expected group:k"))?;
+        let k: u64 = k.parse().map_err(|_| anyhow!("{part:?}: k is a number"))?;
+        out.push(json!({"group": g, "k": k}));
+    }
+    Ok(Value::Array(out))
+}

@@ -1,0 +1,143 @@
+//! `vaultctl secret`: write (writer), metadata and list. A value is read
+//! from a file or stdin, never from argv.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand};
+use hyper::Method;
+use serde_json::{json, Value};
+
+use crate::cli::ConnArgs;
+use crate::cmd::custodian::parse_approvals;
+use crate::util::{call, enc, out, read_value, server, Outcome};
+
+#[derive(Subcommand)]
+pub enum SecretCmd {
+    /// Store a new version. The value is read from --value-file or stdin.
+    Put(PutArgs),
+    /// Metadata and versions (never the value).
+    Get { path: String },
+    /// List secrets by prefix.
+    List {
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+}
+
+#[derive(Args)]
+pub struct PutArgs {
+    path: String,
+    #[arg(long)]
+    value_file: Option<PathBuf>,
+    /// JSON object of non-secret metadata.
+    #[arg(long)]
+    metadata: Option<String>,
+    /// Only one checkout at a time.
+    #[arg(long)]
+    exclusive: bool,
+    /// Sealed tier, `GROUP:K`: the value's key is split among the group's
+    /// custodians and k of them are needed to open it (docs/CUSTODIANS.md).
+    #[arg(long, value_name = "GROUP:K")]
+    sealed: Option<String>,
+}
+
+/// `secret put PATH`
+pub async fn put(c: &ConnArgs, j: bool, a: PutArgs) -> Outcome {
+    let trimmed = read_value(a.value_file.as_deref())?;
+    let mut body = json!({"value": trimmed.as_str()});
+    if let Some(spec) = a.sealed {
+        let custody = parse_approvals(&spec)?;
+        match custody.as_array().map(|a| a.as_slice()) {
+            Some([one]) => {
+                body["tier"] = json!("sealed");
+                body["custody"] = one.clone();
+            }
+            _ => bail!("--sealed takes one GROUP:K"),
+        }
+    }
+    if let Some(m) = a.metadata {
+        body["metadata"] = serde_json::from_str(&m).context("--metadata must be a JSON object")?;
+    }
+    if a.exclusive {
+        body["exclusive"] = json!(true);
+    }
+    let path = a.path;
+    let v = server!(
+        call(
+            c,
+            Method::PUT,
+            &format!("/v1/secrets/{}", enc(&path)),
+            Some(body)
+        )
+        .await?
+    );
+    out(j, &v, |v| {
+        println!("stored {} version {}", path, v["version"])
+    });
+    Ok(Ok(()))
+}
+
+/// `secret get PATH`: metadata, versions and open checkouts.
+pub async fn get(c: &ConnArgs, j: bool, path: &str) -> Outcome {
+    let v = server!(call(c, Method::GET, &format!("/v1/secrets/{}", enc(path)), None).await?);
+    out(j, &v, print_secret);
+    Ok(Ok(()))
+}
+
+fn print_secret(v: &Value) {
+    println!("path            : {}", v["path"].as_str().unwrap_or(""));
+    println!("current version : {}", v["current_version"]);
+    println!("exclusive       : {}", v["exclusive"]);
+    println!("metadata        : {}", v["metadata"]);
+    for ver in v["versions"].as_array().into_iter().flatten() {
+        println!(
+            "  v{} {} by {}",
+            ver["version"],
+            ver["created_at"].as_str().unwrap_or(""),
+            ver["created_by"].as_str().unwrap_or("")
+        );
+    }
+    for co in v["open_checkouts"].as_array().into_iter().flatten() {
+        println!(
+            "  checked out by {} until {} ({})",
+            co["principal"].as_str().unwrap_or(""),
+            co["expires_at"].as_str().unwrap_or(""),
+            co["checkout_id"].as_str().unwrap_or("")
+        );
+    }
+}
+
+/// `secret list [--prefix P]`: every page, then one list.
+pub async fn list(c: &ConnArgs, j: bool, prefix: &str) -> Outcome {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut q = format!("/v1/secrets?limit=1000&prefix={}", enc(prefix));
+        if let Some(a) = &after {
+            q.push_str(&format!("&after={}", enc(a)));
+        }
+        let v = server!(call(c, Method::GET, &q, None).await?);
+        all.extend(v["secrets"].as_array().cloned().unwrap_or_default());
+        match v["next_after"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    let v = json!({"secrets": all});
+    out(j, &v, |v| {
+        for s in v["secrets"].as_array().into_iter().flatten() {
+            println!(
+                "{}  v{}{}",
+                s["path"].as_str().unwrap_or(""),
+                s["current_version"],
+                if s["exclusive"].as_bool() == Some(true) {
+                    "  (exclusive)"
+                } else {
+                    ""
+                }
+            );
+        }
+    });
+    Ok(Ok(()))
+}

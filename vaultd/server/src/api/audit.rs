@@ -13,7 +13,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use vault_core::audit::entry::{Entry, Outcome};
 use vault_core::audit::note::key_id;
-use vault_core::policy::Action;
 
 use super::blocking;
 use super::error::{ApiError, ApiResult};
@@ -40,8 +39,7 @@ fn note_response(note: String) -> Response {
 }
 
 /// `GET /v1/audit/checkpoint`: the newest signed checkpoint (the note).
-pub async fn checkpoint(State(st): State<Arc<AppState>>, auth: Auth) -> ApiResult<Response> {
-    auth.require(Action::ReadAudit)?;
+pub async fn checkpoint(State(st): State<Arc<AppState>>, _auth: Auth) -> ApiResult<Response> {
     let s = st.clone();
     match blocking(move || s.store.latest_checkpoint()).await?? {
         Some((_, note)) => Ok(note_response(note)),
@@ -73,8 +71,7 @@ fn checkpoint_error(e: CheckpointError) -> ApiError {
 }
 
 /// `POST /v1/audit/checkpoint`: sign one now (if the log grew) and return it.
-pub async fn new_checkpoint(State(st): State<Arc<AppState>>, auth: Auth) -> ApiResult<Response> {
-    auth.require(Action::ReadAudit)?;
+pub async fn new_checkpoint(State(st): State<Arc<AppState>>, _auth: Auth) -> ApiResult<Response> {
     let s = st.clone();
     let (_, note) = blocking(move || checkpoint_now(&s))
         .await?
@@ -83,8 +80,7 @@ pub async fn new_checkpoint(State(st): State<Arc<AppState>>, auth: Auth) -> ApiR
 }
 
 /// `GET /v1/audit/public-key`
-pub async fn public_key(State(st): State<Arc<AppState>>, auth: Auth) -> ApiResult<Json<Value>> {
-    auth.require(Action::ReadAudit)?;
+pub async fn public_key(State(st): State<Arc<AppState>>, _auth: Auth) -> ApiResult<Json<Value>> {
     let pem = format!(
         "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
         b64(&st.audit_spki)
@@ -117,10 +113,9 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Ap
 /// `GET /v1/audit/entries?start=S&end=E`: entries `[S, E)`, at most 1000.
 pub async fn entries(
     State(st): State<Arc<AppState>>,
-    auth: Auth,
+    _auth: Auth,
     q: Result<Query<Range>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    auth.require(Action::ReadAudit)?;
     let Range { start, end } = query(q)?;
     let size = st.store.audit_log().size();
     if start >= end {
@@ -167,10 +162,9 @@ pub struct InclusionQuery {
 /// `GET /v1/audit/proof/inclusion?index=I&tree_size=N`
 pub async fn inclusion(
     State(st): State<Arc<AppState>>,
-    auth: Auth,
+    _auth: Auth,
     q: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    auth.require(Action::ReadAudit)?;
     let InclusionQuery { index, tree_size } = query(q)?;
     let t = st.store.audit_log().read();
     if tree_size == 0 || tree_size > t.size() {
@@ -205,10 +199,9 @@ pub struct ConsistencyQuery {
 /// `GET /v1/audit/proof/consistency?first=M&second=N`
 pub async fn consistency(
     State(st): State<Arc<AppState>>,
-    auth: Auth,
+    _auth: Auth,
     q: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    auth.require(Action::ReadAudit)?;
     let ConsistencyQuery { first, second } = query(q)?;
     let t = st.store.audit_log().read();
     if second > t.size() {
@@ -247,7 +240,6 @@ pub async fn hash(
     auth: Auth,
     JsonBody(req): JsonBody<HashRequest>,
 ) -> ApiResult<Json<Value>> {
-    auth.require(Action::ReadAudit)?;
     let h = st
         .audit_hmac(req.value.0.as_bytes())
         .ok_or_else(ApiError::sealed)?;

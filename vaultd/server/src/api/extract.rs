@@ -82,13 +82,10 @@ impl Auth {
     }
 }
 
-impl FromRequestParts<Arc<AppState>> for Auth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
+impl Auth {
+    /// The pipeline's principal step: the verified client certificate's
+    /// registered, unrevoked principal, or the refusal.
+    pub fn resolve(parts: &Parts, state: &AppState) -> Result<Auth, ApiError> {
         let peer = parts.extensions.get::<Peer>().ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -130,6 +127,22 @@ impl FromRequestParts<Arc<AppState>> for Auth {
                     "this client certificate is not registered with the vault",
                 ))
             }
+        }
+    }
+}
+
+/// A handler's principal: the one the pipeline resolved and authorised
+/// ([`super::routes::authorize`]).
+impl FromRequestParts<Arc<AppState>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Auth>() {
+            Some(a) => Ok(a.clone()),
+            None => Auth::resolve(parts, state),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod custodians;
 pub mod error;
 pub mod extract;
+pub mod routes;
 pub mod secrets;
 pub mod sys;
 
@@ -24,7 +25,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use axum::Router;
 
 use self::error::{ApiError, ErrorCode};
@@ -62,52 +62,15 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
-    Router::new()
-        .route("/v1/sys/health", get(sys::health))
-        .route("/v1/sys/seal-status", get(sys::seal_status))
-        .route("/v1/sys/unseal", post(sys::unseal))
-        .route("/v1/sys/certs", post(sys::issue_cert))
-        .route("/v1/sys/principals", get(sys::list_principals))
-        .route(
-            "/v1/sys/principals/{fingerprint}/revoke",
-            post(sys::revoke_principal),
-        )
-        .route(
-            "/v1/sys/update",
-            post(crate::update::stage).get(crate::update::status),
-        )
-        .route("/v1/sys/keyring", get(sys::keyring_status))
-        .route("/v1/sys/keyring/rotate", post(sys::keyring_rotate))
-        .route("/v1/secrets", get(secrets::list))
-        .route(
-            "/v1/secrets/{*path}",
-            get(secrets::get).put(secrets::put).post(secrets::post),
-        )
-        .route("/v1/checkouts/{id}/checkin", post(secrets::checkin))
-        .route(
-            "/v1/custodians",
-            get(custodians::list).post(custodians::enroll),
-        )
-        .route("/v1/policies/{*path}", put(custodians::set_policy))
-        .route("/v1/requests", get(custodians::list_requests))
-        .route("/v1/requests/{id}", get(custodians::get_request))
-        .route("/v1/requests/{id}/vote", post(custodians::vote))
-        .route("/v1/requests/{id}/collect", post(custodians::collect))
-        .route(
-            "/v1/sys/recovery",
-            get(custodians::get_recovery).post(custodians::configure_recovery),
-        )
-        .route(
-            "/v1/audit/checkpoint",
-            get(audit::checkpoint).post(audit::new_checkpoint),
-        )
-        .route("/v1/audit/public-key", get(audit::public_key))
-        .route("/v1/audit/entries", get(audit::entries))
-        .route("/v1/audit/proof/inclusion", get(audit::inclusion))
-        .route("/v1/audit/proof/consistency", get(audit::consistency))
-        .route("/v1/audit/hash", post(audit::hash))
-        .route("/v1/openapi.json", get(openapi))
-        .route("/metrics", get(sys::metrics))
+    let mut router = Router::new();
+    for (path, mr) in routes::method_routers(&routes::TABLE) {
+        router = router.route(path, mr);
+    }
+    router
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            routes::authorize,
+        ))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -181,7 +144,8 @@ async fn access(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -
             } else {
                 Outcome::Denied
             };
-            let mut d = who.draft(&st, action_for(&method, &route), &target, outcome, code);
+            let action = routes::audit_action(&routes::TABLE, &method, &route);
+            let mut d = who.draft(&st, action.as_str(), &target, outcome, code);
             d.details
                 .insert("status".into(), resp.status().as_u16().to_string());
             let s = st.clone();
@@ -235,36 +199,4 @@ fn peer_who(st: &AppState, peer: Option<&Peer>, request_id: &str) -> Who {
         }
     }
     who
-}
-
-/// The audit action name of a route.
-fn action_for(method: &axum::http::Method, route: &str) -> &'static str {
-    use axum::http::Method as M;
-    match (method, route) {
-        (&M::PUT, "/v1/secrets/{*path}") => "secret.write",
-        (&M::POST, "/v1/secrets/{*path}") => "secret.checkout",
-        (&M::POST, "/v1/custodians") => "custodian.enroll",
-        (&M::GET, "/v1/custodians") => "custodian.list",
-        (&M::PUT, "/v1/policies/{*path}") => "policy.set",
-        (&M::GET, "/v1/requests") => "request.list",
-        (&M::GET, "/v1/requests/{id}") => "request.read",
-        (&M::POST, "/v1/requests/{id}/vote") => "approval.vote",
-        (&M::POST, "/v1/requests/{id}/collect") => "request.collect",
-        (&M::POST, "/v1/sys/recovery") => "recovery.configure",
-        (&M::GET, "/v1/secrets/{*path}") => "secret.metadata",
-        (&M::GET, "/v1/secrets") => "secret.list",
-        (&M::POST, "/v1/checkouts/{id}/checkin") => "checkout.checkin",
-        (&M::POST, "/v1/sys/unseal") => "sys.unseal",
-        (&M::POST, "/v1/sys/certs") => "cert.issue",
-        (&M::GET, "/v1/sys/principals") => "principal.list",
-        (&M::POST, "/v1/sys/principals/{fingerprint}/revoke") => "principal.revoke",
-        (&M::GET, "/v1/sys/keyring") => "keyring.status",
-        (&M::POST, "/v1/sys/keyring/rotate") => "keyring.rotate",
-        (&M::POST, "/v1/audit/hash") => "audit.hash",
-        (&M::POST, "/v1/audit/checkpoint") => "audit.checkpoint",
-        (_, r) if r.starts_with("/v1/audit/") => "audit.read",
-        (_, "/metrics") => "metrics.read",
-        (_, r) if r.starts_with("/v1/sys/") => "sys.read",
-        _ => "request",
-    }
 }

@@ -1,0 +1,166 @@
+//! The route table: for every route, its method and path, who may call it
+//! and the audit action of its entries. The router is built from it, the
+//! pipeline ([`authorize`]) checks permissions from it, the access
+//! middleware names refusals from it, and the route × role test enumerates
+//! it. A route exists only as a line here.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put, MethodRouter};
+use vault_core::audit::action::AuditAction;
+use vault_core::policy::Action;
+
+use super::extract::Auth;
+use super::{audit, custodians, secrets, sys};
+use crate::state::AppState;
+use crate::update;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone who completed the TLS handshake (health, seal status, OpenAPI).
+    Public,
+    /// Any registered, unrevoked principal.
+    AnyPrincipal,
+    /// A principal whose role has this permission (`vault_core::policy::allowed`).
+    Permission(Action),
+}
+
+/// One line of the table.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    /// The action of the entries a call of this route writes, refusals included.
+    pub audit: AuditAction,
+    handler: fn() -> MethodRouter<Arc<AppState>>,
+}
+
+macro_rules! routes {
+    ($($method:ident $path:literal $access:expr, $audit:ident => $handler:expr;)+) => {
+        vec![$(Route {
+            method: Method::$method,
+            path: $path,
+            access: $access,
+            audit: AuditAction::$audit,
+            handler: || $handler,
+        },)+]
+    };
+}
+
+/// Every route of the mTLS API.
+pub fn table() -> Vec<Route> {
+    use Access::{AnyPrincipal, Permission as P, Public};
+    routes! {
+        GET "/v1/sys/health" Public, SysRead => get(sys::health);
+        GET "/v1/sys/seal-status" Public, SysRead => get(sys::seal_status);
+        POST "/v1/sys/unseal" P(Action::Unseal), SysUnseal => post(sys::unseal);
+        POST "/v1/sys/certs" P(Action::IssueCertificate), CertIssue => post(sys::issue_cert);
+        GET "/v1/sys/principals" P(Action::IssueCertificate), PrincipalList => get(sys::list_principals);
+        POST "/v1/sys/principals/{fingerprint}/revoke" P(Action::IssueCertificate), PrincipalRevoke => post(sys::revoke_principal);
+        // The handler audits its own outcome as sys.update.stage; a refusal
+        // before it is named sys.read, as the logs have always had it.
+        POST "/v1/sys/update" P(Action::UpdateImage), SysRead => post(update::stage);
+        GET "/v1/sys/update" P(Action::UpdateImage), SysRead => get(update::status);
+        GET "/v1/sys/keyring" P(Action::RotateKeyring), KeyringStatus => get(sys::keyring_status);
+        POST "/v1/sys/keyring/rotate" P(Action::RotateKeyring), KeyringRotate => post(sys::keyring_rotate);
+        GET "/v1/secrets" P(Action::ListSecrets), SecretList => get(secrets::list);
+        GET "/v1/secrets/{*path}" P(Action::ReadMetadata), SecretMetadata => get(secrets::get);
+        PUT "/v1/secrets/{*path}" P(Action::WriteSecret), SecretWrite => put(secrets::put);
+        POST "/v1/secrets/{*path}" P(Action::Checkout), SecretCheckout => post(secrets::post);
+        POST "/v1/checkouts/{id}/checkin" P(Action::Checkin), CheckoutCheckin => post(secrets::checkin);
+        GET "/v1/custodians" P(Action::ListCustodians), CustodianList => get(custodians::list);
+        POST "/v1/custodians" P(Action::EnrollCustodian), CustodianEnroll => post(custodians::enroll);
+        PUT "/v1/policies/{*path}" P(Action::SetApprovalPolicy), PolicySet => put(custodians::set_policy);
+        GET "/v1/requests" P(Action::ReadRequests), RequestList => get(custodians::list_requests);
+        GET "/v1/requests/{id}" P(Action::ReadRequests), RequestRead => get(custodians::get_request);
+        POST "/v1/requests/{id}/vote" P(Action::Vote), ApprovalVote => post(custodians::vote);
+        POST "/v1/requests/{id}/collect" P(Action::Checkout), RequestCollect => post(custodians::collect);
+        GET "/v1/sys/recovery" P(Action::ListCustodians), SysRead => get(custodians::get_recovery);
+        POST "/v1/sys/recovery" P(Action::EnrollCustodian), RecoveryConfigure => post(custodians::configure_recovery);
+        GET "/v1/audit/checkpoint" P(Action::ReadAudit), AuditRead => get(audit::checkpoint);
+        POST "/v1/audit/checkpoint" P(Action::ReadAudit), AuditCheckpoint => post(audit::new_checkpoint);
+        GET "/v1/audit/public-key" P(Action::ReadAudit), AuditRead => get(audit::public_key);
+        GET "/v1/audit/entries" P(Action::ReadAudit), AuditRead => get(audit::entries);
+        GET "/v1/audit/proof/inclusion" P(Action::ReadAudit), AuditRead => get(audit::inclusion);
+        GET "/v1/audit/proof/consistency" P(Action::ReadAudit), AuditRead => get(audit::consistency);
+        POST "/v1/audit/hash" P(Action::ReadAudit), AuditHash => post(audit::hash);
+        GET "/v1/openapi.json" Public, Request => get(super::openapi);
+        GET "/metrics" AnyPrincipal, MetricsRead => get(sys::metrics);
+    }
+}
+
+/// The table, built once.
+pub static TABLE: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(table);
+
+/// The table's line for a request, if any.
+pub fn find<'a>(table: &'a [Route], method: &Method, path: &str) -> Option<&'a Route> {
+    table.iter().find(|r| r.method == *method && r.path == path)
+}
+
+/// The audit action of a request: its route's, or for a method or path the
+/// table does not have, the name of the area it is in.
+pub fn audit_action(table: &[Route], method: &Method, route: &str) -> AuditAction {
+    if let Some(r) = find(table, method, route) {
+        return r.audit;
+    }
+    match route {
+        r if r.starts_with("/v1/audit/") => AuditAction::AuditRead,
+        "/metrics" => AuditAction::MetricsRead,
+        r if r.starts_with("/v1/sys/") => AuditAction::SysRead,
+        _ => AuditAction::Request,
+    }
+}
+
+/// The routes, merged by path, for the router.
+pub(crate) fn method_routers(table: &[Route]) -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
+    let mut out: Vec<(&'static str, MethodRouter<Arc<AppState>>)> = Vec::new();
+    for r in table {
+        let mr = (r.handler)();
+        match out.iter_mut().find(|(p, _)| *p == r.path) {
+            Some((_, existing)) => {
+                let prev = std::mem::take(existing);
+                *existing = prev.merge(mr);
+            }
+            None => out.push((r.path, mr)),
+        }
+    }
+    out
+}
+
+/// The pipeline's permission step, for every matched route: peer →
+/// principal → permission from the table, before any handler or body
+/// parser runs. The principal goes on to the handler as its [`Auth`].
+pub(crate) async fn authorize(
+    State(st): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let access = find(&TABLE, req.method(), &route).map(|r| r.access);
+    let (mut parts, body) = req.into_parts();
+    match access {
+        None | Some(Access::Public) => {}
+        Some(a) => {
+            let auth = match Auth::resolve(&parts, &st) {
+                Ok(auth) => auth,
+                Err(e) => return e.into_response(),
+            };
+            if let Access::Permission(action) = a {
+                if let Err(e) = auth.require(action) {
+                    return e.into_response();
+                }
+            }
+            parts.extensions.insert(auth);
+        }
+    }
+    next.run(Request::from_parts(parts, body)).await
+}

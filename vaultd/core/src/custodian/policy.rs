@@ -108,15 +108,7 @@ impl ApprovalPolicy {
 
     /// The stored form: `[{"group":…,"k":…},…]`.
     pub fn to_stored(&self) -> String {
-        let docs: Vec<RuleDoc> = self
-            .rules
-            .iter()
-            .map(|r| RuleDoc {
-                group: r.group.clone(),
-                k: r.k as u64,
-            })
-            .collect();
-        serde_json::to_string(&docs).expect("a list of plain structs serialises")
+        stored_rules(&self.rules)
     }
 
     pub fn rules(&self) -> &[GroupRule] {
@@ -135,11 +127,31 @@ impl ApprovalPolicy {
     /// Refuses rules that the enrolled custodians can never meet;
     /// `members(group)` counts the custodians enrolled in a group.
     pub fn check_reachable(&self, members: impl Fn(&str) -> usize) -> Result<(), PolicyError> {
-        for r in &self.rules {
-            check_rule(r, &members)?;
-        }
-        Ok(())
+        check_reachable(&self.rules, members)
     }
+}
+
+/// The stored form of rules taken from a parsed policy or custody.
+pub fn stored_rules(rules: &[GroupRule]) -> String {
+    let docs: Vec<RuleDoc> = rules
+        .iter()
+        .map(|r| RuleDoc {
+            group: r.group.clone(),
+            k: r.k as u64,
+        })
+        .collect();
+    serde_json::to_string(&docs).expect("a list of plain structs serialises")
+}
+
+/// Refuses rules that the enrolled custodians can never meet.
+pub fn check_reachable(
+    rules: &[GroupRule],
+    members: impl Fn(&str) -> usize,
+) -> Result<(), PolicyError> {
+    for r in rules {
+        check_rule(r, &members)?;
+    }
+    Ok(())
 }
 
 fn check_rule(r: &GroupRule, members: &impl Fn(&str) -> usize) -> Result<(), PolicyError> {

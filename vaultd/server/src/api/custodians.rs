@@ -32,9 +32,9 @@ use super::extract::{Auth, JsonBody};
 use super::rfc3339;
 use super::WRITE_TRIES;
 use crate::state::AppState;
+use vault_core::custodian::policy::{self, ApprovalPolicy, Custody};
 
 const MAX_GROUPS: usize = 16;
-const MAX_RULES: usize = 16;
 const MAX_CERT_B64: usize = 8 * 1024;
 
 fn b64(field: &'static str, s: &str, max: usize) -> ApiResult<Vec<u8>> {
@@ -71,54 +71,22 @@ fn unsealed(st: &AppState) -> ApiResult<()> {
     }
 }
 
-/// Parses a stored or submitted rule list.
+/// Parses a stored or submitted rule list (`vault_core::custodian::policy`).
 pub fn parse_rules(v: &Value) -> Result<Vec<GroupRule>, String> {
-    let arr = v.as_array().ok_or("approvals must be a list")?;
-    if arr.len() > MAX_RULES {
-        return Err(format!("at most {MAX_RULES} approval rules"));
-    }
-    let mut out: Vec<GroupRule> = Vec::new();
-    for r in arr {
-        let group = r["group"].as_str().ok_or("each rule needs a group")?;
-        if !validate_name(group) {
-            return Err("group names are 1-64 characters of A-Z a-z 0-9 . _ -".into());
-        }
-        let k = r["k"].as_u64().ok_or("each rule needs k >= 1")?;
-        if k == 0 || k > 255 {
-            return Err("k must be 1..=255".into());
-        }
-        if out.iter().any(|x| x.group == group) {
-            return Err(format!("group {group} appears twice"));
-        }
-        if r.as_object().is_some_and(|o| o.len() != 2) {
-            return Err("a rule has only group and k".into());
-        }
-        out.push(GroupRule {
-            group: group.into(),
-            k: k as usize,
-        });
-    }
-    Ok(out)
+    ApprovalPolicy::from_json(v)
+        .map(ApprovalPolicy::into_rules)
+        .map_err(|e| e.to_string())
 }
 
 /// `{"group": .., "k": ..}`: who holds a sealed-tier secret's shares.
 pub fn parse_custody(v: &Value) -> Result<(String, usize), String> {
-    let rules = parse_rules(&Value::Array(vec![v.clone()]))?;
-    let r = rules
-        .into_iter()
-        .next()
-        .ok_or("custody needs a group and k")?;
-    Ok((r.group, r.k))
+    Custody::from_json(v)
+        .map(|c| (c.0.group, c.0.k))
+        .map_err(|e| e.to_string())
 }
 
 pub(crate) fn rules_json(rules: &[GroupRule]) -> String {
-    Value::Array(
-        rules
-            .iter()
-            .map(|r| json!({"group": r.group, "k": r.k}))
-            .collect(),
-    )
-    .to_string()
+    policy::stored_rules(rules)
 }
 
 fn stored_rules(s: &str) -> ApiResult<Vec<GroupRule>> {
@@ -137,23 +105,14 @@ fn as_custodian(c: &CustodianRow) -> ApiResult<Custodian> {
 
 /// Refuses rules that enrolled custodians can never satisfy.
 fn check_reachable(rules: &[GroupRule], custodians: &[CustodianRow]) -> ApiResult<()> {
-    for r in rules {
-        let n = custodians
+    let members = |g: &str| {
+        custodians
             .iter()
-            .filter(|c| c.groups.contains(&r.group))
-            .count();
-        if n < r.k {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "quorum_unreachable",
-                format!(
-                    "group {} has {n} enrolled custodians; k = {} can never be met",
-                    r.group, r.k
-                ),
-            ));
-        }
-    }
-    Ok(())
+            .filter(|c| c.groups.iter().any(|x| x == g))
+            .count()
+    };
+    policy::check_reachable(rules, members)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "quorum_unreachable", e.to_string()))
 }
 
 // ---------------------------------------------------------------- enrolment

@@ -193,6 +193,29 @@ level = "info"
         self.command(vaultd_bin()).args(args).output().unwrap()
     }
 
+    /// Runs `vaultctl ARGS` as the principal `who` (its certificate and key
+    /// in `certs/`) against this appliance, with a clean environment and
+    /// `stdin` piped in.
+    pub fn vaultctl(&self, who: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        use std::io::Write as _;
+        let mut c = Command::new(vaultctl_bin());
+        c.env_clear()
+            .env("VAULT_ADDR", self.addr())
+            .env("VAULT_CACERT", self.certs.join("ca.pem"))
+            .env("VAULT_CERT", self.certs.join(format!("{who}.pem")))
+            .env("VAULT_KEY", self.certs.join(format!("{who}-key.pem")))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(s) = stdin {
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
     pub fn pin_file(&self) -> PathBuf {
         self.dir.path().join("pin")
     }

@@ -38,15 +38,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn ctl(a: &Appliance, who: &str, args: &[&str]) -> std::process::Output {
-    Command::new(vaultctl_bin())
-        .env_clear()
-        .env("VAULT_ADDR", a.addr())
-        .env("VAULT_CACERT", a.certs.join("ca.pem"))
-        .env("VAULT_CERT", a.certs.join(format!("{who}.pem")))
-        .env("VAULT_KEY", a.certs.join(format!("{who}-key.pem")))
-        .args(args)
-        .output()
-        .unwrap()
+    a.vaultctl(who, args, None)
 }
 
 fn options() -> Options {

@@ -1,28 +1,12 @@
 //! The real `vaultctl` binary against the real `vaultd`: the flows an
 //! operator and a PAM script run, human and `--json` output, exit codes.
 
-use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use vault_e2e::{ok, vaultctl_bin, Appliance, Options};
+use vault_e2e::{ok, Appliance, Options};
 
 fn ctl(a: &Appliance, who: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut c = Command::new(vaultctl_bin());
-    c.env_clear()
-        .env("VAULT_ADDR", a.addr())
-        .env("VAULT_CACERT", a.certs.join("ca.pem"))
-        .env("VAULT_CERT", a.certs.join(format!("{who}.pem")))
-        .env("VAULT_KEY", a.certs.join(format!("{who}-key.pem")))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
+    a.vaultctl(who, args, stdin)
 }
 
 #[test]

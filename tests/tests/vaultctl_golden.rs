@@ -21,15 +21,14 @@
 //! (The output of commands that need no appliance, help and usage errors
 //! among them, is checked by `vaultd/ctl/tests/cli_tests.rs`.)
 
-use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use hyper::Method;
 use regex::Regex;
 use snapbox::{Assert, Data, Redactions};
 use vault_e2e::piv::{enroll_body, TestRoot};
-use vault_e2e::{json_of, ok, req, vaultctl_bin, Appliance};
+use vault_e2e::{json_of, ok, req, Appliance};
 
 /// Runs vaultctl cases against one appliance and collects every mismatch,
 /// so that one run reports (or, with `SNAPSHOTS=overwrite`, rewrites) all.
@@ -103,22 +102,7 @@ impl<'a> Golden<'a> {
 }
 
 fn ctl(a: &Appliance, who: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut c = Command::new(vaultctl_bin());
-    c.env_clear()
-        .env("VAULT_ADDR", a.addr())
-        .env("VAULT_CACERT", a.certs.join("ca.pem"))
-        .env("VAULT_CERT", a.certs.join(format!("{who}.pem")))
-        .env("VAULT_KEY", a.certs.join(format!("{who}-key.pem")))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
+    a.vaultctl(who, args, stdin)
 }
 
 /// The command as a shell would show it, its exit code and both streams.

@@ -74,6 +74,12 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Conflict(code) => ApiError::new(StatusCode::CONFLICT, code, e.to_string()),
             StoreError::Forbidden(m) => ApiError::forbidden(*m),
+            // Retried by the service; this is what is left after the last try.
+            StoreError::Stale(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "version_changed",
+                "other writes kept landing first; nothing was changed, retry",
+            ),
             StoreError::AuditUnavailable(_) => {
                 tracing::error!(error = %e, "audit log unavailable; request refused");
                 ApiError::audit_unavailable()
@@ -83,6 +89,7 @@ impl From<StoreError> for ApiError {
                 ApiError::integrity()
             }
             StoreError::Sqlite(_)
+            | StoreError::Fenced { .. }
             | StoreError::WriterGone
             | StoreError::TransactionFailed(_)
             | StoreError::SchemaTooNew { .. } => {
@@ -108,3 +115,25 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_and_fenced_writes_have_their_codes() {
+        let e = ApiError::from(StoreError::Stale("version_changed"));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::CONFLICT, "version_changed")
+        );
+        let e = ApiError::from(StoreError::Fenced {
+            epoch: 1,
+            current: 2,
+        });
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+        );
+    }
+}

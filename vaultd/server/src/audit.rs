@@ -17,8 +17,8 @@ use vault_core::audit::entry::{Draft, Outcome};
 use vault_core::audit::note::Checkpoint;
 use vault_store::WriteOp;
 
-use crate::api::rfc3339;
 use crate::state::AppState;
+use crate::timefmt::rfc3339;
 
 /// Who made a request, for its audit entry.
 #[derive(Debug, Clone, Default)]

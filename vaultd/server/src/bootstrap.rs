@@ -28,27 +28,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vault_store::Backend as _;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
-use serde::Deserialize;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use zeroize::Zeroizing;
 
-use crate::api::error::ApiError;
-use crate::api::extract::JsonBody;
 use crate::config::Config;
-use crate::init::{initialize_with, FirstAdmin, InitError};
-use crate::StartError;
+use crate::init::{initialize_with, FirstAdmin, InitError, InitReport};
+use crate::start::StartError;
 
 /// Wrong init codes accepted before the code is burnt.
 pub const MAX_CODE_FAILURES: u32 = 5;
@@ -163,7 +155,9 @@ enum Mode {
     Locked(String),
 }
 
-struct Boot {
+/// The state of a bootstrap server, shared by its handlers
+/// ([`crate::api::bootstrap`]).
+pub struct Boot {
     config: Config,
     mode: Mode,
     /// None once burnt or used.
@@ -173,8 +167,25 @@ struct Boot {
     done: tokio::sync::watch::Sender<bool>,
 }
 
+/// Why a first-boot init was refused.
+#[derive(Debug)]
+pub enum InitRefused {
+    /// Not waiting for the ceremony (the data volume is locked): the
+    /// reason's code and message.
+    NotServed(&'static str, String),
+    /// The code is no longer valid (used, or too many wrong codes).
+    CodeBurnt,
+    /// A wrong code.
+    CodeInvalid,
+    /// The init task did not finish.
+    TaskFailed,
+    /// The ceremony itself failed.
+    Init(InitError),
+}
+
 impl Boot {
-    fn reason(&self) -> (&'static str, String) {
+    /// The seal reason this server reports: its code and message.
+    pub fn reason(&self) -> (&'static str, String) {
         match &self.mode {
             Mode::Uninitialised => (
                 "not_initialized",
@@ -185,159 +196,73 @@ impl Boot {
             Mode::Locked(m) => ("tpm_data_volume_locked", m.clone()),
         }
     }
-}
 
-async fn health(State(b): State<Arc<Boot>>) -> Response {
-    let (code, message) = b.reason();
-    let initialised = !matches!(b.mode, Mode::Uninitialised);
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({
-            "status": if initialised { "sealed" } else { "uninitialized" },
-            "sealed": true,
-            "initialized": initialised,
-            "version": env!("CARGO_PKG_VERSION"),
-            "reason": {"code": code, "message": message},
-        })),
-    )
-        .into_response()
-}
-
-async fn seal_status(State(b): State<Arc<Boot>>) -> Json<serde_json::Value> {
-    let (code, message) = b.reason();
-    Json(json!({
-        "sealed": true,
-        "initialized": !matches!(b.mode, Mode::Uninitialised),
-        "mode": b.config.seal.mode,
-        "reason": {"code": code, "message": message},
-        "since": null,
-    }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InitBody {
-    code: String,
-    #[serde(default = "default_admin")]
-    admin_name: String,
-    csr_pem: String,
-}
-
-fn default_admin() -> String {
-    "admin".into()
-}
-
-async fn init(State(b): State<Arc<Boot>>, JsonBody(req): JsonBody<InitBody>) -> Response {
-    match do_init(&b, req).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    /// False while waiting for the first-boot ceremony.
+    pub fn initialised(&self) -> bool {
+        !matches!(self.mode, Mode::Uninitialised)
     }
-}
 
-async fn do_init(b: &Arc<Boot>, req: InitBody) -> Result<Response, ApiError> {
-    let req_code = Zeroizing::new(req.code);
-    if !matches!(b.mode, Mode::Uninitialised) {
-        let (code, message) = b.reason();
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            code,
-            message,
-        ));
+    /// The configured seal mode.
+    pub fn seal_mode(&self) -> &str {
+        &self.config.seal.mode
     }
-    let _one_at_a_time = b.init_lock.lock().await;
-    {
-        let mut slot = b.code.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(expected) = slot.as_ref() else {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "init_code_burnt",
-                "the init code is no longer valid (used, or too many wrong codes): \
-                 restart the appliance for a new one",
-            ));
-        };
-        let ok = {
-            use subtle::ConstantTimeEq as _;
-            let a = normalise_code(expected);
-            let g = normalise_code(&req_code);
-            a.len() == g.len() && bool::from(a.as_bytes().ct_eq(g.as_bytes()))
-        };
-        if !ok {
-            let n = b.failures.fetch_add(1, Ordering::SeqCst) + 1;
-            tracing::warn!(failures = n, "wrong init code");
-            if n >= MAX_CODE_FAILURES {
-                *slot = None;
-                console(&format!(
-                    "vaultd: {MAX_CODE_FAILURES} wrong init codes: the code is burnt; \
-                     restart the appliance for a new one"
-                ));
-            }
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "init_code_invalid",
-                "wrong init code",
-            ));
+
+    /// The first-boot ceremony: checks the one-time code (five wrong codes
+    /// burn it), creates the vault and issues the first admin certificate
+    /// for `csr_pem`. On success the code is spent and the bootstrap server
+    /// is told to end.
+    pub async fn initialise(
+        &self,
+        code: &str,
+        admin_name: &str,
+        csr_pem: String,
+    ) -> Result<InitReport, InitRefused> {
+        if !matches!(self.mode, Mode::Uninitialised) {
+            let (code, message) = self.reason();
+            return Err(InitRefused::NotServed(code, message));
         }
-    }
-    let config = b.config.clone();
-    let name = req.admin_name.clone();
-    let csr = req.csr_pem;
-    let r =
-        tokio::task::spawn_blocking(move || initialize_with(&config, FirstAdmin::Csr(&csr), &name))
-            .await
-            .map_err(|_| ApiError::internal("init task failed"))?;
-    let report = match r {
-        Ok(r) => r,
-        Err(InitError::BadName(n)) => {
-            return Err(ApiError::bad_request(
-                "invalid_name",
-                format!("invalid admin name {n:?}: 1-64 characters of A-Z a-z 0-9 . _ -"),
-            ))
-        }
-        Err(InitError::BadCsr(m)) => return Err(ApiError::bad_request("invalid_csr", m)),
-        Err(InitError::AlreadyInitialized(_)) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_initialized",
-                "the vault is already initialised",
-            ))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "first-boot init failed");
-            let code = match &e {
-                InitError::Seal(s) => s.code(),
-                _ => "init_failed",
+        let _one_at_a_time = self.init_lock.lock().await;
+        {
+            let mut slot = self.code.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(expected) = slot.as_ref() else {
+                return Err(InitRefused::CodeBurnt);
             };
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                code,
-                format!("init failed: {e}"),
-            ));
+            let ok = {
+                use subtle::ConstantTimeEq as _;
+                let a = normalise_code(expected);
+                let g = normalise_code(code);
+                a.len() == g.len() && bool::from(a.as_bytes().ct_eq(g.as_bytes()))
+            };
+            if !ok {
+                let n = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
+                tracing::warn!(failures = n, "wrong init code");
+                if n >= MAX_CODE_FAILURES {
+                    *slot = None;
+                    console(&format!(
+                        "vaultd: {MAX_CODE_FAILURES} wrong init codes: the code is burnt; \
+                         restart the appliance for a new one"
+                    ));
+                }
+                return Err(InitRefused::CodeInvalid);
+            }
         }
-    };
-    // The code is spent, success or not of what follows.
-    *b.code.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    console(&format!(
-        "vaultd: initialised by the first-boot ceremony (appliance {}, admin {} sha256 {})",
-        report.appliance_id, req.admin_name, report.admin_fingerprint
-    ));
-    let _ = b.done.send(true);
-    Ok((
-        StatusCode::OK,
-        Json(json!({
-            "appliance_id": report.appliance_id,
-            "seal_mode": report.seal_mode,
-            "ca_pem": report.ca_pem,
-            "admin_name": req.admin_name,
-            "admin_cert_pem": report.admin_cert_pem,
-            "admin_fingerprint": report.admin_fingerprint,
-        })),
-    )
-        .into_response())
-}
-
-async fn fallback(State(b): State<Arc<Boot>>) -> Response {
-    let (code, message) = b.reason();
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response()
+        let config = self.config.clone();
+        let name = admin_name.to_owned();
+        let r = tokio::task::spawn_blocking(move || {
+            initialize_with(&config, FirstAdmin::Csr(&csr_pem), &name)
+        })
+        .await
+        .map_err(|_| InitRefused::TaskFailed)?;
+        let report = r.map_err(InitRefused::Init)?;
+        // The code is spent, success or not of what follows.
+        *self.code.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        console(&format!(
+            "vaultd: initialised by the first-boot ceremony (appliance {}, admin {} sha256 {})",
+            report.appliance_id, admin_name, report.admin_fingerprint
+        ));
+        let _ = self.done.send(true);
+        Ok(report)
+    }
 }
 
 /// A status line for the operator: stdout, which the appliance's unit sends
@@ -359,13 +284,15 @@ pub enum Ended {
 }
 
 /// Serves the first-boot ceremony until the vault is initialised or
-/// `shutdown` completes.
+/// `shutdown` completes. `app` makes the HTTP routes
+/// ([`crate::api::bootstrap::router`]).
 pub async fn serve_init(
     config: &Config,
     listener: &TcpListener,
+    app: impl FnOnce(Arc<Boot>) -> Router,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Ended, StartError> {
-    serve_boot(config, listener, Mode::Uninitialised, shutdown).await
+    serve_boot(config, listener, Mode::Uninitialised, app, shutdown).await
 }
 
 /// Serves status only (sealed, `tpm_data_volume_locked`) until `shutdown`.
@@ -373,9 +300,10 @@ pub async fn serve_locked(
     config: &Config,
     listener: &TcpListener,
     why: String,
+    app: impl FnOnce(Arc<Boot>) -> Router,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
-    serve_boot(config, listener, Mode::Locked(why), shutdown)
+    serve_boot(config, listener, Mode::Locked(why), app, shutdown)
         .await
         .map(drop)
 }
@@ -384,6 +312,7 @@ async fn serve_boot(
     config: &Config,
     listener: &TcpListener,
     mode: Mode,
+    app: impl FnOnce(Arc<Boot>) -> Router,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Ended, StartError> {
     let id = identity(config)?;
@@ -438,14 +367,7 @@ async fn serve_boot(
         init_lock: tokio::sync::Mutex::new(()),
         done: done_tx,
     });
-    let body_limit = 64 * 1024;
-    let app = Router::new()
-        .route("/v1/sys/health", get(health))
-        .route("/v1/sys/seal-status", get(seal_status))
-        .route("/v1/sys/init", post(init))
-        .fallback(fallback)
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        .with_state(boot.clone());
+    let app = app(boot.clone());
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     drop(id);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

@@ -409,7 +409,7 @@ fn ceremony_entry(
 ) -> vault_core::audit::entry::Draft {
     let who = crate::audit::Who::system();
     vault_core::audit::entry::Draft {
-        time: crate::api::rfc3339(now.unix_timestamp()),
+        time: crate::timefmt::rfc3339(now.unix_timestamp()),
         request_id: who.request_id,
         principal: "ceremony".into(),
         role: "system".into(),

@@ -11,12 +11,24 @@
 //! * [`unseal`]: opening the configured seal devices and unsealing.
 //! * [`state`]: sealed/unsealed state, keyring, principal cache, clock.
 //! * [`ca`]: the internal CA (key in the PKCS#11 token) and certificate parsing.
-//! * [`tls`]: rustls mTLS configuration and the connection loop.
-//! * [`api`]: the `/v1` REST API, errors, OpenAPI document.
+//! * [`tls`]: rustls mTLS configuration, the connection loop and the
+//!   verified client certificate of a connection ([`tls::Peer`]).
+//! * [`api`]: the HTTP layer: the `/v1` router, handlers, extractors,
+//!   `ApiError`, OpenAPI document.
 //! * [`audit`]: audit entry drafts, value HMACs, signed checkpoints.
 //! * [`rotation`]: keyring rotation and background rewrap.
+//! * [`update`]: A/B image updates: staging, verification, installation,
+//!   and what each boot records.
+//! * [`bootstrap`]: the first-boot ceremony and the status-only server of a
+//!   locked data volume (their TLS servers; the routes are in [`api`]).
 //! * [`metrics`]: Prometheus counters.
 //! * [`siem`]: background export of the audit log (JSON lines, syslog).
+//! * [`timefmt`]: RFC 3339 timestamps.
+//!
+//! Layering: [`api`] depends on the domain modules above and none of them
+//! depends on [`api`]; this file wires them together and no module depends
+//! on it ([`StartError`] lives in its own module). `tests/module_graph.rs`
+//! checks both, and that the module graph has no cycle.
 
 #![forbid(unsafe_code)]
 
@@ -30,10 +42,14 @@ pub mod metrics;
 pub mod recover;
 pub mod rotation;
 pub mod siem;
+mod start;
 pub mod state;
+pub mod timefmt;
 pub mod tls;
 pub mod unseal;
 pub mod update;
+
+pub use start::StartError;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,24 +62,6 @@ use vault_store::{Store, StoreError, StoreOptions};
 
 use crate::config::Config;
 use crate::state::{AppState, SealedReason, SystemClock, Vault};
-
-/// Why the daemon could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartError {
-    #[error("the vault at {0} is not initialised: run `vaultd init` first")]
-    NotInitialized(String),
-    #[error("storage: {0}")]
-    Store(#[from] StoreError),
-    #[error("{0}: {1}")]
-    Io(String, std::io::Error),
-    #[error(transparent)]
-    Tls(#[from] tls::TlsError),
-    #[error("attestation roots: {0}")]
-    AttestationRoots(String),
-    #[error("first-boot ceremony: {0}")]
-    Bootstrap(String),
-}
 
 /// Yubico's PIV attestation roots (see the comments in the file for
 /// fingerprints and sources).
@@ -186,11 +184,12 @@ pub async fn serve(
         }
     };
     if let Some(why) = bootstrap::data_volume_locked(&config) {
-        return bootstrap::serve_locked(&config, &listener, why, stop()).await;
+        return bootstrap::serve_locked(&config, &listener, why, api::bootstrap::router, stop())
+            .await;
     }
     let bootstrap = config.appliance.as_ref().is_some_and(|a| a.bootstrap);
     if bootstrap && !bootstrap::is_initialized(&config)? {
-        match bootstrap::serve_init(&config, &listener, stop()).await? {
+        match bootstrap::serve_init(&config, &listener, api::bootstrap::router, stop()).await? {
             bootstrap::Ended::Initialised => {}
             bootstrap::Ended::Stopped => return Ok(()),
         }

@@ -23,9 +23,13 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::api::extract::Peer;
-use crate::ca::parse_peer;
+use crate::ca::{parse_peer, PeerCert};
 use crate::state::AppState;
+
+/// The verified client certificate of a connection, inserted into every
+/// request's extensions (read by the API's extractors and access log).
+#[derive(Debug, Clone)]
+pub struct Peer(pub Arc<PeerCert>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

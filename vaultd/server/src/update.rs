@@ -21,6 +21,10 @@
 //!    the other slot (the new one never became healthy and its tries ran
 //!    out), `sys.update.rolled_back`. A failed installation is audited
 //!    `sys.update.install_failed`.
+//!
+//! The HTTP handlers of step 1 and of `GET /v1/sys/update` are in
+//! [`crate::api::update`]; this module returns [`UpdateError`]s, which the API
+//! maps to HTTP errors.
 
 use std::io::{BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -28,17 +32,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use vault_core::audit::entry::Outcome;
 use vault_image::bundle::{BundleReader, Manifest};
 use vault_image::key::ImagePublicKey;
 
-use crate::api::error::{ApiError, ApiResult};
-use crate::api::extract::Auth;
 use crate::audit::Who;
 use crate::config::{ApplianceConfig, Config};
 use crate::state::AppState;
@@ -180,111 +178,52 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), UpdateError> {
 
 // ---------------------------------------------------------------- staging
 
-/// `POST /v1/sys/update`: stage a signed bundle for the installer.
-pub async fn stage(
-    State(st): State<Arc<AppState>>,
-    auth: Auth,
-    body: Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let s = settings(st.config.appliance.as_ref()).map_err(update_api_error)?;
-    // One upload at a time: they share the staging file.
-    let Ok(_one_at_a_time) = UPLOAD.try_lock() else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "update_in_progress",
-            "another update bundle is being uploaded",
-        ));
-    };
-    let dir = s.dir.to_owned();
-    let incoming = dir.join("incoming.vupd");
-    // Stream the body to disk with a hard size cap.
-    let write = async {
-        use http_body_util::BodyExt as _;
-        let mut f = tokio::fs::File::create(&incoming)
-            .await
-            .map_err(io(&incoming))?;
-        let mut body = body;
-        let mut total: u64 = 0;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                UpdateError::Io("request body".into(), std::io::Error::other(e.to_string()))
-            })?;
-            let Ok(chunk) = frame.into_data() else {
-                continue;
-            };
-            total += chunk.len() as u64;
-            if total > MAX_BUNDLE_BYTES {
-                return Err(UpdateError::Io(
-                    "request body".into(),
-                    std::io::Error::other(format!("bundle larger than {MAX_BUNDLE_BYTES} bytes")),
-                ));
-            }
-            tokio::io::AsyncWriteExt::write_all(&mut f, &chunk)
-                .await
-                .map_err(io(&incoming))?;
-        }
-        f.sync_all().await.map_err(io(&incoming))?;
-        Ok::<u64, UpdateError>(total)
-    };
-    let written = write.await;
-    let st2 = st.clone();
-    let who = auth.1.clone();
-    let r = crate::api::blocking(move || {
-        let r = written.and_then(|size| verify_and_stage(&st2.config, size));
-        let (outcome, code) = match &r {
-            Ok(_) => (Outcome::Success, ""),
-            Err(e) => (Outcome::Denied, e.code()),
-        };
-        let mut d = who.draft(&st2, "sys.update.stage", "", outcome, code);
-        match &r {
-            Ok((m, size)) => {
-                d.details.insert("version".into(), m.version.clone());
-                d.details.insert("build".into(), m.build.to_string());
-                d.details.insert("roothash".into(), m.roothash.clone());
-                d.details.insert("bundle_bytes".into(), size.to_string());
-            }
-            Err(e) => {
-                d.details.insert("message".into(), e.to_string());
-            }
-        }
-        let audited = st2.store.audit(d);
-        (r, audited)
-    })
-    .await?;
-    auth.audited();
-    let (r, audited) = r;
-    if audited.is_err() {
-        // No audit entry, no update: withdraw what was staged.
-        let _ = std::fs::remove_file(dir.join("ready"));
-        let _ = std::fs::remove_file(dir.join("staged.vupd"));
-        return Err(ApiError::audit_unavailable());
-    }
-    let (m, _) = r.map_err(update_api_error)?;
-    tracing::info!(by = %auth.0.name, version = %m.version, build = m.build, "update staged");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "status": "staged",
-            "version": m.version,
-            "build": m.build,
-            "roothash": m.roothash,
-            "next": "the installer writes the inactive slot and reboots the appliance",
-        })),
-    ))
+/// The staging directory (`[appliance] update_dir`), if updates are
+/// configured (also the image key and the ESP).
+pub fn staging_dir(a: Option<&ApplianceConfig>) -> Result<PathBuf, UpdateError> {
+    settings(a).map(|s| s.dir.to_owned())
 }
 
-fn update_api_error(e: UpdateError) -> ApiError {
-    let status = match &e {
-        UpdateError::NotConfigured => StatusCode::NOT_IMPLEMENTED,
-        UpdateError::Downgrade { .. } => StatusCode::CONFLICT,
-        UpdateError::Bundle(_) | UpdateError::MissingPart(_) => StatusCode::BAD_REQUEST,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    ApiError::new(status, e.code(), e.to_string())
+/// The right to upload and stage a bundle while the guard is held; `None`
+/// while another upload is under way (uploads share the staging file).
+pub fn upload_slot() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    UPLOAD.try_lock().ok()
+}
+
+/// Streams an uploaded bundle to `dir/incoming.vupd` with a hard size cap
+/// ([`MAX_BUNDLE_BYTES`]); returns its size.
+pub async fn receive(dir: &Path, body: Body) -> Result<u64, UpdateError> {
+    use http_body_util::BodyExt as _;
+    let incoming = dir.join("incoming.vupd");
+    let mut f = tokio::fs::File::create(&incoming)
+        .await
+        .map_err(io(&incoming))?;
+    let mut body = body;
+    let mut total: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            UpdateError::Io("request body".into(), std::io::Error::other(e.to_string()))
+        })?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        total += chunk.len() as u64;
+        if total > MAX_BUNDLE_BYTES {
+            return Err(UpdateError::Io(
+                "request body".into(),
+                std::io::Error::other(format!("bundle larger than {MAX_BUNDLE_BYTES} bytes")),
+            ));
+        }
+        tokio::io::AsyncWriteExt::write_all(&mut f, &chunk)
+            .await
+            .map_err(io(&incoming))?;
+    }
+    f.sync_all().await.map_err(io(&incoming))?;
+    Ok(total)
 }
 
 /// Checks the uploaded bundle and stages it (blocking).
-fn verify_and_stage(config: &Config, size: u64) -> Result<(Manifest, u64), UpdateError> {
+pub fn verify_and_stage(config: &Config, size: u64) -> Result<(Manifest, u64), UpdateError> {
     let s = settings(config.appliance.as_ref())?;
     let incoming = s.dir.join("incoming.vupd");
     let fail = |e: UpdateError| {
@@ -319,27 +258,6 @@ fn verify_and_stage(config: &Config, size: u64) -> Result<(Manifest, u64), Updat
     let manifest = serde_json::to_vec(&m).expect("serialisable");
     write_atomic(&s.dir.join("ready"), &manifest)?;
     Ok((m, size))
-}
-
-/// `GET /v1/sys/update`: the running image and the update state.
-pub async fn status(State(st): State<Arc<AppState>>, _auth: Auth) -> ApiResult<Json<Value>> {
-    let a = st.config.appliance.as_ref();
-    let version = running_version(a.and_then(|a| a.version_file.as_deref()))
-        .map(|(v, _)| v)
-        .unwrap_or_default();
-    let read = |name: &str| -> Value {
-        a.and_then(|a| a.update_dir.as_ref())
-            .and_then(|d| std::fs::read(d.join(name)).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null)
-    };
-    Ok(Json(json!({
-        "version": version,
-        "slot": booted_slot().map(String::from),
-        "staged": read("ready"),
-        "installed": read("installed.json"),
-        "failed": read("failed.json"),
-    })))
 }
 
 // ---------------------------------------------------------------- boot

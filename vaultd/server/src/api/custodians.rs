@@ -29,9 +29,9 @@ use vault_store::{CustodianRow, RequestRow, StoreError, VoteRow, WriteOp, WriteO
 use super::blocking;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonBody};
-use super::rfc3339;
 use super::WRITE_TRIES;
 use crate::state::AppState;
+use crate::timefmt::rfc3339;
 use vault_core::custodian::policy::{self, ApprovalPolicy, Custody};
 
 const MAX_GROUPS: usize = 16;

@@ -13,14 +13,10 @@ use vault_core::policy::{allowed, Action};
 
 use super::error::ApiError;
 use crate::audit::Who;
-use crate::ca::PeerCert;
 use crate::state::{AppState, Principal};
+use crate::tls::Peer;
 use vault_core::audit::entry::{Draft, Outcome};
 use vault_store::{AuditDrafts, StoreError};
-
-/// The verified client certificate, inserted by the TLS layer.
-#[derive(Debug, Clone)]
-pub struct Peer(pub Arc<PeerCert>);
 
 /// Set on a request by the access middleware.
 #[derive(Debug, Clone)]

@@ -6,17 +6,29 @@
 //! * [`extract`]: the principal (from the verified client certificate) and
 //!   JSON bodies whose errors are JSON.
 //! * [`sys`]: health, seal status, unseal, certificates, keyring, principals.
+//! * [`update`]: `/v1/sys/update` (stage a bundle, update state); the
+//!   staging and verification are [`crate::update`]'s.
 //! * [`secrets`]: secrets and checkouts.
+//! * [`custodians`]: custodians, approval policies, requests and votes,
+//!   recovery.
 //! * [`audit`]: the auditor's API (checkpoints, entries, proofs, value hashes).
+//! * [`bootstrap`]: the routes of the bootstrap servers (first-boot
+//!   `POST /v1/sys/init`, status of a locked data volume), served by
+//!   [`crate::bootstrap`].
 //! * `openapi.json`: the OpenAPI 3 document served at `/v1/openapi.json`.
+//!
+//! The verified client certificate ([`crate::tls::Peer`]) is put on every
+//! request by the TLS layer. Nothing outside this module depends on it.
 
 pub mod audit;
+pub mod bootstrap;
 pub mod custodians;
 pub mod error;
 pub mod extract;
 pub mod routes;
 pub mod secrets;
 pub mod sys;
+pub mod update;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,23 +40,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 use self::error::{ApiError, ErrorCode};
-use self::extract::Peer;
 use crate::audit::Who;
 use crate::state::AppState;
+use crate::tls::Peer;
 use vault_core::audit::entry::Outcome;
 
 pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// RFC 3339 UTC time for a unix timestamp.
-pub fn rfc3339(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
-}
 
 /// How often a write computed from a read (a value encrypted for the next
 /// version, a vote decided on the votes so far) is retried when another

@@ -15,9 +15,8 @@ use vault_core::audit::action::AuditAction;
 use vault_core::policy::Action;
 
 use super::extract::Auth;
-use super::{audit, custodians, secrets, sys};
+use super::{audit, custodians, secrets, sys, update};
 use crate::state::AppState;
-use crate::update;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

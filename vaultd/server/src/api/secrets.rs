@@ -20,9 +20,9 @@ use vault_store::{AuditDrafts, StoreError, WriteOp, WriteOutcome};
 use super::custodians;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonBody, SecretInput};
-use super::rfc3339;
 use super::{blocking, WRITE_TRIES};
 use crate::state::AppState;
+use crate::timefmt::rfc3339;
 use vault_core::custodian::sealed;
 
 const MAX_METADATA_BYTES: usize = 16 * 1024;

@@ -14,8 +14,8 @@ use vault_store::{PrincipalRow, WriteOp};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonBody};
-use super::rfc3339;
 use crate::state::{AppState, Vault};
+use crate::timefmt::rfc3339;
 use crate::{ca, rotation, unseal};
 
 pub async fn health(State(st): State<Arc<AppState>>) -> Response {

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
@@ -15,7 +14,7 @@ use vault_core::audit::entry::{Entry, Outcome};
 use vault_core::audit::note::key_id;
 
 use super::blocking;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Code};
 use super::extract::{Auth, JsonBody, SecretInput};
 use crate::audit::{checkpoint_now, CheckpointError};
 use crate::state::AppState;
@@ -44,8 +43,7 @@ pub async fn checkpoint(State(st): State<Arc<AppState>>, _auth: Auth) -> ApiResu
     match blocking(move || s.store.latest_checkpoint()).await?? {
         Some((_, note)) => Ok(note_response(note)),
         None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_checkpoint",
+            Code::NoCheckpoint,
             "no checkpoint has been signed yet; POST /v1/audit/checkpoint",
         )),
     }
@@ -54,18 +52,13 @@ pub async fn checkpoint(State(st): State<Arc<AppState>>, _auth: Auth) -> ApiResu
 fn checkpoint_error(e: CheckpointError) -> ApiError {
     match e {
         CheckpointError::SignerUnavailable => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "signer_unavailable",
+            Code::SignerUnavailable,
             "the audit signing key is not available (sealed, or the token is absent)",
         ),
         CheckpointError::Store(s) => s.into(),
         other => {
             tracing::error!(error = %other, "checkpoint signing failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "signer_unavailable",
-                "checkpoint signing failed",
-            )
+            ApiError::new(Code::SignerUnavailable, "checkpoint signing failed")
         }
     }
 }
@@ -107,7 +100,7 @@ pub struct Range {
 
 fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> ApiResult<T> {
     q.map(|Query(v)| v)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+        .map_err(|e| ApiError::new(Code::InvalidQuery, e.body_text()))
 }
 
 /// `GET /v1/audit/entries?start=S&end=E`: entries `[S, E)`, at most 1000.
@@ -119,20 +112,17 @@ pub async fn entries(
     let Range { start, end } = query(q)?;
     let size = st.store.audit_log().size();
     if start >= end {
-        return Err(ApiError::bad_request(
-            "invalid_range",
-            "start must be below end",
-        ));
+        return Err(ApiError::new(Code::InvalidRange, "start must be below end"));
     }
     if start >= size {
-        return Err(ApiError::bad_request(
-            "invalid_range",
+        return Err(ApiError::new(
+            Code::InvalidRange,
             format!("start {start} is beyond the log (size {size})"),
         ));
     }
     if end - start > MAX_PAGE {
-        return Err(ApiError::bad_request(
-            "invalid_range",
+        return Err(ApiError::new(
+            Code::InvalidRange,
             format!("at most {MAX_PAGE} entries per request"),
         ));
     }
@@ -168,20 +158,20 @@ pub async fn inclusion(
     let InclusionQuery { index, tree_size } = query(q)?;
     let t = st.store.audit_log().read();
     if tree_size == 0 || tree_size > t.size() {
-        return Err(ApiError::bad_request(
-            "invalid_tree_size",
+        return Err(ApiError::new(
+            Code::InvalidTreeSize,
             format!("tree_size must be 1..={}", t.size()),
         ));
     }
     if index >= tree_size {
-        return Err(ApiError::bad_request(
-            "invalid_index",
+        return Err(ApiError::new(
+            Code::InvalidIndex,
             "index must be below tree_size",
         ));
     }
     let proof = t
         .inclusion_proof(index, tree_size)
-        .map_err(|e| ApiError::bad_request("invalid_index", e.to_string()))?;
+        .map_err(|e| ApiError::new(Code::InvalidIndex, e.to_string()))?;
     Ok(Json(json!({
         "leaf_index": index,
         "tree_size": tree_size,
@@ -205,20 +195,20 @@ pub async fn consistency(
     let ConsistencyQuery { first, second } = query(q)?;
     let t = st.store.audit_log().read();
     if second > t.size() {
-        return Err(ApiError::bad_request(
-            "invalid_tree_size",
+        return Err(ApiError::new(
+            Code::InvalidTreeSize,
             format!("second must be at most {}", t.size()),
         ));
     }
     if first == 0 || first > second {
-        return Err(ApiError::bad_request(
-            "invalid_range",
+        return Err(ApiError::new(
+            Code::InvalidRange,
             "need 0 < first <= second",
         ));
     }
     let proof = t
         .consistency_proof(first, second)
-        .map_err(|e| ApiError::bad_request("invalid_range", e.to_string()))?;
+        .map_err(|e| ApiError::new(Code::InvalidRange, e.to_string()))?;
     Ok(Json(json!({
         "first": first,
         "second": second,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use super::extract::JsonBody;
 use crate::bootstrap::{Boot, InitRefused};
 use crate::init::InitError;
@@ -82,55 +82,47 @@ async fn do_init(b: &Arc<Boot>, req: InitBody) -> Result<Response, ApiError> {
     let report = match b.initialise(&req_code, &req.admin_name, req.csr_pem).await {
         Ok(r) => r,
         Err(InitRefused::NotServed(code, message)) => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return Err(ApiError::lower(
                 code,
+                StatusCode::SERVICE_UNAVAILABLE,
                 message,
             ));
         }
         Err(InitRefused::CodeBurnt) => {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "init_code_burnt",
+                Code::InitCodeBurnt,
                 "the init code is no longer valid (used, or too many wrong codes): \
                  restart the appliance for a new one",
             ));
         }
         Err(InitRefused::CodeInvalid) => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "init_code_invalid",
-                "wrong init code",
-            ));
+            return Err(ApiError::new(Code::InitCodeInvalid, "wrong init code"));
         }
         Err(InitRefused::TaskFailed) => return Err(ApiError::internal("init task failed")),
         Err(InitRefused::Init(InitError::BadName(n))) => {
-            return Err(ApiError::bad_request(
-                "invalid_name",
+            return Err(ApiError::new(
+                Code::InvalidName,
                 format!("invalid admin name {n:?}: 1-64 characters of A-Z a-z 0-9 . _ -"),
             ))
         }
         Err(InitRefused::Init(InitError::BadCsr(m))) => {
-            return Err(ApiError::bad_request("invalid_csr", m))
+            return Err(ApiError::new(Code::InvalidCsr, m))
         }
         Err(InitRefused::Init(InitError::AlreadyInitialized(_))) => {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_initialized",
+                Code::AlreadyInitialized,
                 "the vault is already initialised",
             ))
         }
         Err(InitRefused::Init(e)) => {
             tracing::error!(error = %e, "first-boot init failed");
-            let code = match &e {
-                InitError::Seal(s) => s.code(),
-                _ => "init_failed",
-            };
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                code,
-                format!("init failed: {e}"),
-            ));
+            let message = format!("init failed: {e}");
+            return Err(match &e {
+                InitError::Seal(s) => {
+                    ApiError::lower(s.code(), StatusCode::SERVICE_UNAVAILABLE, message)
+                }
+                _ => ApiError::new(Code::InitFailed, message),
+            });
         }
     };
     Ok((
@@ -149,5 +141,5 @@ async fn do_init(b: &Arc<Boot>, req: InitBody) -> Result<Response, ApiError> {
 
 async fn fallback(State(b): State<Arc<Boot>>) -> Response {
     let (code, message) = b.reason();
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response()
+    ApiError::lower(code, StatusCode::SERVICE_UNAVAILABLE, message).into_response()
 }

@@ -27,7 +27,7 @@ use vault_core::policy::{validate_name, Role};
 use vault_store::{CustodianRow, RequestRow, StoreError, VoteRow, WriteOp, WriteOutcome};
 
 use super::blocking;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Code};
 use super::extract::{Auth, JsonBody};
 use super::WRITE_TRIES;
 use crate::state::AppState;
@@ -39,13 +39,13 @@ const MAX_CERT_B64: usize = 8 * 1024;
 
 fn b64(field: &'static str, s: &str, max: usize) -> ApiResult<Vec<u8>> {
     if s.len() > max {
-        return Err(ApiError::bad_request(
-            "invalid_body",
+        return Err(ApiError::new(
+            Code::InvalidBody,
             format!("{field} is too long"),
         ));
     }
     B64.decode(s.trim())
-        .map_err(|_| ApiError::bad_request("invalid_body", format!("{field} is not base64")))
+        .map_err(|_| ApiError::new(Code::InvalidBody, format!("{field} is not base64")))
 }
 
 fn sec1(p: &PublicKey) -> Vec<u8> {
@@ -56,8 +56,8 @@ fn check_name(n: &str, what: &str) -> ApiResult<()> {
     if validate_name(n) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "invalid_name",
+        Err(ApiError::new(
+            Code::InvalidName,
             format!("{what} must be 1-64 characters of A-Z a-z 0-9 . _ -"),
         ))
     }
@@ -112,7 +112,7 @@ fn check_reachable(rules: &[GroupRule], custodians: &[CustodianRow]) -> ApiResul
             .count()
     };
     policy::check_reachable(rules, members)
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "quorum_unreachable", e.to_string()))
+        .map_err(|e| ApiError::new(Code::QuorumUnreachable, e.to_string()))
 }
 
 // ---------------------------------------------------------------- enrolment
@@ -172,8 +172,8 @@ pub async fn enroll(
 ) -> ApiResult<Json<Value>> {
     check_name(&req.name, "name")?;
     if req.groups.is_empty() || req.groups.len() > MAX_GROUPS {
-        return Err(ApiError::bad_request(
-            "invalid_groups",
+        return Err(ApiError::new(
+            Code::InvalidGroups,
             format!("a custodian is in 1..={MAX_GROUPS} groups"),
         ));
     }
@@ -195,8 +195,8 @@ pub async fn enroll(
         MAX_CERT_B64,
     )?;
     if req.intermediates.is_empty() || req.intermediates.len() > 4 {
-        return Err(ApiError::bad_request(
-            "invalid_body",
+        return Err(ApiError::new(
+            Code::InvalidBody,
             "intermediates: the f9 certificate, then at most 3 more",
         ));
     }
@@ -215,7 +215,11 @@ pub async fn enroll(
     };
     let refuse = |slot: &str, e: attestation::AttestationError| {
         tracing::warn!(name = %req.name, slot, error = %e, "custodian enrolment refused");
-        ApiError::bad_request(e.code(), format!("{slot} attestation: {e}"))
+        ApiError::lower(
+            e.code(),
+            StatusCode::BAD_REQUEST,
+            format!("{slot} attestation: {e}"),
+        )
     };
     let sig =
         attestation::verify(&sig_leaf, &chain_refs, &roots, now).map_err(|e| refuse("9c", e))?;
@@ -224,14 +228,14 @@ pub async fn enroll(
         attestation::verify(&kex_leaf, &chain_refs, &roots, now).map_err(|e| refuse("9d", e))?;
     policy.check(&kex).map_err(|e| refuse("9d", e))?;
     if sig.serial != kex.serial {
-        return Err(ApiError::bad_request(
-            "attestation_mismatch",
+        return Err(ApiError::new(
+            Code::AttestationMismatch,
             "the 9c and 9d attestations come from different devices",
         ));
     }
     if sig.public_key == kex.public_key {
-        return Err(ApiError::bad_request(
-            "attestation_mismatch",
+        return Err(ApiError::new(
+            Code::AttestationMismatch,
             "9c and 9d must hold different keys",
         ));
     }
@@ -296,9 +300,8 @@ pub async fn set_policy(
     JsonBody(req): JsonBody<PolicyRequest>,
 ) -> ApiResult<Json<Value>> {
     vault_core::policy::validate_path(&path)
-        .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
-    let rules =
-        parse_rules(&req.approvals).map_err(|m| ApiError::bad_request("invalid_policy", m))?;
+        .map_err(|e| ApiError::new(Code::InvalidPath, e.to_string()))?;
+    let rules = parse_rules(&req.approvals).map_err(|m| ApiError::new(Code::InvalidPolicy, m))?;
     unsealed(&st)?;
     let s = st.clone();
     let custodians = blocking(move || s.store.custodians()).await??;
@@ -512,23 +515,20 @@ pub async fn list_requests(
     auth: Auth,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Query(q) = q.map_err(|e| ApiError::new(Code::InvalidQuery, e.body_text()))?;
     let status = match q.status.as_deref() {
         None | Some("all") => None,
         Some(s @ ("pending" | "approved" | "denied")) => Some(s.to_owned()),
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
+            return Err(ApiError::new(
+                Code::InvalidQuery,
                 "status is pending, approved, denied or all",
             ))
         }
     };
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "limit must be 1..=1000",
-        ));
+        return Err(ApiError::new(Code::InvalidQuery, "limit must be 1..=1000"));
     }
     unsealed(&st)?;
     let s = st.clone();
@@ -593,7 +593,7 @@ pub async fn get_request(
 fn check_request_id(id: &str) -> ApiResult<()> {
     uuid::Uuid::parse_str(id)
         .map(|_| ())
-        .map_err(|_| ApiError::bad_request("invalid_request_id", "request ids are UUIDs"))
+        .map_err(|_| ApiError::new(Code::InvalidRequestId, "request ids are UUIDs"))
 }
 
 #[derive(Deserialize)]
@@ -620,8 +620,8 @@ pub async fn vote(
         "approve" => Decision::Approve,
         "deny" => Decision::Deny,
         _ => {
-            return Err(ApiError::bad_request(
-                "invalid_decision",
+            return Err(ApiError::new(
+                Code::InvalidDecision,
                 "decision is approve or deny",
             ))
         }
@@ -649,8 +649,7 @@ pub async fn vote(
         .find(|c| c.name == auth.0.name)
         .ok_or_else(|| {
             ApiError::new(
-                StatusCode::FORBIDDEN,
-                "not_a_custodian",
+                Code::NotACustodian,
                 "this principal has no enrolled custodian key",
             )
         })?;
@@ -662,14 +661,14 @@ pub async fn vote(
         .is_some_and(|sv| sv.shares.iter().any(|(c, _)| *c == me.id));
     match (holds_share && decision == Decision::Approve, &share) {
         (true, None) => {
-            return Err(ApiError::bad_request(
-                "share_required",
+            return Err(ApiError::new(
+                Code::ShareRequired,
                 "this break-glass approval must carry the custodian's re-sealed share",
             ))
         }
         (false, Some(_)) => {
-            return Err(ApiError::bad_request(
-                "unexpected_share",
+            return Err(ApiError::new(
+                Code::UnexpectedShare,
                 "only a break-glass approval by a share holder carries a share",
             ))
         }
@@ -680,7 +679,11 @@ pub async fn vote(
     let creq = core_request(&st, &row);
     if let Err(e) = approval::verify_vote(&creq, decision, &me, &signature) {
         tracing::warn!(custodian = %me.id, request_id = %id, "vote signature does not verify");
-        return Err(ApiError::bad_request(e.code(), e.to_string()));
+        return Err(ApiError::lower(
+            e.code(),
+            StatusCode::BAD_REQUEST,
+            e.to_string(),
+        ));
     }
     let now = st.now();
     let dstr = decision.as_str();
@@ -753,14 +756,16 @@ pub async fn vote(
     let status = match r {
         Ok(WriteOutcome::Voted(s)) => s,
         Ok(_) => return Err(ApiError::internal("unexpected store outcome")),
-        Err(StoreError::Conflict(code @ ("self_approval" | "not_in_policy"))) => {
+        Err(StoreError::Conflict("self_approval")) => {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                code,
-                match code {
-                    "self_approval" => "requesters cannot approve their own request",
-                    _ => "this custodian is in none of the request's groups",
-                },
+                Code::SelfApproval,
+                "requesters cannot approve their own request",
+            ))
+        }
+        Err(StoreError::Conflict("not_in_policy")) => {
+            return Err(ApiError::new(
+                Code::NotInPolicy,
+                "this custodian is in none of the request's groups",
             ))
         }
         Err(e) => return Err(e.into()),
@@ -872,10 +877,7 @@ pub async fn configure_recovery(
     check_name(&req.group, "group")?;
     if req.k < 2 {
         // One custodian alone must never be able to rebuild the root key.
-        return Err(ApiError::bad_request(
-            "invalid_custody",
-            "recovery needs k >= 2",
-        ));
+        return Err(ApiError::new(Code::InvalidCustody, "recovery needs k >= 2"));
     }
     let s = st.clone();
     let custodians = blocking(move || s.store.custodians()).await??;
@@ -905,7 +907,7 @@ pub async fn configure_recovery(
             req.k,
             &mut rand::rngs::OsRng,
         )
-        .map_err(|e| ApiError::bad_request("invalid_custody", e.to_string()))?
+        .map_err(|e| ApiError::new(Code::InvalidCustody, e.to_string()))?
     };
     let v = bundle.to_json();
     let (g, k, n) = (req.group.clone(), req.k, recipients.len());

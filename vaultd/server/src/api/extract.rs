@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use vault_core::policy::{allowed, Action};
 
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use crate::audit::Who;
 use crate::state::{AppState, Principal};
 use crate::tls::Peer;
@@ -84,8 +84,7 @@ impl Auth {
     pub fn resolve(parts: &Parts, state: &AppState) -> Result<Auth, ApiError> {
         let peer = parts.extensions.get::<Peer>().ok_or_else(|| {
             ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "no_client_certificate",
+                Code::NoClientCertificate,
                 "a client certificate is required",
             )
         })?;
@@ -110,16 +109,14 @@ impl Auth {
             Some(Err(why)) => {
                 tracing::warn!(cn = %peer.0.common_name, fingerprint = %peer.0.fingerprint, why, "refused certificate");
                 Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "revoked_certificate",
+                    Code::RevokedCertificate,
                     "this client certificate has been revoked",
                 ))
             }
             None => {
                 tracing::warn!(cn = %peer.0.common_name, fingerprint = %peer.0.fingerprint, "unknown principal");
                 Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "unknown_principal",
+                    Code::UnknownPrincipal,
                     "this client certificate is not registered with the vault",
                 ))
             }
@@ -157,28 +154,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .is_some_and(|v| v.starts_with("application/json"));
         if !is_json {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                Code::UnsupportedMediaType,
                 "the body must be application/json",
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "the request body is too large",
-                )
+                ApiError::new(Code::BodyTooLarge, "the request body is too large")
             } else {
-                ApiError::bad_request("invalid_body", "the request body could not be read")
+                ApiError::new(Code::InvalidBody, "the request body could not be read")
             }
         })?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             // serde's message names the field and position; it never echoes values.
             .map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_json",
+                ApiError::new(
+                    Code::InvalidJson,
                     format!("invalid request body: {}", strip_value(&e)),
                 )
             })

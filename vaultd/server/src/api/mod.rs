@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! * [`error`]: `ApiError`, the single error → HTTP mapping.
+//! * [`error`]: `ApiError`, the single error → HTTP mapping, and
+//!   [`error::Code`], every error code with its HTTP status.
 //! * [`extract`]: the principal (from the verified client certificate) and
 //!   JSON bodies whose errors are JSON.
 //! * [`sys`]: health, seal status, unseal, certificates, keyring, principals.
@@ -39,7 +40,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
-use self::error::{ApiError, ErrorCode};
+use self::error::{ApiError, Code, ErrorCode};
 use crate::audit::Who;
 use crate::state::AppState;
 use crate::tls::Peer;
@@ -75,8 +76,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                Code::MethodNotAllowed,
                 "method not allowed on this endpoint",
             )
         })
@@ -123,12 +123,7 @@ async fn access(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -
     };
     let mut resp = match tokio::time::timeout(deadline, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the request took too long",
-        )
-        .into_response(),
+        Err(_) => ApiError::new(Code::Timeout, "the request took too long").into_response(),
     };
     // Every refusal that no handler recorded is recorded here, before the
     // response leaves; if that fails, the answer becomes audit_unavailable.
@@ -136,7 +131,7 @@ async fn access(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -
     // status report, not a refused request.
     let refused = resp.extensions().get::<ErrorCode>().map(|c| c.0);
     if let (Some(code), false) = (refused, audited.load(std::sync::atomic::Ordering::SeqCst)) {
-        if code != "audit_unavailable" {
+        if code != Code::AuditUnavailable {
             let who = peer_who(&st, peer.as_ref(), &request_id);
             let outcome = if resp.status().is_server_error()
                 && resp.status() != StatusCode::SERVICE_UNAVAILABLE
@@ -146,7 +141,7 @@ async fn access(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -
                 Outcome::Denied
             };
             let action = routes::audit_action(&routes::TABLE, &method, &route);
-            let mut d = who.draft(&st, action.as_str(), &target, outcome, code);
+            let mut d = who.draft(&st, action.as_str(), &target, outcome, code.as_str());
             d.details
                 .insert("status".into(), resp.status().as_u16().to_string());
             let s = st.clone();
@@ -158,7 +153,7 @@ async fn access(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -
         }
     }
     let status = resp.status().as_u16();
-    let code = resp.extensions().get::<ErrorCode>().map(|c| c.0);
+    let code = resp.extensions().get::<ErrorCode>().map(|c| c.0.as_str());
     if let Some(c) = code {
         st.metrics.error(c);
     }

@@ -18,7 +18,7 @@ use vault_core::policy::validate_path;
 use vault_store::{AuditDrafts, StoreError, WriteOp, WriteOutcome};
 
 use super::custodians;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Code};
 use super::extract::{Auth, JsonBody, SecretInput};
 use super::{blocking, WRITE_TRIES};
 use crate::state::AppState;
@@ -29,7 +29,7 @@ const MAX_METADATA_BYTES: usize = 16 * 1024;
 const MAX_REASON_CHARS: usize = 1024;
 
 fn check_path(p: &str) -> ApiResult<()> {
-    validate_path(p).map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))
+    validate_path(p).map_err(|e| ApiError::new(Code::InvalidPath, e.to_string()))
 }
 
 fn unsealed(st: &AppState) -> ApiResult<Arc<vault_core::keyring::Keyring>> {
@@ -63,8 +63,7 @@ pub async fn put(
     let value = req.value.0;
     if value.len() > st.config.limits.max_value_bytes {
         return Err(ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
+            Code::ValueTooLarge,
             format!(
                 "values are limited to {} bytes",
                 st.config.limits.max_value_bytes
@@ -73,39 +72,38 @@ pub async fn put(
     }
     if let Some(m) = &req.metadata {
         if !m.is_object() {
-            return Err(ApiError::bad_request(
-                "invalid_metadata",
+            return Err(ApiError::new(
+                Code::InvalidMetadata,
                 "metadata must be a JSON object",
             ));
         }
         if m.to_string().len() > MAX_METADATA_BYTES {
-            return Err(ApiError::bad_request(
-                "invalid_metadata",
+            return Err(ApiError::new(
+                Code::InvalidMetadata,
                 "metadata is limited to 16 KiB",
             ));
         }
     }
     let custody = match (req.tier.as_deref(), &req.custody) {
         (None | Some("standard"), None) => None,
-        (Some("sealed"), Some(c)) => Some(
-            custodians::parse_custody(c)
-                .map_err(|m| ApiError::bad_request("invalid_custody", m))?,
-        ),
+        (Some("sealed"), Some(c)) => {
+            Some(custodians::parse_custody(c).map_err(|m| ApiError::new(Code::InvalidCustody, m))?)
+        }
         (Some("sealed"), None) => {
-            return Err(ApiError::bad_request(
-                "invalid_custody",
+            return Err(ApiError::new(
+                Code::InvalidCustody,
                 "the sealed tier needs custody: {\"group\", \"k\"}",
             ))
         }
         (None | Some("standard"), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_custody",
+            return Err(ApiError::new(
+                Code::InvalidCustody,
                 "custody applies to the sealed tier only",
             ))
         }
         (Some(_), _) => {
-            return Err(ApiError::bad_request(
-                "invalid_tier",
+            return Err(ApiError::new(
+                Code::InvalidTier,
                 "tier is standard or sealed",
             ))
         }
@@ -141,10 +139,7 @@ pub async fn put(
                 recipients.push((c.name.clone(), pk));
             }
             if recipients.len() < k || recipients.len() > 255 {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::CONFLICT,
-                    "quorum_unreachable",
-                    format!(
+                return Err(ApiError::new(Code::QuorumUnreachable, format!(
                         "group {group} has {} enrolled custodians; custody needs k = {k} of them (and at most 255)",
                         recipients.len()
                     ),
@@ -189,11 +184,7 @@ pub async fn put(
                     )
                     .map_err(|e| {
                         tracing::error!(error = %e, "sealing to custodians failed");
-                        ApiError::new(
-                            axum::http::StatusCode::CONFLICT,
-                            "custody_unavailable",
-                            "conflict: custody_unavailable",
-                        )
+                        ApiError::new(Code::CustodyUnavailable, "conflict: custody_unavailable")
                     })?;
                     WriteOp::PutSealedSecret {
                         path: p.clone(),
@@ -280,18 +271,15 @@ pub async fn list(
     _auth: Auth,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Query(q) = q.map_err(|e| ApiError::new(Code::InvalidQuery, e.body_text()))?;
     unsealed(&st)?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "limit must be 1..=1000",
-        ));
+        return Err(ApiError::new(Code::InvalidQuery, "limit must be 1..=1000"));
     }
     let prefix = q.prefix.unwrap_or_default();
     if prefix.len() > vault_core::policy::MAX_PATH_LEN {
-        return Err(ApiError::bad_request("invalid_query", "prefix is too long"));
+        return Err(ApiError::new(Code::InvalidQuery, "prefix is too long"));
     }
     let s = st.clone();
     let after = q.after.clone();
@@ -351,16 +339,16 @@ pub async fn post(
     check_path(path)?;
     let reason = req.reason.trim().to_owned();
     if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
-        return Err(ApiError::bad_request(
-            "invalid_reason",
+        return Err(ApiError::new(
+            Code::InvalidReason,
             "reason must be 1-1024 characters",
         ));
     }
     let limits = &st.config.limits;
     let ttl = req.ttl_seconds.unwrap_or(limits.default_ttl_seconds);
     if ttl == 0 || ttl > limits.max_ttl_seconds {
-        return Err(ApiError::bad_request(
-            "invalid_ttl",
+        return Err(ApiError::new(
+            Code::InvalidTtl,
             format!("ttl_seconds must be 1..={}", limits.max_ttl_seconds),
         ));
     }
@@ -373,22 +361,22 @@ pub async fn post(
                 .filter(|b| b.len() == 65 && b[0] == 0x04)
                 .filter(|b| p256::PublicKey::from_sec1_bytes(b).is_ok())
                 .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_recipient_key",
+                    ApiError::new(
+                        Code::InvalidRecipientKey,
                         "recipient_key must be a base64 uncompressed P-256 point (65 bytes)",
                     )
                 })?;
             Some(raw)
         }
         (true, None) => {
-            return Err(ApiError::bad_request(
-                "invalid_recipient_key",
+            return Err(ApiError::new(
+                Code::InvalidRecipientKey,
                 "a break-glass request needs the requester's one-time recipient_key",
             ))
         }
         (false, Some(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_body",
+            return Err(ApiError::new(
+                Code::InvalidBody,
                 "recipient_key belongs to break-glass requests",
             ))
         }
@@ -417,10 +405,7 @@ pub async fn post(
             };
             match (policy.tier.as_str(), breakglass) {
                 ("sealed", false) => {
-                    return Err(ApiError::new(
-                        axum::http::StatusCode::CONFLICT,
-                        "sealed_tier",
-                        "this secret is in the sealed tier: only custodians can open it (POST .../breakglass)",
+                    return Err(ApiError::new(Code::SealedTier, "this secret is in the sealed tier: only custodians can open it (POST .../breakglass)",
                     ))
                 }
                 ("sealed", true) => {
@@ -442,10 +427,7 @@ pub async fn post(
                     .map(Attempt::Request);
                 }
                 (_, true) => {
-                    return Err(ApiError::new(
-                        axum::http::StatusCode::CONFLICT,
-                        "not_sealed_tier",
-                        "break-glass requests are for sealed-tier secrets; use .../checkout",
+                    return Err(ApiError::new(Code::NotSealedTier, "break-glass requests are for sealed-tier secrets; use .../checkout",
                     ))
                 }
                 _ => {}
@@ -496,10 +478,7 @@ pub async fn post(
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "version_changed",
-            "the secret changed repeatedly during checkout; retry",
+        Err(ApiError::new(Code::VersionChanged, "the secret changed repeatedly during checkout; retry",
         ))
     })
     .await??;
@@ -583,8 +562,8 @@ pub async fn checkin(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     if uuid::Uuid::parse_str(&id).is_err() {
-        return Err(ApiError::bad_request(
-            "invalid_checkout_id",
+        return Err(ApiError::new(
+            Code::InvalidCheckoutId,
             "checkout ids are UUIDs",
         ));
     }

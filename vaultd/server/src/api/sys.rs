@@ -12,7 +12,7 @@ use time::{Duration, OffsetDateTime};
 use vault_core::policy::{validate_name, Role};
 use vault_store::{PrincipalRow, WriteOp};
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Code};
 use super::extract::{Auth, JsonBody};
 use crate::state::{AppState, Vault};
 use crate::timefmt::rfc3339;
@@ -78,9 +78,9 @@ pub async fn unseal(State(st): State<Arc<AppState>>, auth: Auth) -> ApiResult<Js
             if st.sealed_reason_code().as_deref() == Some("audit_unavailable") {
                 return Err(ApiError::audit_unavailable());
             }
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return Err(ApiError::lower(
                 f.code(),
+                StatusCode::SERVICE_UNAVAILABLE,
                 f.message(),
             ));
         }
@@ -105,22 +105,22 @@ pub async fn issue_cert(
     JsonBody(req): JsonBody<IssueRequest>,
 ) -> ApiResult<Json<Value>> {
     if !validate_name(&req.name) {
-        return Err(ApiError::bad_request(
-            "invalid_name",
+        return Err(ApiError::new(
+            Code::InvalidName,
             "name must be 1-64 characters of A-Z a-z 0-9 . _ -",
         ));
     }
     let role = Role::parse(&req.role).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_role",
+        ApiError::new(
+            Code::InvalidRole,
             "role must be admin, writer, pam, auditor or custodian",
         )
     })?;
     let max = st.config.limits.client_cert_days;
     let days = req.validity_days.unwrap_or(max);
     if days == 0 || days > max {
-        return Err(ApiError::bad_request(
-            "invalid_validity",
+        return Err(ApiError::new(
+            Code::InvalidValidity,
             format!("validity_days must be 1..={max}"),
         ));
     }
@@ -129,8 +129,7 @@ pub async fn issue_cert(
     }
     let key = st.ca().ok_or_else(|| {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ca_unavailable",
+            Code::CaUnavailable,
             "the CA key in the token is not available",
         )
     })?;
@@ -152,14 +151,10 @@ pub async fn issue_cert(
     .await
     .map_err(|_| ApiError::internal("issuance task failed"))?
     .map_err(|e| match e {
-        ca::CaError::BadCsr(m) => ApiError::bad_request("invalid_csr", m),
+        ca::CaError::BadCsr(m) => ApiError::new(Code::InvalidCsr, m),
         other => {
             tracing::error!(error = %other, "certificate issuance failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ca_unavailable",
-                "certificate issuance failed",
-            )
+            ApiError::new(Code::CaUnavailable, "certificate issuance failed")
         }
     })?;
     let row = PrincipalRow {
@@ -221,8 +216,8 @@ pub async fn revoke_principal(
     Path(fingerprint): Path<String>,
 ) -> ApiResult<Json<Value>> {
     if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::bad_request(
-            "invalid_fingerprint",
+        return Err(ApiError::new(
+            Code::InvalidFingerprint,
             "fingerprint must be 64 hex digits (SHA-256)",
         ));
     }

@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 use vault_core::audit::entry::Outcome;
 
 use super::blocking;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Code};
 use super::extract::Auth;
 use crate::state::AppState;
-use crate::update::{booted_slot, running_version, UpdateError};
+use crate::update::{booted_slot, running_version};
 
 /// `POST /v1/sys/update`: stage a signed bundle for the installer.
 pub async fn stage(
@@ -22,12 +22,11 @@ pub async fn stage(
     auth: Auth,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let dir = crate::update::staging_dir(st.config.appliance.as_ref()).map_err(update_api_error)?;
+    let dir = crate::update::staging_dir(st.config.appliance.as_ref())?;
     // One upload at a time: they share the staging file.
     let Some(_one_at_a_time) = crate::update::upload_slot() else {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "update_in_progress",
+            Code::UpdateInProgress,
             "another update bundle is being uploaded",
         ));
     };
@@ -65,7 +64,7 @@ pub async fn stage(
         let _ = std::fs::remove_file(dir.join("staged.vupd"));
         return Err(ApiError::audit_unavailable());
     }
-    let (m, _) = r.map_err(update_api_error)?;
+    let (m, _) = r?;
     tracing::info!(by = %auth.0.name, version = %m.version, build = m.build, "update staged");
     Ok((
         StatusCode::ACCEPTED,
@@ -77,16 +76,6 @@ pub async fn stage(
             "next": "the installer writes the inactive slot and reboots the appliance",
         })),
     ))
-}
-
-fn update_api_error(e: UpdateError) -> ApiError {
-    let status = match &e {
-        UpdateError::NotConfigured => StatusCode::NOT_IMPLEMENTED,
-        UpdateError::Downgrade { .. } => StatusCode::CONFLICT,
-        UpdateError::Bundle(_) | UpdateError::MissingPart(_) => StatusCode::BAD_REQUEST,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    ApiError::new(status, e.code(), e.to_string())
 }
 
 /// `GET /v1/sys/update`: the running image and the update state.

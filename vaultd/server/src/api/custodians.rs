@@ -63,14 +63,6 @@ fn check_name(n: &str, what: &str) -> ApiResult<()> {
     }
 }
 
-fn unsealed(st: &AppState) -> ApiResult<()> {
-    if st.is_sealed() {
-        Err(ApiError::sealed())
-    } else {
-        Ok(())
-    }
-}
-
 /// Parses a stored or submitted rule list (`vault_core::custodian::policy`).
 pub fn parse_rules(v: &Value) -> Result<Vec<GroupRule>, String> {
     ApprovalPolicy::from_json(v)
@@ -183,7 +175,6 @@ pub async fn enroll(
     }
     groups.sort();
     groups.dedup();
-    unsealed(&st)?;
     let sig_leaf = b64(
         "signature_attestation",
         &req.signature_attestation,
@@ -255,7 +246,7 @@ pub async fn enroll(
         })
         .to_string(),
         enrolled_at: now,
-        enrolled_by: auth.0.name.clone(),
+        enrolled_by: auth.principal.name.clone(),
     };
     let out = custodian_json(&row);
     let details = row.clone();
@@ -270,13 +261,12 @@ pub async fn enroll(
     let r = blocking(move || s.store.write_audited(WriteOp::EnrollCustodian(row), audit)).await?;
     auth.after_write(&r);
     r?;
-    tracing::info!(custodian = %req.name, by = %auth.0.name, "custodian enrolled");
+    tracing::info!(custodian = %req.name, by = %auth.principal.name, "custodian enrolled");
     Ok(Json(out))
 }
 
 /// `GET /v1/custodians`.
 pub async fn list(State(st): State<Arc<AppState>>, _auth: Auth) -> ApiResult<Json<Value>> {
-    unsealed(&st)?;
     let s = st.clone();
     let rows = blocking(move || s.store.custodians()).await??;
     Ok(Json(json!({
@@ -302,7 +292,6 @@ pub async fn set_policy(
     vault_core::policy::validate_path(&path)
         .map_err(|e| ApiError::new(Code::InvalidPath, e.to_string()))?;
     let rules = parse_rules(&req.approvals).map_err(|m| ApiError::new(Code::InvalidPolicy, m))?;
-    unsealed(&st)?;
     let s = st.clone();
     let custodians = blocking(move || s.store.custodians()).await??;
     check_reachable(&rules, &custodians)?;
@@ -450,7 +439,7 @@ pub(crate) fn open_request(
         kind: kind.into(),
         path: path.into(),
         version,
-        requester: auth.0.name.clone(),
+        requester: auth.principal.name.clone(),
         reason: reason.into(),
         created_at: now,
         expires_at: now + st.config.custodians.request_ttl_secs as i64,
@@ -480,7 +469,7 @@ pub(crate) fn open_request(
         .write_audited(WriteOp::OpenRequest(row.clone()), audit);
     auth.after_write(&r);
     r?;
-    tracing::info!(principal = %auth.0.name, %path, request_id = %id, kind, "approval request opened");
+    tracing::info!(principal = %auth.principal.name, %path, request_id = %id, kind, "approval request opened");
     let needs: Vec<Value> = policy
         .iter()
         .map(|r| json!({"group": r.group, "remaining": r.k}))
@@ -530,7 +519,6 @@ pub async fn list_requests(
     if limit == 0 || limit > 1000 {
         return Err(ApiError::new(Code::InvalidQuery, "limit must be 1..=1000"));
     }
-    unsealed(&st)?;
     let s = st.clone();
     let (rows, custodians, votes) = blocking(move || -> Result<_, StoreError> {
         let rows = s.store.requests(status.as_deref(), limit)?;
@@ -542,11 +530,11 @@ pub async fn list_requests(
         Ok((rows, custodians, votes))
     })
     .await??;
-    let mine_only = auth.0.role == Role::Pam;
+    let mine_only = auth.principal.role == Role::Pam;
     let out: Vec<Value> = rows
         .iter()
         .zip(&votes)
-        .filter(|(r, _)| !mine_only || r.requester == auth.0.name)
+        .filter(|(r, _)| !mine_only || r.requester == auth.principal.name)
         .map(|(r, v)| request_json(&st, r, v, &custodians))
         .collect();
     Ok(Json(json!({ "requests": out })))
@@ -560,7 +548,6 @@ pub async fn get_request(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     check_request_id(&id)?;
-    unsealed(&st)?;
     let s = st.clone();
     let (row, votes, custodians, sealed) = blocking(move || -> Result<_, StoreError> {
         let row = s.store.request(&id)?.ok_or(StoreError::NotFound)?;
@@ -574,15 +561,15 @@ pub async fn get_request(
         Ok((row, votes, custodians, sealed))
     })
     .await??;
-    if auth.0.role == Role::Pam && row.requester != auth.0.name {
+    if auth.principal.role == Role::Pam && row.requester != auth.principal.name {
         return Err(ApiError::forbidden(
             "this request belongs to another principal",
         ));
     }
     let mut v = request_json(&st, &row, &votes, &custodians);
-    if auth.0.role == Role::Custodian {
+    if auth.principal.role == Role::Custodian {
         if let Some(sv) = sealed {
-            if let Some((_, env)) = sv.shares.iter().find(|(c, _)| *c == auth.0.name) {
+            if let Some((_, env)) = sv.shares.iter().find(|(c, _)| *c == auth.principal.name) {
                 v["your_share"] = json!(B64.encode(env));
             }
         }
@@ -631,7 +618,6 @@ pub async fn vote(
         Some(s) => Some(b64("share", s, 1024)?),
         None => None,
     };
-    unsealed(&st)?;
     let s = st.clone();
     let i2 = id.clone();
     let (row, custodians, sealed) = blocking(move || -> Result<_, StoreError> {
@@ -646,7 +632,7 @@ pub async fn vote(
     .await??;
     let me = custodians
         .iter()
-        .find(|c| c.name == auth.0.name)
+        .find(|c| c.name == auth.principal.name)
         .ok_or_else(|| {
             ApiError::new(
                 Code::NotACustodian,
@@ -785,13 +771,12 @@ pub async fn collect(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     check_request_id(&id)?;
-    unsealed(&st)?;
     let s = st.clone();
     let i2 = id.clone();
     let row = blocking(move || s.store.request(&i2))
         .await??
         .ok_or_else(|| ApiError::not_found("no such request"))?;
-    if row.requester != auth.0.name {
+    if row.requester != auth.principal.name {
         return Err(ApiError::forbidden(
             "only the requester can collect a request",
         ));
@@ -813,7 +798,7 @@ async fn collect_breakglass(
         .audit(&st, "breakglass.collect", &row.path)
         .on_success("request_id", rid);
     let s = st.clone();
-    let (id, principal, now) = (row.id.clone(), auth.0.name.clone(), st.now());
+    let (id, principal, now) = (row.id.clone(), auth.principal.name.clone(), st.now());
     let r = blocking(move || {
         s.store.write_audited(
             WriteOp::Collect {
@@ -844,7 +829,7 @@ async fn collect_breakglass(
         .ok_or_else(ApiError::integrity)?;
     let (_, k) = parse_custody(&serde_json::from_str(&custody).map_err(|_| ApiError::integrity())?)
         .map_err(|_| ApiError::integrity())?;
-    tracing::info!(principal = %auth.0.name, path = %row.path, request_id = %row.id, "break-glass shares collected");
+    tracing::info!(principal = %auth.principal.name, path = %row.path, request_id = %row.id, "break-glass shares collected");
     Ok(Json(json!({
         "request_id": row.id,
         "path": row.path,

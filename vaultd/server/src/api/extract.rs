@@ -27,20 +27,29 @@ pub struct RequestCtx {
     pub audited: Arc<AtomicBool>,
 }
 
-/// A registered, unrevoked principal, and who to name in audit entries.
+/// The pipeline's principal for a request: registered, unrevoked and
+/// (for a route that names a permission) authorised.
 #[derive(Clone)]
-pub struct Auth(pub Principal, pub Who, pub Arc<AtomicBool>);
+pub struct Auth {
+    /// The principal the client certificate maps to.
+    pub principal: Principal,
+    /// Who to name in this request's audit entries.
+    pub who: Who,
+    /// Set once this request's audit entry is written (see
+    /// [`RequestCtx::audited`]).
+    pub audit_done: Arc<AtomicBool>,
+}
 
 impl Auth {
     /// Marks the request as audited by its handler.
     pub fn audited(&self) {
-        self.2.store(true, Ordering::SeqCst);
+        self.audit_done.store(true, Ordering::SeqCst);
     }
 
     /// The audit entries of a store write by this request (add details
     /// with [`AuditDrafts::detail`] / [`AuditDrafts::on_success`]).
     pub fn audit(&self, st: &AppState, action: &str, target: &str) -> AuditDrafts {
-        AuditDrafts::new(self.1.draft(st, action, target, Outcome::Success, ""))
+        AuditDrafts::new(self.who.draft(st, action, target, Outcome::Success, ""))
     }
 
     /// After an audited store write: the store wrote the entry unless the
@@ -61,18 +70,18 @@ impl Auth {
         outcome: Outcome,
         error: &str,
     ) -> Draft {
-        self.1.draft(st, action, target, outcome, error)
+        self.who.draft(st, action, target, outcome, error)
     }
 
     /// Checks the permission table; refusals are logged.
     pub fn require(&self, action: Action) -> Result<(), ApiError> {
-        if allowed(self.0.role, action) {
+        if allowed(self.principal.role, action) {
             Ok(())
         } else {
-            tracing::warn!(principal = %self.0.name, role = %self.0.role, ?action, "permission denied");
+            tracing::warn!(principal = %self.principal.name, role = %self.principal.role, ?action, "permission denied");
             Err(ApiError::forbidden(format!(
                 "role {} may not perform {:?}",
-                self.0.role, action
+                self.principal.role, action
             )))
         }
     }
@@ -104,7 +113,11 @@ impl Auth {
                     role: p.role.as_str().into(),
                     fingerprint: p.fingerprint.clone(),
                 };
-                Ok(Auth(p, who, ctx.audited))
+                Ok(Auth {
+                    principal: p,
+                    who,
+                    audit_done: ctx.audited,
+                })
             }
             Some(Err(why)) => {
                 tracing::warn!(cn = %peer.0.common_name, fingerprint = %peer.0.fingerprint, why, "refused certificate");

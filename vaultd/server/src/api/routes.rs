@@ -14,6 +14,7 @@ use axum::routing::{get, post, put, MethodRouter};
 use vault_core::audit::action::AuditAction;
 use vault_core::policy::Action;
 
+use super::error::ApiError;
 use super::extract::Auth;
 use super::{audit, custodians, secrets, sys, update};
 use crate::state::AppState;
@@ -29,22 +30,33 @@ pub enum Access {
     Permission(Action),
 }
 
+/// What a route does while the vault is sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenSealed {
+    /// It answers (health, seal status, unseal, principals, audit reads).
+    Serve,
+    /// The pipeline refuses it with 503 `sealed` before the handler runs.
+    Refuse,
+}
+
 /// One line of the table.
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
     pub access: Access,
+    pub sealed: WhenSealed,
     /// The action of the entries a call of this route writes, refusals included.
     pub audit: AuditAction,
     handler: fn() -> MethodRouter<Arc<AppState>>,
 }
 
 macro_rules! routes {
-    ($($method:ident $path:literal $access:expr, $audit:ident => $handler:expr;)+) => {
+    ($($method:ident $path:literal $access:expr, $sealed:ident, $audit:ident => $handler:expr;)+) => {
         vec![$(Route {
             method: Method::$method,
             path: $path,
             access: $access,
+            sealed: WhenSealed::$sealed,
             audit: AuditAction::$audit,
             handler: || $handler,
         },)+]
@@ -55,41 +67,41 @@ macro_rules! routes {
 pub fn table() -> Vec<Route> {
     use Access::{AnyPrincipal, Permission as P, Public};
     routes! {
-        GET "/v1/sys/health" Public, SysRead => get(sys::health);
-        GET "/v1/sys/seal-status" Public, SysRead => get(sys::seal_status);
-        POST "/v1/sys/unseal" P(Action::Unseal), SysUnseal => post(sys::unseal);
-        POST "/v1/sys/certs" P(Action::IssueCertificate), CertIssue => post(sys::issue_cert);
-        GET "/v1/sys/principals" P(Action::IssueCertificate), PrincipalList => get(sys::list_principals);
-        POST "/v1/sys/principals/{fingerprint}/revoke" P(Action::IssueCertificate), PrincipalRevoke => post(sys::revoke_principal);
+        GET "/v1/sys/health" Public, Serve, SysRead => get(sys::health);
+        GET "/v1/sys/seal-status" Public, Serve, SysRead => get(sys::seal_status);
+        POST "/v1/sys/unseal" P(Action::Unseal), Serve, SysUnseal => post(sys::unseal);
+        POST "/v1/sys/certs" P(Action::IssueCertificate), Refuse, CertIssue => post(sys::issue_cert);
+        GET "/v1/sys/principals" P(Action::IssueCertificate), Serve, PrincipalList => get(sys::list_principals);
+        POST "/v1/sys/principals/{fingerprint}/revoke" P(Action::IssueCertificate), Serve, PrincipalRevoke => post(sys::revoke_principal);
         // The handler audits its own outcome as sys.update.stage; a refusal
         // before it is named sys.read, as the logs have always had it.
-        POST "/v1/sys/update" P(Action::UpdateImage), SysRead => post(update::stage);
-        GET "/v1/sys/update" P(Action::UpdateImage), SysRead => get(update::status);
-        GET "/v1/sys/keyring" P(Action::RotateKeyring), KeyringStatus => get(sys::keyring_status);
-        POST "/v1/sys/keyring/rotate" P(Action::RotateKeyring), KeyringRotate => post(sys::keyring_rotate);
-        GET "/v1/secrets" P(Action::ListSecrets), SecretList => get(secrets::list);
-        GET "/v1/secrets/{*path}" P(Action::ReadMetadata), SecretMetadata => get(secrets::get);
-        PUT "/v1/secrets/{*path}" P(Action::WriteSecret), SecretWrite => put(secrets::put);
-        POST "/v1/secrets/{*path}" P(Action::Checkout), SecretCheckout => post(secrets::post);
-        POST "/v1/checkouts/{id}/checkin" P(Action::Checkin), CheckoutCheckin => post(secrets::checkin);
-        GET "/v1/custodians" P(Action::ListCustodians), CustodianList => get(custodians::list);
-        POST "/v1/custodians" P(Action::EnrollCustodian), CustodianEnroll => post(custodians::enroll);
-        PUT "/v1/policies/{*path}" P(Action::SetApprovalPolicy), PolicySet => put(custodians::set_policy);
-        GET "/v1/requests" P(Action::ReadRequests), RequestList => get(custodians::list_requests);
-        GET "/v1/requests/{id}" P(Action::ReadRequests), RequestRead => get(custodians::get_request);
-        POST "/v1/requests/{id}/vote" P(Action::Vote), ApprovalVote => post(custodians::vote);
-        POST "/v1/requests/{id}/collect" P(Action::Checkout), RequestCollect => post(custodians::collect);
-        GET "/v1/sys/recovery" P(Action::ListCustodians), SysRead => get(custodians::get_recovery);
-        POST "/v1/sys/recovery" P(Action::EnrollCustodian), RecoveryConfigure => post(custodians::configure_recovery);
-        GET "/v1/audit/checkpoint" P(Action::ReadAudit), AuditRead => get(audit::checkpoint);
-        POST "/v1/audit/checkpoint" P(Action::ReadAudit), AuditCheckpoint => post(audit::new_checkpoint);
-        GET "/v1/audit/public-key" P(Action::ReadAudit), AuditRead => get(audit::public_key);
-        GET "/v1/audit/entries" P(Action::ReadAudit), AuditRead => get(audit::entries);
-        GET "/v1/audit/proof/inclusion" P(Action::ReadAudit), AuditRead => get(audit::inclusion);
-        GET "/v1/audit/proof/consistency" P(Action::ReadAudit), AuditRead => get(audit::consistency);
-        POST "/v1/audit/hash" P(Action::ReadAudit), AuditHash => post(audit::hash);
-        GET "/v1/openapi.json" Public, Request => get(super::openapi);
-        GET "/metrics" AnyPrincipal, MetricsRead => get(sys::metrics);
+        POST "/v1/sys/update" P(Action::UpdateImage), Serve, SysRead => post(update::stage);
+        GET "/v1/sys/update" P(Action::UpdateImage), Serve, SysRead => get(update::status);
+        GET "/v1/sys/keyring" P(Action::RotateKeyring), Refuse, KeyringStatus => get(sys::keyring_status);
+        POST "/v1/sys/keyring/rotate" P(Action::RotateKeyring), Refuse, KeyringRotate => post(sys::keyring_rotate);
+        GET "/v1/secrets" P(Action::ListSecrets), Refuse, SecretList => get(secrets::list);
+        GET "/v1/secrets/{*path}" P(Action::ReadMetadata), Refuse, SecretMetadata => get(secrets::get);
+        PUT "/v1/secrets/{*path}" P(Action::WriteSecret), Refuse, SecretWrite => put(secrets::put);
+        POST "/v1/secrets/{*path}" P(Action::Checkout), Refuse, SecretCheckout => post(secrets::post);
+        POST "/v1/checkouts/{id}/checkin" P(Action::Checkin), Refuse, CheckoutCheckin => post(secrets::checkin);
+        GET "/v1/custodians" P(Action::ListCustodians), Refuse, CustodianList => get(custodians::list);
+        POST "/v1/custodians" P(Action::EnrollCustodian), Refuse, CustodianEnroll => post(custodians::enroll);
+        PUT "/v1/policies/{*path}" P(Action::SetApprovalPolicy), Refuse, PolicySet => put(custodians::set_policy);
+        GET "/v1/requests" P(Action::ReadRequests), Refuse, RequestList => get(custodians::list_requests);
+        GET "/v1/requests/{id}" P(Action::ReadRequests), Refuse, RequestRead => get(custodians::get_request);
+        POST "/v1/requests/{id}/vote" P(Action::Vote), Refuse, ApprovalVote => post(custodians::vote);
+        POST "/v1/requests/{id}/collect" P(Action::Checkout), Refuse, RequestCollect => post(custodians::collect);
+        GET "/v1/sys/recovery" P(Action::ListCustodians), Serve, SysRead => get(custodians::get_recovery);
+        POST "/v1/sys/recovery" P(Action::EnrollCustodian), Refuse, RecoveryConfigure => post(custodians::configure_recovery);
+        GET "/v1/audit/checkpoint" P(Action::ReadAudit), Serve, AuditRead => get(audit::checkpoint);
+        POST "/v1/audit/checkpoint" P(Action::ReadAudit), Serve, AuditCheckpoint => post(audit::new_checkpoint);
+        GET "/v1/audit/public-key" P(Action::ReadAudit), Serve, AuditRead => get(audit::public_key);
+        GET "/v1/audit/entries" P(Action::ReadAudit), Serve, AuditRead => get(audit::entries);
+        GET "/v1/audit/proof/inclusion" P(Action::ReadAudit), Serve, AuditRead => get(audit::inclusion);
+        GET "/v1/audit/proof/consistency" P(Action::ReadAudit), Serve, AuditRead => get(audit::consistency);
+        POST "/v1/audit/hash" P(Action::ReadAudit), Refuse, AuditHash => post(audit::hash);
+        GET "/v1/openapi.json" Public, Serve, Request => get(super::openapi);
+        GET "/metrics" AnyPrincipal, Serve, MetricsRead => get(sys::metrics);
     }
 }
 
@@ -131,9 +143,11 @@ pub(crate) fn method_routers(table: &[Route]) -> Vec<(&'static str, MethodRouter
     out
 }
 
-/// The pipeline's permission step, for every matched route: peer →
-/// principal → permission from the table, before any handler or body
-/// parser runs. The principal goes on to the handler as its [`Auth`].
+/// The pipeline, for every matched route: peer → principal → permission
+/// from the table → sealed check, before any handler or body parser runs.
+/// The principal goes on to the handler as its [`Auth`]. (A handler that
+/// needs the keyring still takes it with a sealed fallback: the vault can
+/// seal between this check and the handler.)
 pub(crate) async fn authorize(
     State(st): State<Arc<AppState>>,
     req: Request,
@@ -144,7 +158,9 @@ pub(crate) async fn authorize(
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_default();
-    let access = find(&TABLE, req.method(), &route).map(|r| r.access);
+    let line = find(&TABLE, req.method(), &route);
+    let access = line.map(|r| r.access);
+    let refuse_sealed = line.is_some_and(|r| r.sealed == WhenSealed::Refuse);
     let (mut parts, body) = req.into_parts();
     match access {
         None | Some(Access::Public) => {}
@@ -160,6 +176,9 @@ pub(crate) async fn authorize(
             }
             parts.extensions.insert(auth);
         }
+    }
+    if refuse_sealed && st.is_sealed() {
+        return ApiError::sealed().into_response();
     }
     next.run(Request::from_parts(parts, body)).await
 }

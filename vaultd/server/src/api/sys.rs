@@ -62,13 +62,13 @@ pub async fn unseal(State(st): State<Arc<AppState>>, auth: Auth) -> ApiResult<Js
     let _guard = st.unseal_lock.lock().await;
     if !st.is_sealed() && st.ca().is_none() {
         let s = st.clone();
-        let who = auth.1.clone();
+        let who = auth.who.clone();
         let _ = tokio::task::spawn_blocking(move || unseal::try_unseal(&s, &who)).await;
     }
     if st.is_sealed() {
-        tracing::info!(principal = %auth.0.name, "unseal requested");
+        tracing::info!(principal = %auth.principal.name, "unseal requested");
         let s = st.clone();
-        let who = auth.1.clone();
+        let who = auth.who.clone();
         let r = tokio::task::spawn_blocking(move || unseal::try_unseal(&s, &who))
             .await
             .map_err(|_| ApiError::internal("unseal task failed"))?;
@@ -124,9 +124,6 @@ pub async fn issue_cert(
             format!("validity_days must be 1..={max}"),
         ));
     }
-    if st.is_sealed() {
-        return Err(ApiError::sealed());
-    }
     let key = st.ca().ok_or_else(|| {
         ApiError::new(
             Code::CaUnavailable,
@@ -181,7 +178,7 @@ pub async fn issue_cert(
     auth.after_write(&r);
     r?;
     st.reload_principals()?;
-    tracing::info!(issuer = %auth.0.name, name = %req.name, %role, fingerprint = %issued.fingerprint, "client certificate issued");
+    tracing::info!(issuer = %auth.principal.name, name = %req.name, %role, fingerprint = %issued.fingerprint, "client certificate issued");
     Ok(Json(json!({
         "name": req.name,
         "role": role,
@@ -234,7 +231,7 @@ pub async fn revoke_principal(
     auth.after_write(&r);
     r?;
     st.reload_principals()?;
-    tracing::warn!(by = %auth.0.name, fingerprint = %fp, "principal revoked");
+    tracing::warn!(by = %auth.principal.name, fingerprint = %fp, "principal revoked");
     Ok(Json(json!({"fingerprint": fp, "revoked": true})))
 }
 
@@ -270,12 +267,9 @@ pub async fn keyring_status(
 }
 
 pub async fn keyring_rotate(State(st): State<Arc<AppState>>, auth: Auth) -> ApiResult<Json<Value>> {
-    if st.is_sealed() {
-        return Err(ApiError::sealed());
-    }
     let s = st.clone();
-    let who = auth.1.clone();
-    let audited = auth.2.clone();
+    let who = auth.who.clone();
+    let audited = auth.audit_done.clone();
     let v = tokio::task::spawn_blocking(move || rotation::rotate(&s, &who, &audited))
         .await
         .map_err(|_| ApiError::internal("rotation task failed"))?
@@ -283,7 +277,7 @@ pub async fn keyring_rotate(State(st): State<Arc<AppState>>, auth: Auth) -> ApiR
             rotation::RotateError::Sealed => ApiError::sealed(),
             rotation::RotateError::Store(s) => ApiError::from(s),
         })?;
-    tracing::info!(by = %auth.0.name, version = v, "keyring rotated");
+    tracing::info!(by = %auth.principal.name, version = v, "keyring rotated");
     Ok(Json(json!({"active_version": v, "rewrap": "started"})))
 }
 

@@ -33,7 +33,7 @@ pub async fn stage(
     // Stream the body to disk with a hard size cap.
     let written = crate::update::receive(&dir, body).await;
     let st2 = st.clone();
-    let who = auth.1.clone();
+    let who = auth.who.clone();
     let r = blocking(move || {
         let r = written.and_then(|size| crate::update::verify_and_stage(&st2.config, size));
         let (outcome, code) = match &r {
@@ -65,7 +65,7 @@ pub async fn stage(
         return Err(ApiError::audit_unavailable());
     }
     let (m, _) = r?;
-    tracing::info!(by = %auth.0.name, version = %m.version, build = m.build, "update staged");
+    tracing::info!(by = %auth.principal.name, version = %m.version, build = m.build, "update staged");
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({

@@ -385,7 +385,7 @@ fn make_pki(
     let admin = PrincipalRow {
         fingerprint: admin.fingerprint,
         name: admin_name.to_owned(),
-        role: Role::Admin.as_str().into(),
+        role: Role::Admin,
         serial: admin.serial,
         not_after: admin.not_after,
         issued_at: now.unix_timestamp(),

@@ -152,14 +152,11 @@ impl AppState {
         if row.revoked {
             return Some(Err("revoked"));
         }
-        Some(match Role::parse(&row.role) {
-            Some(role) => Ok(Principal {
-                name: row.name.clone(),
-                role,
-                fingerprint: row.fingerprint.clone(),
-            }),
-            None => Err("unknown_role"),
-        })
+        Some(Ok(Principal {
+            name: row.name.clone(),
+            role: row.role,
+            fingerprint: row.fingerprint.clone(),
+        }))
     }
 
     pub fn reload_principals(&self) -> Result<(), vault_store::StoreError> {

@@ -7,6 +7,9 @@
 //! exists. A failure names the rule that was broken.
 
 use std::sync::Arc;
+use vault_core::custodian::approval::Decision;
+use vault_core::custodian::request::{RequestKind, RequestStatus};
+use vault_core::policy::Role;
 
 use vault_core::audit::entry::{AuditDrafts, Draft, Entry, Outcome};
 use vault_core::audit::merkle::leaf_hash;
@@ -79,7 +82,7 @@ fn principal(fp: &str, name: &str, role: &str) -> PrincipalRow {
     PrincipalRow {
         fingerprint: fp.into(),
         name: name.into(),
-        role: role.into(),
+        role: Role::parse(role).expect("a role"),
         serial: "01".into(),
         not_after: 4_000_000_000,
         issued_at: 1,
@@ -298,7 +301,7 @@ fn principals(b: &dyn Backend) {
     let admin2 = "b".repeat(64);
     b.write(WriteOp::AddPrincipal(principal(&admin2, "admin2", "admin")))
         .unwrap();
-    assert_eq!(b.principal(&admin2).unwrap().unwrap().role, "admin");
+    assert_eq!(b.principal(&admin2).unwrap().unwrap().role, Role::Admin);
     // A name keeps its role.
     assert_eq!(
         b.write(WriteOp::AddPrincipal(principal(
@@ -369,7 +372,7 @@ fn custodians_and_requests(b: &dyn Backend, kr: &Keyring) {
     put(b, kr, "c/gated", b"g").unwrap();
     let req = RequestRow {
         id: "00000000-0000-4000-8000-0000000000aa".into(),
-        kind: "checkout".into(),
+        kind: RequestKind::Checkout,
         path: "c/gated".into(),
         version: 1,
         requester: "pam01".into(),
@@ -380,7 +383,7 @@ fn custodians_and_requests(b: &dyn Backend, kr: &Keyring) {
         recipient_key: None,
         policy: r#"[{"group":"security","k":2}]"#.into(),
         ttl_seconds: 60,
-        status: "pending".into(),
+        status: RequestStatus::Pending,
         collected_at: None,
         checkout_id: None,
     };
@@ -390,29 +393,32 @@ fn custodians_and_requests(b: &dyn Backend, kr: &Keyring) {
         req,
         "request stored as given"
     );
-    let vote = |who: &str, status: &str, expect: usize| {
+    let vote = |who: &str, status: RequestStatus, expect: usize| {
         b.write(WriteOp::Vote {
             row: VoteRow {
                 request_id: req.id.clone(),
                 custodian: who.into(),
-                decision: "approve".into(),
+                decision: Decision::Approve,
                 signature: vec![1, 2, 3],
                 share: None,
                 created_at: 5,
             },
-            status: status.into(),
+            status,
             expect_votes: expect,
         })
     };
-    vote("alice", "pending", 0).unwrap();
+    vote("alice", RequestStatus::Pending, 0).unwrap();
     // Decided on a count that is out of date: stale.
     assert!(matches!(
-        vote("bob", "approved", 0),
+        vote("bob", RequestStatus::Approved, 0),
         Err(StoreError::Stale(_))
     ));
-    vote("bob", "approved", 1).unwrap();
+    vote("bob", RequestStatus::Approved, 1).unwrap();
     assert_eq!(b.votes(&req.id).unwrap().len(), 2);
-    assert_eq!(b.request(&req.id).unwrap().unwrap().status, "approved");
+    assert_eq!(
+        b.request(&req.id).unwrap().unwrap().status,
+        RequestStatus::Approved
+    );
     let collect = |who: &str| {
         b.write(WriteOp::Collect {
             request_id: req.id.clone(),
@@ -431,8 +437,14 @@ fn custodians_and_requests(b: &dyn Backend, kr: &Keyring) {
         .checkout("00000000-0000-4000-8000-0000000000ab")
         .unwrap()
         .is_some());
-    assert_eq!(b.requests(Some("approved"), 10).unwrap().len(), 1);
-    assert!(b.requests(Some("pending"), 10).unwrap().is_empty());
+    assert_eq!(
+        b.requests(Some(RequestStatus::Approved), 10).unwrap().len(),
+        1
+    );
+    assert!(b
+        .requests(Some(RequestStatus::Pending), 10)
+        .unwrap()
+        .is_empty());
 }
 
 fn concurrent_writers(b: &dyn Backend, kr: &Arc<Keyring>) {

@@ -26,6 +26,7 @@ pub mod audit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod schema;
+pub mod sql;
 pub mod types;
 pub mod write;
 
@@ -45,7 +46,7 @@ pub use write::{WriteOp, WriteOutcome};
 #[non_exhaustive]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(#[source] rusqlite::Error),
     #[error("database schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew { found: u32, supported: u32 },
     #[error("stored data is corrupt: {0}")]
@@ -73,6 +74,19 @@ pub enum StoreError {
     /// The audit entry could not be made durable; the change was not made.
     #[error("the audit log cannot be written: {0}")]
     AuditUnavailable(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// A stored enum column with a value this build does not know
+    /// ([`sql::Text`]) is a corrupt row; every other error is the database's.
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::FromSqlConversionFailure(column, _, inner) = &e {
+            if let Some(u) = inner.downcast_ref::<sql::UnknownValue>() {
+                return StoreError::Corrupt(format!("column {column}: {u}"));
+            }
+        }
+        StoreError::Sqlite(e)
+    }
 }
 
 impl StoreError {
@@ -212,8 +226,12 @@ pub trait Backend: Send + Sync {
 
     fn request(&self, id: &str) -> Result<Option<RequestRow>, StoreError>;
 
-    /// Requests, newest first; `status` = `pending`, `approved`, `denied` or all.
-    fn requests(&self, status: Option<&str>, limit: usize) -> Result<Vec<RequestRow>, StoreError>;
+    /// Requests, newest first, with this stored status or (`None`) all.
+    fn requests(
+        &self,
+        status: Option<vault_core::custodian::request::RequestStatus>,
+        limit: usize,
+    ) -> Result<Vec<RequestRow>, StoreError>;
 
     fn votes(&self, request_id: &str) -> Result<Vec<VoteRow>, StoreError>;
 
@@ -501,13 +519,20 @@ impl Backend for Store {
         self.read(|c| write::read_request(c, id))
     }
 
-    fn requests(&self, status: Option<&str>, limit: usize) -> Result<Vec<RequestRow>, StoreError> {
+    fn requests(
+        &self,
+        status: Option<vault_core::custodian::request::RequestStatus>,
+        limit: usize,
+    ) -> Result<Vec<RequestRow>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(concat!(
                 write::select_requests!(),
                 "WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, id LIMIT ?2"
             ))?;
-            let rows = st.query_map(params![status, limit as i64], write::request_from_row)?;
+            let rows = st.query_map(
+                params![status.map(sql::Text), limit as i64],
+                write::request_from_row,
+            )?;
             let mut out = Vec::new();
             for r in rows {
                 out.push(r??);
@@ -604,7 +629,7 @@ fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PrincipalRow> {
     Ok(PrincipalRow {
         fingerprint: r.get(0)?,
         name: r.get(1)?,
-        role: r.get(2)?,
+        role: r.get::<_, sql::Text<vault_core::policy::Role>>(2)?.0,
         serial: r.get(3)?,
         not_after: r.get(4)?,
         issued_at: r.get(5)?,

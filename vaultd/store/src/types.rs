@@ -1,6 +1,9 @@
 //! Rows as the daemon sees them. None of these hold clear secret values.
 
 use serde_json::Value;
+use vault_core::custodian::approval::Decision;
+use vault_core::custodian::request::{RequestKind, RequestStatus};
+use vault_core::policy::Role;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecretInfo {
@@ -53,7 +56,7 @@ pub struct PrincipalRow {
     /// Lower-case hex SHA-256 of the certificate DER.
     pub fingerprint: String,
     pub name: String,
-    pub role: String,
+    pub role: Role,
     pub serial: String,
     pub not_after: i64,
     pub issued_at: i64,
@@ -99,11 +102,12 @@ pub struct CustodianRow {
     pub enrolled_by: String,
 }
 
-/// A request that needs custodians' approval (`checkout` or `breakglass`).
+/// A request that needs custodians' approval (a gated checkout or a
+/// break-glass opening).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestRow {
     pub id: String,
-    pub kind: String,
+    pub kind: RequestKind,
     pub path: String,
     pub version: u64,
     pub requester: String,
@@ -115,8 +119,9 @@ pub struct RequestRow {
     /// JSON `[{"group": .., "k": ..}]`.
     pub policy: String,
     pub ttl_seconds: u64,
-    /// `pending`, `approved` or `denied` (expiry is computed from the time).
-    pub status: String,
+    /// Expiry is not stored: it is computed from the time
+    /// ([`vault_core::custodian::request`]).
+    pub status: RequestStatus,
     pub collected_at: Option<i64>,
     pub checkout_id: Option<String>,
 }
@@ -127,7 +132,7 @@ pub struct RequestRow {
 pub struct VoteRow {
     pub request_id: String,
     pub custodian: String,
-    pub decision: String,
+    pub decision: Decision,
     pub signature: Vec<u8>,
     pub share: Option<Vec<u8>>,
     pub created_at: i64,

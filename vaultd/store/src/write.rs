@@ -10,8 +10,12 @@ use vault_core::audit::merkle::{leaf_hash, Hash};
 use vault_core::keyring::{KeyringVersion, SealedValue};
 
 use crate::audit::AuditLog;
+use crate::sql::Text;
 use crate::types::{CheckoutRow, CustodianRow, PrincipalRow, RequestRow, SealedVersion, VoteRow};
 use crate::StoreError;
+use vault_core::custodian::approval::Decision;
+use vault_core::custodian::request::{RequestKind, RequestStatus};
+use vault_core::policy::Role;
 
 /// One durable change. Plain data: the store runs no caller code. Where a
 /// change was computed from what the caller read (a value encrypted for the
@@ -91,7 +95,7 @@ pub enum WriteOp {
     /// request's status after it.
     Vote {
         row: VoteRow,
-        status: String,
+        status: RequestStatus,
         expect_votes: usize,
     },
     /// The requester collects an approved request, once. For a `checkout`
@@ -145,7 +149,7 @@ pub enum WriteOutcome {
     /// Whether a `Rewrap` changed the row (false: someone else did first).
     Rewrapped(bool),
     /// A vote was recorded; the request's status after it.
-    Voted(String),
+    Voted(RequestStatus),
     /// The collected request.
     Collected(RequestRow),
     /// The fencing epoch a `TakeOver` set.
@@ -543,10 +547,10 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             c.execute(
                 "INSERT INTO requests (id, kind, path, version, requester, reason, created_at, expires_at,
                    nonce, recipient_key, policy, ttl_seconds, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'pending')",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     r.id,
-                    r.kind,
+                    Text(r.kind),
                     r.path,
                     r.version as i64,
                     r.requester,
@@ -556,7 +560,8 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                     r.nonce.to_vec(),
                     r.recipient_key,
                     r.policy,
-                    r.ttl_seconds as i64
+                    r.ttl_seconds as i64,
+                    Text(RequestStatus::Pending)
                 ],
             )?;
             Ok(WriteOutcome::Done)
@@ -577,7 +582,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 params![
                     row.request_id,
                     row.custodian,
-                    row.decision,
+                    Text(row.decision),
                     row.signature,
                     row.share,
                     row.created_at
@@ -585,7 +590,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             )?;
             c.execute(
                 "UPDATE requests SET status = ?2 WHERE id = ?1",
-                params![request_id, status],
+                params![request_id, Text(status)],
             )?;
             Ok(WriteOutcome::Voted(status))
         }
@@ -604,17 +609,17 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             if req.collected_at.is_some() {
                 return Err(StoreError::Conflict("already_collected"));
             }
-            match req.status.as_str() {
-                "approved" => {}
-                "denied" => return Err(StoreError::Conflict("request_denied")),
+            match req.status {
+                RequestStatus::Approved => {}
+                RequestStatus::Denied => return Err(StoreError::Conflict("request_denied")),
                 _ if now >= req.expires_at => return Err(StoreError::Conflict("request_expired")),
                 _ => return Err(StoreError::Conflict("pending_approval")),
             }
             if now >= req.expires_at {
                 return Err(StoreError::Conflict("request_expired"));
             }
-            let checkout_id = match (req.kind.as_str(), checkout) {
-                ("checkout", Some((id, expires_at))) => {
+            let checkout_id = match (req.kind, checkout) {
+                (RequestKind::Checkout, Some((id, expires_at))) => {
                     insert_checkout(
                         c,
                         &id,
@@ -627,7 +632,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                     )?;
                     Some(id)
                 }
-                ("breakglass", None) => None,
+                (RequestKind::Breakglass, None) => None,
                 _ => return Err(StoreError::Conflict("wrong_request_kind")),
             };
             c.execute(
@@ -678,6 +683,8 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             }))
         }
         WriteOp::RevokePrincipal { fingerprint } => {
+            // Read as text: revoking must work also for a row whose role
+            // this build does not know (it is not an admin either way).
             let role: String = c
                 .query_row(
                     "SELECT role FROM principals WHERE fingerprint = ?1",
@@ -686,7 +693,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 )
                 .optional()?
                 .ok_or(StoreError::NotFound)?;
-            if role == "admin" {
+            if role == Role::Admin.as_str() {
                 let others: i64 = c.query_row(
                     "SELECT count(*) FROM principals WHERE role = 'admin' AND revoked = 0 AND fingerprint <> ?1",
                     [&fingerprint],
@@ -764,7 +771,7 @@ fn add_principal(c: &Connection, p: &PrincipalRow) -> Result<(), StoreError> {
     let other_role: Option<String> = c
         .query_row(
             "SELECT role FROM principals WHERE name = ?1 AND revoked = 0 AND role <> ?2 LIMIT 1",
-            params![p.name, p.role],
+            params![p.name, Text(p.role)],
             |r| r.get(0),
         )
         .optional()?;
@@ -777,7 +784,7 @@ fn add_principal(c: &Connection, p: &PrincipalRow) -> Result<(), StoreError> {
         params![
             p.fingerprint,
             p.name,
-            p.role,
+            Text(p.role),
             p.serial,
             p.not_after,
             p.issued_at,
@@ -986,7 +993,7 @@ pub(crate) fn request_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowRes
     };
     Ok(Ok(RequestRow {
         id,
-        kind: r.get(1)?,
+        kind: r.get::<_, Text<RequestKind>>(1)?.0,
         path: r.get(2)?,
         version: r.get::<_, i64>(3)? as u64,
         requester: r.get(4)?,
@@ -997,7 +1004,7 @@ pub(crate) fn request_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowRes
         recipient_key: r.get(9)?,
         policy: r.get(10)?,
         ttl_seconds: r.get::<_, i64>(11)? as u64,
-        status: r.get(12)?,
+        status: r.get::<_, Text<RequestStatus>>(12)?.0,
         collected_at: r.get(13)?,
         checkout_id: r.get(14)?,
     }))
@@ -1012,7 +1019,7 @@ pub(crate) fn read_votes(c: &Connection, request_id: &str) -> Result<Vec<VoteRow
         Ok(VoteRow {
             request_id: r.get(0)?,
             custodian: r.get(1)?,
-            decision: r.get(2)?,
+            decision: r.get::<_, Text<Decision>>(2)?.0,
             signature: r.get(3)?,
             share: r.get(4)?,
             created_at: r.get(5)?,

@@ -330,7 +330,7 @@ fn checkout_refuses_a_changed_version_and_revocation_works() {
     let row = vault_store::PrincipalRow {
         fingerprint: "ff".into(),
         name: "n".into(),
-        role: "pam".into(),
+        role: vault_core::policy::Role::Pam,
         serial: "01".into(),
         not_after: 9,
         issued_at: 1,
@@ -354,7 +354,7 @@ fn last_admin_cannot_be_revoked_and_names_keep_their_role() {
     let p = |fp: &str, name: &str, role: &str| vault_store::PrincipalRow {
         fingerprint: fp.into(),
         name: name.into(),
-        role: role.into(),
+        role: vault_core::policy::Role::parse(role).unwrap(),
         serial: "01".into(),
         not_after: 9,
         issued_at: 1,
@@ -436,4 +436,55 @@ fn a_write_computed_for_a_version_that_moved_on_is_stale_and_changes_nothing() {
         *version = 9;
     }
     assert!(matches!(s.write(far), Err(StoreError::Stale(_))));
+}
+
+#[test]
+fn an_edited_role_or_request_status_is_a_corrupt_row_never_acted_on() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("v.db");
+    let s = Store::open(&path, StoreOptions::default()).unwrap();
+    let row = vault_store::PrincipalRow {
+        fingerprint: "ff".into(),
+        name: "n".into(),
+        role: vault_core::policy::Role::Pam,
+        serial: "01".into(),
+        not_after: 9,
+        issued_at: 1,
+        revoked: false,
+    };
+    s.write(WriteOp::AddPrincipal(row)).unwrap();
+    assert_eq!(
+        s.principal("ff").unwrap().unwrap().role,
+        vault_core::policy::Role::Pam
+    );
+    // Someone with the file edits the role to one no build has.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute(
+        "UPDATE principals SET role = 'root' WHERE fingerprint = 'ff'",
+        [],
+    )
+    .unwrap();
+    for e in [
+        s.principal("ff").err().unwrap(),
+        s.principals().err().unwrap(),
+    ] {
+        assert!(
+            matches!(&e, StoreError::Corrupt(m) if m.contains("principal role \"root\"")),
+            "{e:?}"
+        );
+        assert_eq!(e.code(), "integrity");
+    }
+    // Revoking it still works (it is not an admin, whatever it says).
+    s.write(WriteOp::RevokePrincipal {
+        fingerprint: "ff".into(),
+    })
+    .unwrap();
+    let revoked: i64 = c
+        .query_row(
+            "SELECT revoked FROM principals WHERE fingerprint = 'ff'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(revoked, 1);
 }

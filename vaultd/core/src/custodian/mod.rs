@@ -6,6 +6,7 @@
 //! * [`token`]: the custodian-token trait (PIV 9c/9d) and a software token.
 //! * [`approval`]: canonical signed approvals and the quorum rules.
 //! * [`policy`]: approval policies and custody (strict JSON), reachability.
+//! * [`request`]: request kinds, stored statuses and phases (the lifecycle).
 //! * [`recovery`]: the root key split k-of-n to custodians, and its recovery.
 //! * [`attestation`]: YubiKey PIV attestation chains and device policy.
 //! * [`sealed`]: the offline-encrypted tier (k-of-n data keys, break-glass).
@@ -15,6 +16,7 @@ pub mod attestation;
 pub mod ecies;
 pub mod policy;
 pub mod recovery;
+pub mod request;
 pub mod sealed;
 pub mod shamir;
 pub mod token;

@@ -33,6 +33,7 @@ use super::WRITE_TRIES;
 use crate::state::AppState;
 use crate::timefmt::rfc3339;
 use vault_core::custodian::policy::{self, ApprovalPolicy, Custody};
+use vault_core::custodian::request::{Phase, RequestKind, RequestStatus};
 
 const MAX_GROUPS: usize = 16;
 const MAX_CERT_B64: usize = 8 * 1024;
@@ -351,32 +352,21 @@ fn tally(
                 StoreError::Corrupt(format!("vote by unknown custodian {}", v.custodian))
             })?;
         let c = as_custodian(c).map_err(|_| StoreError::Corrupt("custodian key".into()))?;
-        let d = match v.decision.as_str() {
-            "approve" => Decision::Approve,
-            "deny" => Decision::Deny,
-            _ => return Err(StoreError::Corrupt(format!("vote decision {}", v.decision))),
-        };
-        t.restore(&c, d);
+        t.restore(&c, v.decision);
     }
     Ok(t)
 }
 
 fn status_json(s: &Status, r: &RequestRow) -> (String, Value) {
-    if r.collected_at.is_some() {
-        return ("collected".into(), json!([]));
-    }
-    match s {
-        Status::Pending(missing) => (
-            "pending_approval".into(),
-            missing
-                .iter()
-                .map(|(g, n)| json!({"group": g, "remaining": n}))
-                .collect(),
-        ),
-        Status::Approved => ("approved".into(), json!([])),
-        Status::Denied { .. } => ("denied".into(), json!([])),
-        Status::Expired => ("expired".into(), json!([])),
-    }
+    let phase = Phase::of(s, r.collected_at.is_some());
+    let needs = match (phase, s) {
+        (Phase::PendingApproval, Status::Pending(missing)) => missing
+            .iter()
+            .map(|(g, n)| json!({"group": g, "remaining": n}))
+            .collect(),
+        _ => json!([]),
+    };
+    (phase.as_str().into(), needs)
 }
 
 fn request_json(
@@ -392,7 +382,7 @@ fn request_json(
     let policy: Value = serde_json::from_str(&r.policy).unwrap_or(Value::Null);
     json!({
         "request_id": r.id,
-        "kind": r.kind,
+        "kind": r.kind.as_str(),
         "status": status,
         "needs": needs,
         "appliance_id": st.appliance_id,
@@ -411,7 +401,7 @@ fn request_json(
         "checkout_id": r.checkout_id,
         "votes": votes.iter().map(|v| json!({
             "custodian": v.custodian,
-            "decision": v.decision,
+            "decision": v.decision.as_str(),
             "at": rfc3339(v.created_at),
             "signature": B64.encode(&v.signature),
         })).collect::<Vec<_>>(),
@@ -423,7 +413,7 @@ fn request_json(
 pub(crate) fn open_request(
     st: &Arc<AppState>,
     auth: &Auth,
-    kind: &'static str,
+    kind: RequestKind,
     path: &str,
     version: u64,
     reason: &str,
@@ -436,7 +426,7 @@ pub(crate) fn open_request(
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
     let row = RequestRow {
         id: uuid::Uuid::new_v4().to_string(),
-        kind: kind.into(),
+        kind,
         path: path.into(),
         version,
         requester: auth.principal.name.clone(),
@@ -447,16 +437,12 @@ pub(crate) fn open_request(
         recipient_key,
         policy: rules_json(&policy),
         ttl_seconds,
-        status: "pending".into(),
+        status: RequestStatus::Pending,
         collected_at: None,
         checkout_id: None,
     };
     let id = row.id.clone();
-    let action = if kind == "breakglass" {
-        "breakglass.request"
-    } else {
-        "approval.request"
-    };
+    let action = kind.open_action().as_str();
     let (rid, pol, rsn) = (id.clone(), row.policy.clone(), reason.to_owned());
     let audit = auth
         .audit(st, action, path)
@@ -469,7 +455,7 @@ pub(crate) fn open_request(
         .write_audited(WriteOp::OpenRequest(row.clone()), audit);
     auth.after_write(&r);
     r?;
-    tracing::info!(principal = %auth.principal.name, %path, request_id = %id, kind, "approval request opened");
+    tracing::info!(principal = %auth.principal.name, %path, request_id = %id, kind = kind.as_str(), "approval request opened");
     let needs: Vec<Value> = policy
         .iter()
         .map(|r| json!({"group": r.group, "remaining": r.k}))
@@ -478,8 +464,8 @@ pub(crate) fn open_request(
         StatusCode::ACCEPTED,
         Json(json!({
             "request_id": id,
-            "kind": kind,
-            "status": "pending_approval",
+            "kind": kind.as_str(),
+            "status": Phase::PendingApproval.as_str(),
             "path": path,
             "version": version,
             "expires_at": rfc3339(row.expires_at),
@@ -507,13 +493,12 @@ pub async fn list_requests(
     let Query(q) = q.map_err(|e| ApiError::new(Code::InvalidQuery, e.body_text()))?;
     let status = match q.status.as_deref() {
         None | Some("all") => None,
-        Some(s @ ("pending" | "approved" | "denied")) => Some(s.to_owned()),
-        Some(_) => {
-            return Err(ApiError::new(
+        Some(s) => Some(RequestStatus::parse(s).ok_or_else(|| {
+            ApiError::new(
                 Code::InvalidQuery,
                 "status is pending, approved, denied or all",
-            ))
-        }
+            )
+        })?),
     };
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
@@ -521,7 +506,7 @@ pub async fn list_requests(
     }
     let s = st.clone();
     let (rows, custodians, votes) = blocking(move || -> Result<_, StoreError> {
-        let rows = s.store.requests(status.as_deref(), limit)?;
+        let rows = s.store.requests(status, limit)?;
         let custodians = s.store.custodians()?;
         let votes = rows
             .iter()
@@ -553,7 +538,7 @@ pub async fn get_request(
         let row = s.store.request(&id)?.ok_or(StoreError::NotFound)?;
         let votes = s.store.votes(&id)?;
         let custodians = s.store.custodians()?;
-        let sealed = if row.kind == "breakglass" {
+        let sealed = if row.kind == RequestKind::Breakglass {
             s.store.sealed_version(&row.path, row.version)?
         } else {
             None
@@ -603,16 +588,8 @@ pub async fn vote(
     JsonBody(req): JsonBody<VoteRequest>,
 ) -> ApiResult<Json<Value>> {
     check_request_id(&id)?;
-    let decision = match req.decision.as_str() {
-        "approve" => Decision::Approve,
-        "deny" => Decision::Deny,
-        _ => {
-            return Err(ApiError::new(
-                Code::InvalidDecision,
-                "decision is approve or deny",
-            ))
-        }
-    };
+    let decision = Decision::parse(&req.decision)
+        .ok_or_else(|| ApiError::new(Code::InvalidDecision, "decision is approve or deny"))?;
     let signature = b64("signature", &req.signature, 256)?;
     let share = match &req.share {
         Some(s) => Some(b64("share", s, 1024)?),
@@ -622,7 +599,7 @@ pub async fn vote(
     let i2 = id.clone();
     let (row, custodians, sealed) = blocking(move || -> Result<_, StoreError> {
         let row = s.store.request(&i2)?.ok_or(StoreError::NotFound)?;
-        let sealed = if row.kind == "breakglass" {
+        let sealed = if row.kind == RequestKind::Breakglass {
             s.store.sealed_version(&row.path, row.version)?
         } else {
             None
@@ -691,11 +668,7 @@ pub async fn vote(
             let status = t
                 .vote(&me, decision, &signature, now)
                 .map_err(|e| StoreError::Conflict(e.code()))?;
-            Ok(match status {
-                Status::Approved => "approved",
-                Status::Denied { .. } => "denied",
-                Status::Pending(_) | Status::Expired => "pending",
-            })
+            Ok(RequestStatus::after_vote(&status))
         });
         let status = match decided {
             Ok(s) => s,
@@ -711,7 +684,7 @@ pub async fn vote(
         let vote = VoteRow {
             request_id: id.clone(),
             custodian: me.id.clone(),
-            decision: dstr.into(),
+            decision,
             signature: signature.clone(),
             share: share.clone(),
             created_at: now,
@@ -719,14 +692,14 @@ pub async fn vote(
         let audit = audit
             .on_success("request_id", id.clone())
             .on_success("decision", dstr)
-            .on_success("status", status);
+            .on_success("status", status.as_str());
         let s = st.clone();
         let n = votes.len();
         let r = blocking(move || {
             s.store.write_audited(
                 WriteOp::Vote {
                     row: vote,
-                    status: status.to_owned(),
+                    status,
                     expect_votes: n,
                 },
                 audit,
@@ -756,11 +729,11 @@ pub async fn vote(
         }
         Err(e) => return Err(e.into()),
     };
-    tracing::info!(custodian = %me.id, request_id = %id, decision = dstr, %status, "vote recorded");
+    tracing::info!(custodian = %me.id, request_id = %id, decision = dstr, status = status.as_str(), "vote recorded");
     Ok(Json(json!({
         "request_id": id,
         "decision": dstr,
-        "status": if status == "pending" { "pending_approval" } else { status.as_str() },
+        "status": status.phase(),
     })))
 }
 
@@ -781,10 +754,9 @@ pub async fn collect(
             "only the requester can collect a request",
         ));
     }
-    match row.kind.as_str() {
-        "checkout" => super::secrets::collect_checkout(st, auth, row).await,
-        "breakglass" => collect_breakglass(st, auth, row).await,
-        _ => Err(ApiError::integrity()),
+    match row.kind {
+        RequestKind::Checkout => super::secrets::collect_checkout(st, auth, row).await,
+        RequestKind::Breakglass => collect_breakglass(st, auth, row).await,
     }
 }
 

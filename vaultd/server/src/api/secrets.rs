@@ -23,6 +23,7 @@ use super::extract::{Auth, JsonBody, SecretInput};
 use super::{blocking, WRITE_TRIES};
 use crate::state::AppState;
 use crate::timefmt::rfc3339;
+use vault_core::custodian::request::RequestKind;
 use vault_core::custodian::sealed;
 
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -422,7 +423,7 @@ pub async fn post(
                         None => rules.insert(0, vault_core::custodian::approval::GroupRule { group, k }),
                     }
                     return custodians::open_request(
-                        &s, &req_auth, "breakglass", &path, version, &reason, ttl, rules, recipient_key,
+                        &s, &req_auth, RequestKind::Breakglass, &path, version, &reason, ttl, rules, recipient_key,
                     )
                     .map(Attempt::Request);
                 }
@@ -434,7 +435,7 @@ pub async fn post(
             }
             if !rules.is_empty() {
                 return custodians::open_request(
-                    &s, &req_auth, "checkout", &path, version, &reason, ttl, rules, None,
+                    &s, &req_auth, RequestKind::Checkout, &path, version, &reason, ttl, rules, None,
                 )
                 .map(Attempt::Request);
             }

@@ -157,7 +157,7 @@ pub async fn issue_cert(
     let row = PrincipalRow {
         fingerprint: issued.fingerprint.clone(),
         name: req.name.clone(),
-        role: role.as_str().into(),
+        role,
         serial: issued.serial.clone(),
         not_after: issued.not_after,
         issued_at: st.now(),
@@ -199,7 +199,7 @@ pub async fn list_principals(
         .into_iter()
         .map(|r| {
             json!({
-                "name": r.name, "role": r.role, "fingerprint": r.fingerprint, "serial": r.serial,
+                "name": r.name, "role": r.role.as_str(), "fingerprint": r.fingerprint, "serial": r.serial,
                 "not_after": rfc3339(r.not_after), "issued_at": rfc3339(r.issued_at), "revoked": r.revoked,
             })
         })

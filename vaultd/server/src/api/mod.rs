@@ -24,6 +24,7 @@
 pub mod audit;
 pub mod bootstrap;
 pub mod custodians;
+mod disclose;
 pub mod error;
 pub mod extract;
 pub mod routes;

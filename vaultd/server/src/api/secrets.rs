@@ -13,11 +13,13 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use vault_core::audit::entry::Outcome;
-use vault_core::keyring::Tier;
+use vault_core::custodian::approval::GroupRule;
+use vault_core::keyring::{Keyring, Tier};
 use vault_core::policy::validate_path;
 use vault_store::{AuditDrafts, StoreError, WriteOp, WriteOutcome};
 
 use super::custodians;
+use super::disclose::{disclose, Disclosed, NotDisclosed, Record};
 use super::error::{ApiError, ApiResult, Code};
 use super::extract::{Auth, JsonBody, SecretInput};
 use super::{blocking, WRITE_TRIES};
@@ -315,9 +317,88 @@ pub struct CheckoutRequest {
 
 /// What a checkout attempt led to.
 enum Attempt {
-    Value(String, u64, vault_core::secret::SecretBytes, i64),
+    Value(Disclosed),
     /// The secret needs approvals (or is in the sealed tier): a request.
     Request(axum::response::Response),
+}
+
+/// A validated checkout or break-glass request.
+struct CheckoutInput {
+    path: String,
+    breakglass: bool,
+    reason: String,
+    ttl: u64,
+    recipient_key: Option<Vec<u8>>,
+}
+
+impl CheckoutInput {
+    /// `rest` is the route's wildcard: `{path}/checkout` or `{path}/breakglass`.
+    fn parse(st: &AppState, rest: &str, req: CheckoutRequest) -> ApiResult<CheckoutInput> {
+        let (path, breakglass) = match (rest.strip_suffix("/checkout"), rest.strip_suffix("/breakglass")) {
+            (Some(p), _) => (p, false),
+            (_, Some(p)) => (p, true),
+            _ => {
+                return Err(ApiError::not_found(
+                    "POST is only defined for /v1/secrets/{path}/checkout and /v1/secrets/{path}/breakglass",
+                ))
+            }
+        };
+        check_path(path)?;
+        let reason = req.reason.trim().to_owned();
+        if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+            return Err(ApiError::new(
+                Code::InvalidReason,
+                "reason must be 1-1024 characters",
+            ));
+        }
+        let limits = &st.config.limits;
+        let ttl = req.ttl_seconds.unwrap_or(limits.default_ttl_seconds);
+        if ttl == 0 || ttl > limits.max_ttl_seconds {
+            return Err(ApiError::new(
+                Code::InvalidTtl,
+                format!("ttl_seconds must be 1..={}", limits.max_ttl_seconds),
+            ));
+        }
+        let recipient_key = match (breakglass, &req.recipient_key) {
+            (true, Some(k)) => Some(recipient_key(k)?),
+            (true, None) => {
+                return Err(ApiError::new(
+                    Code::InvalidRecipientKey,
+                    "a break-glass request needs the requester's one-time recipient_key",
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(ApiError::new(
+                    Code::InvalidBody,
+                    "recipient_key belongs to break-glass requests",
+                ))
+            }
+            (false, None) => None,
+        };
+        Ok(CheckoutInput {
+            path: path.to_owned(),
+            breakglass,
+            reason,
+            ttl,
+            recipient_key,
+        })
+    }
+}
+
+/// A requester's one-time key: base64 of an uncompressed P-256 point.
+fn recipient_key(k: &str) -> ApiResult<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(k.trim())
+        .ok()
+        .filter(|b| b.len() == 65 && b[0] == 0x04)
+        .filter(|b| p256::PublicKey::from_sec1_bytes(b).is_ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::InvalidRecipientKey,
+                "recipient_key must be a base64 uncompressed P-256 point (65 bytes)",
+            )
+        })
 }
 
 /// `POST /v1/secrets/{path}/checkout` and `POST /v1/secrets/{path}/breakglass`
@@ -328,176 +409,114 @@ pub async fn post(
     Path(rest): Path<String>,
     JsonBody(req): JsonBody<CheckoutRequest>,
 ) -> ApiResult<axum::response::Response> {
-    let (path, breakglass) = match (rest.strip_suffix("/checkout"), rest.strip_suffix("/breakglass")) {
-        (Some(p), _) => (p, false),
-        (_, Some(p)) => (p, true),
-        _ => {
-            return Err(ApiError::not_found(
-                "POST is only defined for /v1/secrets/{path}/checkout and /v1/secrets/{path}/breakglass",
-            ))
-        }
-    };
-    check_path(path)?;
-    let reason = req.reason.trim().to_owned();
-    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
-        return Err(ApiError::new(
-            Code::InvalidReason,
-            "reason must be 1-1024 characters",
-        ));
-    }
-    let limits = &st.config.limits;
-    let ttl = req.ttl_seconds.unwrap_or(limits.default_ttl_seconds);
-    if ttl == 0 || ttl > limits.max_ttl_seconds {
-        return Err(ApiError::new(
-            Code::InvalidTtl,
-            format!("ttl_seconds must be 1..={}", limits.max_ttl_seconds),
-        ));
-    }
-    let recipient_key = match (breakglass, &req.recipient_key) {
-        (true, Some(k)) => {
-            use base64::Engine as _;
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(k.trim())
-                .ok()
-                .filter(|b| b.len() == 65 && b[0] == 0x04)
-                .filter(|b| p256::PublicKey::from_sec1_bytes(b).is_ok())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        Code::InvalidRecipientKey,
-                        "recipient_key must be a base64 uncompressed P-256 point (65 bytes)",
-                    )
-                })?;
-            Some(raw)
-        }
-        (true, None) => {
-            return Err(ApiError::new(
-                Code::InvalidRecipientKey,
-                "a break-glass request needs the requester's one-time recipient_key",
-            ))
-        }
-        (false, Some(_)) => {
-            return Err(ApiError::new(
-                Code::InvalidBody,
-                "recipient_key belongs to break-glass requests",
-            ))
-        }
-        (false, None) => None,
-    };
+    let input = CheckoutInput::parse(&st, &rest, req)?;
     let kr = unsealed(&st)?;
     let s = st.clone();
-    let path = path.to_owned();
-    let principal = auth.principal.name.clone();
-    let who = auth.who.clone();
-    let audited = auth.audit_done.clone();
-    // Who opens an approval request, if the secret needs one.
-    let req_auth = auth.clone();
-    let attempt = blocking(move || -> ApiResult<Attempt> {
-        // Retry if a writer adds a version between our read and our record.
-        for _ in 0..3 {
-            let (version, sealed, policy) = s
-                .store
-                .current(&path)?
-                .ok_or_else(|| ApiError::not_found(format!("no secret at {path}")))?;
-            let mut rules = if policy.approvals == "[]" {
-                Vec::new()
-            } else {
-                let v: Value = serde_json::from_str(&policy.approvals).map_err(|_| ApiError::integrity())?;
-                custodians::parse_rules(&v).map_err(|_| ApiError::integrity())?
-            };
-            match (policy.tier.as_str(), breakglass) {
-                ("sealed", false) => {
-                    return Err(ApiError::new(Code::SealedTier, "this secret is in the sealed tier: only custodians can open it (POST .../breakglass)",
-                    ))
-                }
-                ("sealed", true) => {
-                    let c: Value = policy
-                        .custody
-                        .as_deref()
-                        .and_then(|c| serde_json::from_str(c).ok())
-                        .ok_or_else(ApiError::integrity)?;
-                    let (group, k) = custodians::parse_custody(&c).map_err(|_| ApiError::integrity())?;
-                    // Shares come from the custody group; approvals set by
-                    // an admin apply on top (AND).
-                    match rules.iter_mut().find(|r| r.group == group) {
-                        Some(r) => r.k = r.k.max(k),
-                        None => rules.insert(0, vault_core::custodian::approval::GroupRule { group, k }),
-                    }
-                    return custodians::open_request(
-                        &s, &req_auth, RequestKind::Breakglass, &path, version, &reason, ttl, rules, recipient_key,
-                    )
-                    .map(Attempt::Request);
-                }
-                (_, true) => {
-                    return Err(ApiError::new(Code::NotSealedTier, "break-glass requests are for sealed-tier secrets; use .../checkout",
-                    ))
-                }
-                _ => {}
+    match blocking(move || checkout(&s, &kr, &auth, &input)).await?? {
+        Attempt::Value(d) => Ok(d.into_json().into_response()),
+        Attempt::Request(resp) => Ok(resp),
+    }
+}
+
+/// The approvals a checkout of a secret with `policy` needs, or the refusal
+/// of the wrong kind of request (sealed tier: break-glass only, and the
+/// custody group's k applies on top of any approvals, AND).
+fn gate(
+    policy: &vault_store::types::SecretPolicy,
+    breakglass: bool,
+) -> ApiResult<(RequestKind, Vec<GroupRule>)> {
+    let mut rules = if policy.approvals == "[]" {
+        Vec::new()
+    } else {
+        let v: Value =
+            serde_json::from_str(&policy.approvals).map_err(|_| ApiError::integrity())?;
+        custodians::parse_rules(&v).map_err(|_| ApiError::integrity())?
+    };
+    match (policy.tier.as_str(), breakglass) {
+        ("sealed", false) => Err(ApiError::new(
+            Code::SealedTier,
+            "this secret is in the sealed tier: only custodians can open it (POST .../breakglass)",
+        )),
+        ("sealed", true) => {
+            let c: Value = policy
+                .custody
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok())
+                .ok_or_else(ApiError::integrity)?;
+            let (group, k) = custodians::parse_custody(&c).map_err(|_| ApiError::integrity())?;
+            match rules.iter_mut().find(|r| r.group == group) {
+                Some(r) => r.k = r.k.max(k),
+                None => rules.insert(0, GroupRule { group, k }),
             }
-            if !rules.is_empty() {
-                return custodians::open_request(
-                    &s, &req_auth, RequestKind::Checkout, &path, version, &reason, ttl, rules, None,
-                )
-                .map(Attempt::Request);
-            }
-            let value = kr.open_value(&path, version, Tier::Standard, &sealed).map_err(|e| {
-                tracing::error!(%path, version, error = %e, "secret failed integrity check on checkout");
-                ApiError::integrity()
-            })?;
-            // Values are stored from JSON strings; anything else is a forged row.
-            if std::str::from_utf8(value.expose_secret()).is_err() {
-                tracing::error!(%path, version, "secret is not UTF-8 after decryption");
-                return Err(ApiError::integrity());
-            }
-            let id = uuid::Uuid::new_v4().to_string();
-            let now = s.now();
-            let expires_at = now + ttl as i64;
-            let details = (id.clone(), version, ttl, reason.clone());
-            let audit = checkout_audit(&s, &who, &path, details);
-            let r = s.store.write_audited(
+            Ok((RequestKind::Breakglass, rules))
+        }
+        (_, true) => Err(ApiError::new(
+            Code::NotSealedTier,
+            "break-glass requests are for sealed-tier secrets; use .../checkout",
+        )),
+        _ => Ok((RequestKind::Checkout, rules)),
+    }
+}
+
+/// A checkout of the current version, or the request it needs. Retried if a
+/// writer adds a version between the read and the record (each attempt is
+/// audited; whatever ends the request is too).
+fn checkout(
+    st: &Arc<AppState>,
+    kr: &Keyring,
+    auth: &Auth,
+    input: &CheckoutInput,
+) -> ApiResult<Attempt> {
+    let CheckoutInput {
+        path, reason, ttl, ..
+    } = input;
+    for _ in 0..3 {
+        let (version, sealed, policy) = st
+            .store
+            .current(path)?
+            .ok_or_else(|| ApiError::not_found(format!("no secret at {path}")))?;
+        let (kind, rules) = gate(&policy, input.breakglass)?;
+        if kind == RequestKind::Breakglass || !rules.is_empty() {
+            let key = input.recipient_key.clone();
+            return custodians::open_request(
+                st, auth, kind, path, version, reason, *ttl, rules, key,
+            )
+            .map(Attempt::Request);
+        }
+        let audit = checkout_audit(st, &auth.who, path, (version, *ttl, reason.clone()));
+        let rec = Record {
+            path,
+            version,
+            ttl_seconds: *ttl,
+            how: "checkout",
+        };
+        let r = disclose(st, kr, auth, &sealed, rec, |id, now, expires_at| {
+            st.store.write_audited(
                 WriteOp::Checkout {
                     id: id.clone(),
                     path: path.clone(),
                     expect_version: Some(version),
-                    principal: principal.clone(),
+                    principal: auth.principal.name.clone(),
                     reason: reason.clone(),
                     now,
                     expires_at,
                 },
-                audit,
-            );
-            if !matches!(r, Err(vault_store::StoreError::WriterGone)) {
-                audited.store(true, Ordering::SeqCst);
+                audit.on_success("checkout_id", id),
+            )
+        });
+        match r {
+            Ok(d) => return Ok(Attempt::Value(d)),
+            Err(NotDisclosed::Store(StoreError::Conflict("version_changed"))) => {
+                auth.audit_done.store(false, Ordering::SeqCst);
+                continue;
             }
-            match r {
-                Ok(_) => return Ok(Attempt::Value(id, version, value, expires_at)),
-                Err(vault_store::StoreError::Conflict("version_changed")) => {
-                    // That attempt is recorded; whatever ends the request is
-                    // recorded too.
-                    audited.store(false, Ordering::SeqCst);
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            }
+            Err(e) => return Err(e.into()),
         }
-        Err(ApiError::new(Code::VersionChanged, "the secret changed repeatedly during checkout; retry",
-        ))
-    })
-    .await??;
-    let (id, version, value, expires_at) = match attempt {
-        Attempt::Value(a, b, c, d) => (a, b, c, d),
-        Attempt::Request(resp) => return Ok(resp),
-    };
-    let text = std::str::from_utf8(value.expose_secret()).map_err(|_| ApiError::integrity())?;
-    st.metrics.checkouts.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(principal = %auth.principal.name, path = %rest.trim_end_matches("/checkout"), version, checkout_id = %id, "checkout");
-    Ok(Json(json!({
-        "checkout_id": id,
-        "path": rest.trim_end_matches("/checkout"),
-        "value": text,
-        "version": version,
-        "expires_at": rfc3339(expires_at),
-    }))
-    .into_response())
+    }
+    Err(ApiError::new(
+        Code::VersionChanged,
+        "the secret changed repeatedly during checkout; retry",
+    ))
 }
 
 /// Collects an approved checkout request: the approved version, once.
@@ -508,53 +527,42 @@ pub(crate) async fn collect_checkout(
 ) -> ApiResult<Json<Value>> {
     let kr = unsealed(&st)?;
     let s = st.clone();
-    let principal = auth.principal.name.clone();
-    let rid = row.id.clone();
-    let (path, version) = (row.path.clone(), row.version);
-    let ttl = row.ttl_seconds;
     let audit = auth
-        .audit(&st, "request.collect", &path)
-        .on_success("request_id", rid)
-        .on_success("version", version.to_string());
-    let (value, checkout_id, expires_at) = {
-        let path = path.clone();
-        blocking(move || -> ApiResult<_> {
-            let sealed = s
-                .store
-                .secret_version(&path, version)?
-                .ok_or_else(ApiError::integrity)?;
-            let value = kr.open_value(&path, version, Tier::Standard, &sealed).map_err(|e| {
-                tracing::error!(%path, version, error = %e, "secret failed integrity check on collect");
-                ApiError::integrity()
-            })?;
-            let now = s.now();
-            let expires_at = now + ttl as i64;
-            let checkout_id = uuid::Uuid::new_v4().to_string();
-            let audit = audit.on_success("checkout_id", checkout_id.clone());
-            let r = s.store.write_audited(
-                WriteOp::Collect {
-                    request_id: row.id.clone(),
-                    requester: principal,
-                    now,
-                    checkout: Some((checkout_id.clone(), expires_at)),
-                },
-                audit,
-            );
-            auth.after_write(&r);
-            r?;
-            Ok((value, checkout_id, expires_at))
-        })
-        .await??
-    };
-    let text = std::str::from_utf8(value.expose_secret()).map_err(|_| ApiError::integrity())?;
-    st.metrics.checkouts.fetch_add(1, Ordering::Relaxed);
-    Ok(Json(json!({
-        "checkout_id": checkout_id,
-        "path": path,
-        "value": text,
-        "version": version,
-        "expires_at": rfc3339(expires_at),
-    })))
+        .audit(&st, "request.collect", &row.path)
+        .on_success("request_id", row.id.clone())
+        .on_success("version", row.version.to_string());
+    let d = blocking(move || -> ApiResult<Disclosed> {
+        let sealed = s
+            .store
+            .secret_version(&row.path, row.version)?
+            .ok_or_else(ApiError::integrity)?;
+        let rec = Record {
+            path: &row.path,
+            version: row.version,
+            ttl_seconds: row.ttl_seconds,
+            how: "collect",
+        };
+        Ok(disclose(
+            &s,
+            &kr,
+            &auth,
+            &sealed,
+            rec,
+            |id, now, expires_at| {
+                s.store.write_audited(
+                    WriteOp::Collect {
+                        request_id: row.id.clone(),
+                        requester: auth.principal.name.clone(),
+                        now,
+                        checkout: Some((id.clone(), expires_at)),
+                    },
+                    audit.on_success("checkout_id", id),
+                )
+            },
+        )?)
+    })
+    .await??;
+    Ok(d.into_json())
 }
 
 pub async fn checkin(
@@ -610,11 +618,10 @@ fn checkout_audit(
     st: &AppState,
     who: &crate::audit::Who,
     path: &str,
-    (id, version, ttl, reason): (String, u64, u64, String),
+    (version, ttl, reason): (u64, u64, String),
 ) -> AuditDrafts {
     AuditDrafts::new(who.draft(st, "secret.checkout", path, Outcome::Success, ""))
         .detail("version", version.to_string())
         .detail("ttl_seconds", ttl.to_string())
         .detail("reason", reason)
-        .on_success("checkout_id", id)
 }

@@ -474,10 +474,32 @@ pub mod piv {
         }
 
         /// Appliance options that trust this root.
+        ///
+        /// [`TestRoot::token`] attests software keys as PIN once, touch
+        /// always. A software token enforces neither: these tests exercise
+        /// the protocol, not the device. PIN once is what the software token
+        /// does (one PIN check, then many signatures), so these options turn
+        /// off `require_pin_always` (on by default) explicitly;
+        /// `require_touch` keeps its default. The default device policy
+        /// itself is tested with [`TestRoot::default_options`].
         pub fn options(&self) -> crate::Options {
             crate::Options {
                 extra_config: format!(
-                    "[custodians]\nattestation_roots = [\"{}\"]\nrequest_ttl_secs = 600\n",
+                    "[custodians]\nattestation_roots = [\"{}\"]\nrequest_ttl_secs = 600\n\
+                     # software tokens verify the PIN once per session\n\
+                     require_pin_always = false\n",
+                    self.dir.path().join("root.pem").display()
+                ),
+                ..crate::Options::default()
+            }
+        }
+
+        /// Appliance options that trust this root and keep every other
+        /// `[custodians]` default (touch and PIN always required).
+        pub fn default_options(&self) -> crate::Options {
+            crate::Options {
+                extra_config: format!(
+                    "[custodians]\nattestation_roots = [\"{}\"]\n",
                     self.dir.path().join("root.pem").display()
                 ),
                 ..crate::Options::default()
@@ -486,6 +508,20 @@ pub mod piv {
 
         /// A slot attestation as a YubiKey makes it (Yubico extensions).
         pub fn attest(&self, key: &PublicKey, slot: &str, serial: u32, policy: [u8; 2]) -> Vec<u8> {
+            self.attest_by(key, slot, serial, policy, &self.f9)
+        }
+
+        /// A certificate laid out like a slot attestation, signed by any
+        /// `issuer`: with the device's f9 key it is genuine; with anything
+        /// else it is a forgery the appliance must refuse.
+        pub fn attest_by(
+            &self,
+            key: &PublicKey,
+            slot: &str,
+            serial: u32,
+            policy: [u8; 2],
+            issuer: &rcgen::Issuer<'_, impl rcgen::SigningKey>,
+        ) -> Vec<u8> {
             let mut p = CertificateParams::default();
             p.distinguished_name.push(
                 DnType::CommonName,
@@ -501,23 +537,30 @@ pub mod piv {
             }
             let spki = SubjectPublicKeyInfo::from_der(key.to_public_key_der().unwrap().as_bytes())
                 .unwrap();
-            p.signed_by(&spki, &self.f9).unwrap().der().to_vec()
+            p.signed_by(&spki, issuer).unwrap().der().to_vec()
         }
 
-        /// A software token whose keys this root attests.
+        /// A software token whose keys this root attests (PIN once, touch
+        /// always).
         pub fn token(&self, serial: u32) -> SoftToken {
+            self.token_with(serial, [2, 2])
+        }
+
+        /// A software token whose keys this root attests with the given
+        /// PIN and touch policy bytes (YubiKey numbering).
+        pub fn token_with(&self, serial: u32, policy: [u8; 2]) -> SoftToken {
             let mut t = SoftToken::new(serial, "123456");
             let sig = self.attest(
                 &t.public_key(Slot::Signature).unwrap(),
                 "9c",
                 serial,
-                [2, 2],
+                policy,
             );
             let kex = self.attest(
                 &t.public_key(Slot::KeyManagement).unwrap(),
                 "9d",
                 serial,
-                [2, 2],
+                policy,
             );
             t.set_attestation(sig, kex, self.f9.der().to_vec());
             t.verify_pin(&Pin::new("123456".into())).unwrap();

@@ -525,6 +525,113 @@ fn attested_enrolment_signed_quorum_and_break_glass() {
     }
 }
 
+/// The custodian's genuine 9c key as an rcgen signer: what a custodian
+/// holding one real YubiKey can do with it (sign anything, with the PIN).
+struct SlotKeySigner {
+    token: std::cell::RefCell<SoftToken>,
+    point: Vec<u8>,
+}
+
+impl rcgen::PublicKeyData for SlotKeySigner {
+    fn der_bytes(&self) -> &[u8] {
+        &self.point
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl rcgen::SigningKey for SlotKeySigner {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.token
+            .borrow_mut()
+            .sign(msg)
+            .map_err(|_| rcgen::Error::RingUnspecified)
+    }
+}
+
+/// Issue 11's "software keys pass as YubiKeys": a custodian with one
+/// genuine (attested) key signs, with its 9c key, "attestations" for two
+/// software keys claiming touch and PIN always and another serial, and
+/// offers its own 9c attestation as their issuer. Refused with
+/// `attestation_issuer_not_ca`. Also: the default device policy (touch and
+/// PIN always) refuses keys attested otherwise and accepts keys that meet
+/// it.
+#[test]
+fn forged_attestations_and_the_default_device_policy_are_refused() {
+    let root = TestRoot::new("Test PIV Root");
+    let a = Appliance::start(root.default_options());
+    let admin = a.admin();
+    let enroll = |body: Value| req(&admin, Method::POST, "/v1/custodians", Some(body));
+
+    let mut mallory = root.token_with(4001, [3, 2]);
+    let genuine_9c = mallory.attest(Slot::Signature).unwrap();
+    let f9 = mallory.attestation_intermediate().unwrap();
+    let point = mallory
+        .public_key(Slot::Signature)
+        .unwrap()
+        .to_encoded_point(false)
+        .as_bytes()
+        .to_vec();
+    let signer = SlotKeySigner {
+        token: std::cell::RefCell::new(mallory),
+        point,
+    };
+    // The forged leaves name the 9c attestation as issuer, as they must to
+    // chain.
+    let issuer = rcgen::Issuer::from_ca_cert_der(&genuine_9c.clone().into(), &signer).unwrap();
+    let fake = SoftToken::new(9999, "123456");
+    let forge = |slot: Slot, name: &str| {
+        root.attest_by(&fake.public_key(slot).unwrap(), name, 9999, [3, 2], &issuer)
+    };
+    let body = json!({
+        "name": "sock-puppet",
+        "groups": ["security"],
+        "signature_attestation": B64.encode(forge(Slot::Signature, "9c")),
+        "key_management_attestation": B64.encode(forge(Slot::KeyManagement, "9d")),
+        "intermediates": [B64.encode(&genuine_9c), B64.encode(&f9)],
+    });
+    let r = enroll(body);
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (400, "attestation_issuer_not_ca"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+
+    // PIN once (what TestRoot::token attests), touch never: refused by the
+    // defaults.
+    for (serial, policy) in [(4002, [2, 2]), (4003, [3, 1])] {
+        let r = enroll(enroll_body(
+            &format!("lax{serial}"),
+            &["security"],
+            &mut root.token_with(serial, policy),
+        ));
+        assert_eq!((r.status, code(&r).as_str()), (400, "device_policy"));
+    }
+    // The genuine key that meets the policy enrols; so does cached touch.
+    let mut mallory = signer.token.into_inner();
+    let r = enroll(enroll_body("mallory", &["security"], &mut mallory));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = enroll(enroll_body(
+        "cached",
+        &["security"],
+        &mut root.token_with(4004, [3, 3]),
+    ));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    let auditor = a.issue("auditor", "aud1");
+    let list = json_of(&req(&auditor, Method::GET, "/v1/custodians", None));
+    let mut names: Vec<&str> = list["custodians"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cached", "mallory"]);
+}
+
 /// An expired request takes no vote and gives no value; a signature of the
 /// wrong curve is refused; both refusals are audited.
 #[test]
@@ -532,7 +639,9 @@ fn expired_requests_and_wrong_curve_signatures_are_refused() {
     let root = TestRoot::new("Test PIV Root");
     let a = Appliance::start(vault_e2e::Options {
         extra_config: format!(
-            "[custodians]\nattestation_roots = [\"{}\"]\nrequest_ttl_secs = 1\n",
+            "[custodians]\nattestation_roots = [\"{}\"]\nrequest_ttl_secs = 1\n\
+             # software tokens verify the PIN once per session\n\
+             require_pin_always = false\n",
             root.root_path().display()
         ),
         ..vault_e2e::Options::default()

@@ -51,9 +51,16 @@ fn json(s: &str) -> Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("{e}: {s}"))
 }
 
+/// The virtual cards cannot be touched (piv-card has no button), so their
+/// keys are made with touch never and PIN once; this appliance turns the
+/// touch and PIN-always requirements (on by default) off explicitly.
 fn options(root: &str) -> Options {
     Options {
-        extra_config: format!("[custodians]\nattestation_roots = [\"{root}\"]\n"),
+        extra_config: format!(
+            "[custodians]\nattestation_roots = [\"{root}\"]\n\
+             # virtual PIV cards: no touch, keys made with PIN once\n\
+             require_touch = false\nrequire_pin_always = false\n"
+        ),
         ..Options::default()
     }
 }

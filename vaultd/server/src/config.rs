@@ -160,11 +160,14 @@ pub struct CustodianConfig {
     /// Extra PEM files of PIV attestation roots (e.g. a test root).
     #[serde(default)]
     pub attestation_roots: Vec<PathBuf>,
-    /// Refuse keys whose attestation does not say touch is always required.
-    #[serde(default)]
+    /// Refuse keys whose attestation does not say touch is required (touch
+    /// policy always or cached). On by default: a custodian's approval
+    /// should need a person at the key, not only malware that has the PIN.
+    #[serde(default = "d_true")]
     pub require_touch: bool,
-    /// Refuse keys whose attestation does not say PIN is required for every use.
-    #[serde(default)]
+    /// Refuse keys whose attestation does not say PIN is required for every
+    /// use. On by default.
+    #[serde(default = "d_true")]
     pub require_pin_always: bool,
     /// Lifetime of an approval or break-glass request.
     #[serde(default = "d_request_ttl")]
@@ -183,8 +186,8 @@ impl Default for CustodianConfig {
         CustodianConfig {
             trust_yubico_roots: true,
             attestation_roots: Vec::new(),
-            require_touch: false,
-            require_pin_always: false,
+            require_touch: true,
+            require_pin_always: true,
             request_ttl_secs: d_request_ttl(),
         }
     }
@@ -526,6 +529,26 @@ pin_file = "/etc/vaultd/pin"
         assert_eq!(c.seal_mode(), SealMode::Both);
         assert_eq!(c.limits.default_ttl_seconds, 900);
         assert_eq!(c.seal.pkcs11.unwrap().ca_key_label, "vaultd-ca");
+    }
+
+    /// Device policy fails closed: touch and PIN-always are required unless
+    /// the configuration turns them off, with or without a `[custodians]`
+    /// table.
+    #[test]
+    fn custodian_device_policy_defaults_to_required() {
+        for text in [
+            GOOD.to_owned(),
+            format!("{GOOD}[custodians]\nrequest_ttl_secs = 60\n"),
+        ] {
+            let c = Config::parse(&text).unwrap().custodians;
+            assert!(c.require_touch && c.require_pin_always, "{text}");
+        }
+        let c = CustodianConfig::default();
+        assert!(c.require_touch && c.require_pin_always);
+        let off =
+            format!("{GOOD}[custodians]\nrequire_touch = false\nrequire_pin_always = false\n");
+        let c = Config::parse(&off).unwrap().custodians;
+        assert!(!c.require_touch && !c.require_pin_always);
     }
 
     #[test]

@@ -14,6 +14,30 @@
 //!
 //! The trust anchors are configuration: Yubico's public root in
 //! production, a test root in tests (the virtual card cannot attest).
+//!
+//! A signature that verifies is not enough: a custodian's own 9c key can
+//! sign a certificate too, and so could "attest" a software key with any
+//! serial and policy. [`verify`] therefore validates the path the way
+//! RFC 5280 does for the parts that matter here:
+//!
+//! - each certificate's issuer name equals its issuer's subject name
+//!   (byte for byte, as encoded) — `attestation_name_mismatch`;
+//! - every issuing certificate (the f9 certificate, any intermediate and
+//!   the root) has basicConstraints `CA=true` — `attestation_issuer_not_ca`
+//!   — and, if it has keyUsage, keyCertSign — `attestation_issuer_key_usage`;
+//! - an issuer's pathLenConstraint is at least the number of intermediates
+//!   below it (the f9 certificate counts, the leaf does not) —
+//!   `attestation_path_length`;
+//! - the leaf is not a CA — `attestation_leaf_is_ca`;
+//! - every certificate, root included, is valid at `now` —
+//!   `attestation_expired`;
+//! - the leaf carries the three Yubico extensions above — `unattested_key`.
+//!
+//! Yubico's f9 certificates carry `CA=true, pathlen:0` and its slot
+//! attestations no basicConstraints at all, so genuine chains pass; a
+//! device certified under Yubico's older U2F root whose f9 certificate
+//! lacks basicConstraints (a 2018 manufacturing defect) is refused, as is
+//! any chain under that root, which vaultd does not ship.
 
 use p256::pkcs8::DecodePublicKey as _;
 use p256::PublicKey;
@@ -67,6 +91,27 @@ pub enum AttestationError {
     MissingExtension(&'static str),
     #[error("the device does not meet policy: {0}")]
     Policy(String),
+    /// A certificate's issuer name is not its issuer's subject name.
+    #[error("the issuer name of {child} is not the subject name of {issuer}")]
+    NameMismatch { child: String, issuer: String },
+    /// A certificate that issues another is not marked as a CA
+    /// (basicConstraints absent or `CA=false`), e.g. a slot key's own
+    /// attestation used to sign an "attestation" for another key.
+    #[error("{0} issues a certificate in the chain but is not a CA")]
+    IssuerNotCa(String),
+    /// An issuing certificate has keyUsage without keyCertSign.
+    #[error("{0} issues a certificate in the chain but its key usage lacks keyCertSign")]
+    IssuerKeyUsage(String),
+    /// An issuer's pathLenConstraint allows fewer intermediates than follow it.
+    #[error("{issuer} allows {allowed} intermediate certificates below it; the chain has {have}")]
+    PathLength {
+        issuer: String,
+        allowed: u32,
+        have: usize,
+    },
+    /// The attestation (leaf) certificate is itself a CA.
+    #[error("the attestation certificate is a CA certificate, not a slot attestation")]
+    LeafIsCa,
 }
 
 impl AttestationError {
@@ -80,6 +125,11 @@ impl AttestationError {
             AttestationError::Expired => "attestation_expired",
             AttestationError::WrongKeyType => "wrong_key_type",
             AttestationError::Policy(_) => "device_policy",
+            AttestationError::NameMismatch { .. } => "attestation_name_mismatch",
+            AttestationError::IssuerNotCa(_) => "attestation_issuer_not_ca",
+            AttestationError::IssuerKeyUsage(_) => "attestation_issuer_key_usage",
+            AttestationError::PathLength { .. } => "attestation_path_length",
+            AttestationError::LeafIsCa => "attestation_leaf_is_ca",
         }
     }
 }
@@ -110,6 +160,54 @@ fn signed_by(
         .map_err(|_| AttestationError::BadSignature)
 }
 
+/// A certificate's subject, for error messages (names are public).
+fn who(c: &X509Certificate<'_>) -> String {
+    c.subject().to_string()
+}
+
+fn basic_constraints(
+    c: &X509Certificate<'_>,
+) -> Result<Option<x509_parser::extensions::BasicConstraints>, AttestationError> {
+    c.basic_constraints()
+        .map(|b| b.map(|b| b.value.clone()))
+        .map_err(|e| AttestationError::Malformed(format!("basicConstraints: {e}")))
+}
+
+/// `issuer` may issue `child` when `below` intermediates (not counting the
+/// leaf) follow it in the path: names chain, `issuer` is a CA whose key may
+/// sign certificates, and its path length allows `below`.
+fn may_issue(
+    child: &X509Certificate<'_>,
+    issuer: &X509Certificate<'_>,
+    below: usize,
+) -> Result<(), AttestationError> {
+    if child.issuer().as_raw() != issuer.subject().as_raw() {
+        return Err(AttestationError::NameMismatch {
+            child: who(child),
+            issuer: who(issuer),
+        });
+    }
+    let bc = basic_constraints(issuer)?
+        .filter(|b| b.ca)
+        .ok_or_else(|| AttestationError::IssuerNotCa(who(issuer)))?;
+    let ku = issuer
+        .key_usage()
+        .map_err(|e| AttestationError::Malformed(format!("keyUsage: {e}")))?;
+    if ku.is_some_and(|k| !k.value.key_cert_sign()) {
+        return Err(AttestationError::IssuerKeyUsage(who(issuer)));
+    }
+    if let Some(allowed) = bc.path_len_constraint {
+        if (allowed as usize) < below {
+            return Err(AttestationError::PathLength {
+                issuer: who(issuer),
+                allowed,
+                have: below,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn ext<'a>(c: &'a X509Certificate<'_>, oid: &'static str) -> Result<&'a [u8], AttestationError> {
     c.extensions()
         .iter()
@@ -119,7 +217,9 @@ fn ext<'a>(c: &'a X509Certificate<'_>, oid: &'static str) -> Result<&'a [u8], At
 }
 
 /// Verifies `leaf` ← `chain[0]` (the device's f9 certificate) ← … ← one of
-/// `roots`, all valid at `now` (unix seconds), and reads the extensions.
+/// `roots`, all valid at `now` (unix seconds), validates the path (names,
+/// CA flags, key usage, path lengths: see the module documentation), and
+/// reads the extensions.
 pub fn verify(
     leaf: &[u8],
     chain: &[&[u8]],
@@ -128,6 +228,9 @@ pub fn verify(
 ) -> Result<Attested, AttestationError> {
     let leaf_c = parse(leaf)?;
     valid_at(&leaf_c, now)?;
+    if basic_constraints(&leaf_c)?.is_some_and(|b| b.ca) {
+        return Err(AttestationError::LeafIsCa);
+    }
     let chain_c: Vec<X509Certificate<'_>> =
         chain.iter().map(|d| parse(d)).collect::<Result<_, _>>()?;
     if chain_c.is_empty() {
@@ -136,8 +239,10 @@ pub fn verify(
         ));
     }
     let mut child = &leaf_c;
-    for c in &chain_c {
+    // chain[i] has the i intermediates chain[0..i] below it.
+    for (below, c) in chain_c.iter().enumerate() {
         valid_at(c, now)?;
+        may_issue(child, c, below)?;
         signed_by(child, c)?;
         child = c;
     }
@@ -145,10 +250,13 @@ pub fn verify(
     let roots_c: Vec<X509Certificate<'_>> = roots.iter().filter_map(|d| parse(d).ok()).collect();
     let root = roots_c
         .iter()
-        .filter(|r| r.subject() == child.issuer())
+        .filter(|r| r.subject().as_raw() == child.issuer().as_raw())
         .find(|r| signed_by(child, r).is_ok())
         .ok_or(AttestationError::UnknownRoot)?;
     valid_at(root, now)?;
+    // A configured root is trusted for its key, not for its flags: it must
+    // still be a CA allowed to have the whole chain below it.
+    may_issue(child, root, chain_c.len())?;
 
     let public_key = PublicKey::from_public_key_der(leaf_c.public_key().raw)
         .map_err(|_| AttestationError::WrongKeyType)?;
@@ -205,11 +313,23 @@ fn parse_serial(v: &[u8]) -> Result<u32, AttestationError> {
 }
 
 /// Device requirements an enrolment policy can set.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DevicePolicy {
     pub require_touch: bool,
     pub require_pin_always: bool,
     pub min_firmware: Option<(u8, u8, u8)>,
+}
+
+/// Fails closed: touch and the PIN for every use are required unless a
+/// caller says otherwise.
+impl Default for DevicePolicy {
+    fn default() -> Self {
+        DevicePolicy {
+            require_touch: true,
+            require_pin_always: true,
+            min_firmware: None,
+        }
+    }
 }
 
 impl DevicePolicy {

@@ -97,19 +97,56 @@ fn quorum_is_and_across_groups() {
     );
 }
 
+/// The abuse of issue 11: two people, each in both groups, used to meet
+/// `security:2 AND dba:1`. One person counts toward one rule only.
 #[test]
-fn a_member_of_two_groups_counts_once_in_each() {
+fn a_member_of_two_groups_counts_once_across_all_groups() {
     let mut dave = person("dave", &["security", "dba"], 4);
-    let mut erin = person("erin", &["security"], 5);
+    let mut erin = person("erin", &["security", "dba"], 5);
+    let mut fay = person("fay", &["security"], 6);
     let req = request("r2", "app-1");
     let mut t = Tally::new(req.clone(), policy());
-    cast(&mut t, &mut dave, &req, Decision::Approve, 1_100).unwrap();
+    let s = cast(&mut t, &mut dave, &req, Decision::Approve, 1_100).unwrap();
     assert_eq!(
-        t.status(1_100),
-        Status::Pending(vec![("security".into(), 1)])
+        s,
+        Status::Pending(vec![("security".into(), 1), ("dba".into(), 1)])
     );
+    // Two people, three places: still one approval short.
     let s = cast(&mut t, &mut erin, &req, Decision::Approve, 1_100).unwrap();
+    assert_eq!(s, Status::Pending(vec![("dba".into(), 1)]));
+    // A third person in security: dave or erin moves to dba.
+    let s = cast(&mut t, &mut fay, &req, Decision::Approve, 1_100).unwrap();
     assert_eq!(s, Status::Approved);
+}
+
+/// Counting each approver for the first rule that still needs someone
+/// would fail here: gus (security and dba) is counted for security, then
+/// hal (security only) finds security full. Moving gus to dba meets both.
+#[test]
+fn the_tally_finds_an_assignment_greedy_would_miss() {
+    let policy = vec![
+        GroupRule {
+            group: "security".into(),
+            k: 1,
+        },
+        GroupRule {
+            group: "dba".into(),
+            k: 1,
+        },
+    ];
+    let mut gus = person("gus", &["security", "dba"], 7);
+    let mut hal = person("hal", &["security"], 8);
+    let req = request("r4", "app-1");
+    let mut t = Tally::new(req.clone(), policy.clone());
+    let s = cast(&mut t, &mut gus, &req, Decision::Approve, 1_100).unwrap();
+    assert_eq!(s, Status::Pending(vec![("dba".into(), 1)]));
+    let s = cast(&mut t, &mut hal, &req, Decision::Approve, 1_100).unwrap();
+    assert_eq!(s, Status::Approved);
+    // The same votes restored in another order (as from the database).
+    let mut t = Tally::new(req.clone(), policy);
+    t.restore(&hal.who, Decision::Approve);
+    t.restore(&gus.who, Decision::Approve);
+    assert_eq!(t.status(1_100), Status::Approved);
 }
 
 #[test]

@@ -18,9 +18,15 @@
 //! `‖ field(recipient key, SEC1 uncompressed)` follows the custodian.
 //!
 //! A policy `[{group, k}, …]` is met when every group has k approvals from
-//! distinct members (AND across groups). A custodian in two groups counts
-//! for both, once each. Requesters cannot approve their own request; one
-//! denial vetoes the request; votes after expiry are refused.
+//! distinct members (AND across groups) **and one person counts once across
+//! all of them**: each approval is assigned to at most one rule. A custodian
+//! in `security` and `dba` helps meet either rule, never both, so
+//! `security:2 AND dba:1` always needs three people. Whether an assignment
+//! exists is a bipartite matching (each rule needs k distinct custodians of
+//! its group, each custodian serves one rule), found by augmenting paths
+//! ([`shortfall`]): a greedy "first group that still needs someone" would
+//! refuse sets that can be assigned. Requesters cannot approve their own
+//! request; one denial vetoes the request; votes after expiry are refused.
 
 use std::collections::BTreeMap;
 
@@ -136,7 +142,11 @@ impl VoteError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
-    /// Groups still short of approvals: (group, approvals still needed).
+    /// Groups still short of approvals under a best assignment of the
+    /// approvals so far: (group, approvals still needed), in policy order.
+    /// The sum is the number of further approvers the request needs; which
+    /// group a custodian in several groups is counted for is the
+    /// assignment's choice.
     Pending(Vec<(String, usize)>),
     Approved,
     Denied {
@@ -156,6 +166,95 @@ pub fn verify_vote(
     VerifyingKey::from(&custodian.signing_key)
         .verify(&req.message(decision, &custodian.id), &sig)
         .map_err(|_| VoteError::BadSignature)
+}
+
+/// An assignment of custodians to rules: `rule_of[c]` is the rule
+/// custodian `c` serves, if any. Maximum: no other assignment serves more
+/// rule places (each rule has `k` places, each custodian fills at most one,
+/// and only in a rule whose group it is in).
+pub(crate) struct Assignment {
+    /// For each custodian, the indices of the rules it may serve.
+    pub(crate) eligible: Vec<Vec<usize>>,
+    pub(crate) rule_of: Vec<Option<usize>>,
+    /// Places filled per rule.
+    pub(crate) filled: Vec<usize>,
+}
+
+/// Finds a maximum assignment of `custodians` (each given by its groups) to
+/// `rules`, by augmenting paths (Kuhn's algorithm with capacities):
+/// custodians are placed in the order given; one that finds no free place
+/// may take one from a custodian who can move to another rule, and so on.
+/// O(custodians² · rules), for at most 16 rules and the enrolled custodians.
+pub(crate) fn assign<'a>(
+    rules: &[GroupRule],
+    custodians: impl IntoIterator<Item = &'a [String]>,
+) -> Assignment {
+    let eligible: Vec<Vec<usize>> = custodians
+        .into_iter()
+        .map(|groups| {
+            (0..rules.len())
+                .filter(|&r| groups.iter().any(|g| *g == rules[r].group))
+                .collect()
+        })
+        .collect();
+    let mut a = Assignment {
+        rule_of: vec![None; eligible.len()],
+        filled: vec![0; rules.len()],
+        eligible,
+    };
+    // Custodians placed in each rule, to find whom an augmenting path moves.
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); rules.len()];
+    for c in 0..a.eligible.len() {
+        let mut seen = vec![false; rules.len()];
+        augment(c, rules, &mut a, &mut members, &mut seen);
+    }
+    a
+}
+
+/// Tries to place custodian `c`: in a rule with a free place, or in a full
+/// rule whose member can move elsewhere (each rule is tried once per
+/// search, `seen`).
+fn augment(
+    c: usize,
+    rules: &[GroupRule],
+    a: &mut Assignment,
+    members: &mut [Vec<usize>],
+    seen: &mut [bool],
+) -> bool {
+    for i in 0..a.eligible[c].len() {
+        let r = a.eligible[c][i];
+        if seen[r] {
+            continue;
+        }
+        seen[r] = true;
+        if a.filled[r] < rules[r].k {
+            a.filled[r] += 1;
+            a.rule_of[c] = Some(r);
+            members[r].push(c);
+            return true;
+        }
+        for j in 0..members[r].len() {
+            let other = members[r][j];
+            if augment(other, rules, a, members, seen) {
+                // `other` moved to another rule; `c` takes its place in r.
+                members[r][j] = c;
+                a.rule_of[c] = Some(r);
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// For each rule, how many approvals it still lacks when each custodian
+/// (given by its groups) counts toward at most one rule, under a maximum
+/// assignment. All zero: the custodians can meet every rule together.
+pub fn shortfall<'a>(
+    rules: &[GroupRule],
+    custodians: impl IntoIterator<Item = &'a [String]>,
+) -> Vec<usize> {
+    let a = assign(rules, custodians);
+    rules.iter().zip(&a.filled).map(|(r, f)| r.k - f).collect()
 }
 
 /// The votes on one request.
@@ -179,17 +278,17 @@ impl Tally {
         if let Some((id, _)) = self.votes.iter().find(|(_, (d, _))| *d == Decision::Deny) {
             return Status::Denied { by: id.clone() };
         }
+        let approvers = self
+            .votes
+            .values()
+            .filter(|(d, _)| *d == Decision::Approve)
+            .map(|(_, groups)| groups.as_slice());
         let missing: Vec<(String, usize)> = self
             .policy
             .iter()
-            .filter_map(|r| {
-                let have = self
-                    .votes
-                    .values()
-                    .filter(|(d, groups)| *d == Decision::Approve && groups.contains(&r.group))
-                    .count();
-                (have < r.k).then(|| (r.group.clone(), r.k - have))
-            })
+            .zip(shortfall(&self.policy, approvers))
+            .filter(|(_, short)| *short > 0)
+            .map(|(r, short)| (r.group.clone(), short))
             .collect();
         if missing.is_empty() {
             Status::Approved
@@ -244,5 +343,76 @@ impl Tally {
         verify_vote(&self.request, decision, custodian, der_sig)?;
         self.votes.insert(custodian.id.clone(), (decision, groups));
         Ok(self.status(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The most rule places any assignment fills, by trying every way of
+    /// giving each custodian one eligible rule or none.
+    fn brute_force(rules: &[GroupRule], people: &[Vec<String>]) -> usize {
+        fn go(
+            i: usize,
+            rules: &[GroupRule],
+            people: &[Vec<String>],
+            filled: &mut [usize],
+        ) -> usize {
+            if i == people.len() {
+                return filled.iter().zip(rules).map(|(f, r)| (*f).min(r.k)).sum();
+            }
+            let mut best = go(i + 1, rules, people, filled);
+            for (r, rule) in rules.iter().enumerate() {
+                if people[i].contains(&rule.group) && filled[r] < rule.k {
+                    filled[r] += 1;
+                    best = best.max(go(i + 1, rules, people, filled));
+                    filled[r] -= 1;
+                }
+            }
+            best
+        }
+        go(0, rules, people, &mut vec![0; rules.len()])
+    }
+
+    #[test]
+    fn the_assignment_is_maximum() {
+        // xorshift: deterministic, no dependency.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let names = ["a", "b", "c", "d"];
+        for _ in 0..2_000 {
+            let rules: Vec<GroupRule> = names[..1 + next(4) as usize]
+                .iter()
+                .map(|g| GroupRule {
+                    group: g.to_string(),
+                    k: 1 + next(3) as usize,
+                })
+                .collect();
+            let people: Vec<Vec<String>> = (0..next(7))
+                .map(|_| {
+                    names
+                        .iter()
+                        .filter(|_| next(2) == 0)
+                        .map(|g| g.to_string())
+                        .collect()
+                })
+                .collect();
+            let short = shortfall(&rules, people.iter().map(|p| p.as_slice()));
+            let places: usize = rules.iter().map(|r| r.k).sum();
+            assert_eq!(
+                places - short.iter().sum::<usize>(),
+                brute_force(&rules, &people),
+                "{rules:?} {people:?}"
+            );
+            // Each custodian fills one place at most: never more filled
+            // places than people.
+            assert!(places - short.iter().sum::<usize>() <= people.len());
+        }
     }
 }

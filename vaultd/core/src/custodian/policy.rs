@@ -8,10 +8,15 @@
 //! fields, a repeated group, `k` outside 1..=255 or more than
 //! [`MAX_RULES`] rules are refused. A stored policy that does not parse is an
 //! integrity error for the caller, never an empty policy.
+//!
+//! Reachability uses the quorum's own rule ([`super::approval`]): one
+//! custodian counts toward at most one rule, so a policy is reachable when
+//! the enrolled custodians can be assigned to its rules, k distinct ones to
+//! each, not merely when each group alone has k members.
 
 use serde::{Deserialize, Serialize};
 
-use super::approval::GroupRule;
+use super::approval::{assign, GroupRule};
 use crate::policy::validate_name;
 
 /// The most rules one policy may have.
@@ -30,6 +35,18 @@ pub enum PolicyError {
         group: String,
         have: usize,
         k: usize,
+    },
+    /// The enrolled custodians can never meet these rules together: they
+    /// need `need` distinct custodians between them (one person counts
+    /// toward one rule) and only `have` are in any of their groups.
+    #[error(
+        "groups {} need {need} distinct custodians between them; only {have} are enrolled in any of them",
+        groups.join(", ")
+    )]
+    UnreachableTogether {
+        groups: Vec<String>,
+        have: usize,
+        need: usize,
     },
 }
 
@@ -124,10 +141,13 @@ impl ApprovalPolicy {
         self.rules.is_empty()
     }
 
-    /// Refuses rules that the enrolled custodians can never meet;
-    /// `members(group)` counts the custodians enrolled in a group.
-    pub fn check_reachable(&self, members: impl Fn(&str) -> usize) -> Result<(), PolicyError> {
-        check_reachable(&self.rules, members)
+    /// Refuses rules that the enrolled custodians, each given by its
+    /// groups, can never meet together (see [`check_reachable`]).
+    pub fn check_reachable<'a>(
+        &self,
+        custodians: impl IntoIterator<Item = &'a [String]>,
+    ) -> Result<(), PolicyError> {
+        check_reachable(&self.rules, custodians)
     }
 }
 
@@ -143,15 +163,60 @@ pub fn stored_rules(rules: &[GroupRule]) -> String {
     serde_json::to_string(&docs).expect("a list of plain structs serialises")
 }
 
-/// Refuses rules that the enrolled custodians can never meet.
-pub fn check_reachable(
+/// Refuses rules that the enrolled custodians (each given by its groups)
+/// can never meet together, one custodian counting toward one rule.
+///
+/// When no assignment meets every rule, the error names a set of rules
+/// whose groups have fewer distinct members than their k's add up to (by
+/// Hall's theorem such a set exists): the rules an unfilled place reaches
+/// by alternating paths of a maximum assignment. One rule alone is
+/// [`PolicyError::Unreachable`], several [`PolicyError::UnreachableTogether`].
+pub fn check_reachable<'a>(
     rules: &[GroupRule],
-    members: impl Fn(&str) -> usize,
+    custodians: impl IntoIterator<Item = &'a [String]>,
 ) -> Result<(), PolicyError> {
-    for r in rules {
-        check_rule(r, &members)?;
+    let a = assign(rules, custodians);
+    let Some(short) = (0..rules.len()).find(|&r| a.filled[r] < rules[r].k) else {
+        return Ok(());
+    };
+    // Grow the set from the short rule: every custodian eligible for a rule
+    // of the set is placed (the assignment is maximum), and its rule joins.
+    let mut in_set = vec![false; rules.len()];
+    in_set[short] = true;
+    let mut reached = vec![false; a.eligible.len()];
+    loop {
+        let mut grew = false;
+        for (c, rs) in a.eligible.iter().enumerate() {
+            if reached[c] || !rs.iter().any(|&r| in_set[r]) {
+                continue;
+            }
+            reached[c] = true;
+            grew = true;
+            if let Some(r) = a.rule_of[c] {
+                in_set[r] = true;
+            }
+        }
+        if !grew {
+            break;
+        }
     }
-    Ok(())
+    let have = reached.iter().filter(|x| **x).count();
+    let set: Vec<&GroupRule> = (0..rules.len())
+        .filter(|&r| in_set[r])
+        .map(|r| &rules[r])
+        .collect();
+    match set.as_slice() {
+        [one] => Err(PolicyError::Unreachable {
+            group: one.group.clone(),
+            have,
+            k: one.k,
+        }),
+        many => Err(PolicyError::UnreachableTogether {
+            groups: many.iter().map(|r| r.group.clone()).collect(),
+            have,
+            need: many.iter().map(|r| r.k).sum(),
+        }),
+    }
 }
 
 fn check_rule(r: &GroupRule, members: &impl Fn(&str) -> usize) -> Result<(), PolicyError> {
@@ -249,19 +314,100 @@ mod tests {
         assert!(ApprovalPolicy::from_stored("not json").is_err());
     }
 
+    fn groups(people: &[&[&str]]) -> Vec<Vec<String>> {
+        people
+            .iter()
+            .map(|gs| gs.iter().map(|g| g.to_string()).collect())
+            .collect()
+    }
+
+    fn reachable(p: &ApprovalPolicy, people: &[&[&str]]) -> Result<(), PolicyError> {
+        let people = groups(people);
+        p.check_reachable(people.iter().map(|g| g.as_slice()))
+    }
+
     #[test]
     fn reachability_counts_members_of_each_group() {
         let p = parse(json!([{"group": "security", "k": 2}, {"group": "dba", "k": 1}])).unwrap();
-        let members = |g: &str| if g == "security" { 2 } else { 0 };
         assert_eq!(
-            p.check_reachable(members),
+            reachable(&p, &[&["security"], &["security"]]),
             Err(PolicyError::Unreachable {
                 group: "dba".into(),
                 have: 0,
                 k: 1
             })
         );
-        assert!(p.check_reachable(|_| 2).is_ok());
+        assert!(reachable(&p, &[&["security"], &["security"], &["dba"]]).is_ok());
+        assert!(reachable(&p, &[&["security", "dba"], &["security"], &["dba"]]).is_ok());
+        // A custodian in no group of the policy does not help.
+        assert!(reachable(&p, &[&["security"], &["security"], &["finance"]]).is_err());
+    }
+
+    /// The abuse of issue 11: two people who are each in both groups used
+    /// to meet `security:2 AND dba:1`. One person counts toward one rule.
+    #[test]
+    fn two_people_in_both_groups_cannot_meet_three_places() {
+        let p = parse(json!([{"group": "security", "k": 2}, {"group": "dba", "k": 1}])).unwrap();
+        let e = reachable(&p, &[&["security", "dba"], &["security", "dba"]]).unwrap_err();
+        assert_eq!(
+            e,
+            PolicyError::UnreachableTogether {
+                groups: vec!["security".into(), "dba".into()],
+                have: 2,
+                need: 3
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "groups security, dba need 3 distinct custodians between them; only 2 are enrolled in any of them"
+        );
+        // A third person in either group makes it reachable.
+        assert!(reachable(&p, &[&["security", "dba"], &["security", "dba"], &["dba"]]).is_ok());
+        assert!(reachable(
+            &p,
+            &[&["security", "dba"], &["security", "dba"], &["security"]]
+        )
+        .is_ok());
+    }
+
+    /// Placing each custodian in the first rule that still needs someone
+    /// fails here (alice takes security, bob has nowhere to go); moving
+    /// alice to dba is the assignment that exists.
+    #[test]
+    fn reachability_finds_an_assignment_greedy_would_miss() {
+        let p = parse(json!([{"group": "security", "k": 1}, {"group": "dba", "k": 1}])).unwrap();
+        assert!(reachable(&p, &[&["security", "dba"], &["security"]]).is_ok());
+        // A longer chain of moves: three rules, each newcomer displaces.
+        let p = parse(json!([
+            {"group": "a", "k": 1}, {"group": "b", "k": 1}, {"group": "c", "k": 1}
+        ]))
+        .unwrap();
+        assert!(reachable(&p, &[&["a", "b", "c"], &["a", "b"], &["a"]]).is_ok());
+        assert_eq!(
+            reachable(&p, &[&["a", "b"], &["a", "b"], &["a", "b"]]),
+            Err(PolicyError::Unreachable {
+                group: "c".into(),
+                have: 0,
+                k: 1
+            })
+        );
+        // With someone for c, it is reachable.
+        assert_eq!(
+            reachable(&p, &[&["a", "b"], &["b"], &["a", "b"], &["c"]]),
+            Ok(())
+        );
+        let p = parse(json!([
+            {"group": "a", "k": 2}, {"group": "b", "k": 1}, {"group": "c", "k": 1}
+        ]))
+        .unwrap();
+        assert_eq!(
+            reachable(&p, &[&["a", "b"], &["a", "b"], &["c"]]),
+            Err(PolicyError::UnreachableTogether {
+                groups: vec!["a".into(), "b".into()],
+                have: 2,
+                need: 3
+            })
+        );
     }
 
     #[test]

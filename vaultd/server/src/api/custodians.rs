@@ -98,13 +98,7 @@ fn as_custodian(c: &CustodianRow) -> ApiResult<Custodian> {
 
 /// Refuses rules that enrolled custodians can never satisfy.
 fn check_reachable(rules: &[GroupRule], custodians: &[CustodianRow]) -> ApiResult<()> {
-    let members = |g: &str| {
-        custodians
-            .iter()
-            .filter(|c| c.groups.iter().any(|x| x == g))
-            .count()
-    };
-    policy::check_reachable(rules, members)
+    policy::check_reachable(rules, custodians.iter().map(|c| c.groups.as_slice()))
         .map_err(|e| ApiError::new(Code::QuorumUnreachable, e.to_string()))
 }
 

@@ -116,6 +116,11 @@ codes! {
     WrongKeyType = "wrong_key_type", BAD_REQUEST;
     DevicePolicy = "device_policy", BAD_REQUEST;
     AttestationMismatch = "attestation_mismatch", BAD_REQUEST;
+    AttestationNameMismatch = "attestation_name_mismatch", BAD_REQUEST;
+    AttestationIssuerNotCa = "attestation_issuer_not_ca", BAD_REQUEST;
+    AttestationIssuerKeyUsage = "attestation_issuer_key_usage", BAD_REQUEST;
+    AttestationPathLength = "attestation_path_length", BAD_REQUEST;
+    AttestationLeafIsCa = "attestation_leaf_is_ca", BAD_REQUEST;
     AlreadyEnrolled = "already_enrolled", CONFLICT;
     KeyAlreadyEnrolled = "key_already_enrolled", CONFLICT;
     NotACustodian = "not_a_custodian", FORBIDDEN;
@@ -476,6 +481,18 @@ mod tests {
             AttestationError::WrongKeyType,
             AttestationError::MissingExtension("x"),
             AttestationError::Policy(s()),
+            AttestationError::NameMismatch {
+                child: s(),
+                issuer: s(),
+            },
+            AttestationError::IssuerNotCa(s()),
+            AttestationError::IssuerKeyUsage(s()),
+            AttestationError::PathLength {
+                issuer: s(),
+                allowed: 0,
+                have: 1,
+            },
+            AttestationError::LeafIsCa,
         ];
         let vote = [
             VoteError::Expired,

@@ -41,6 +41,71 @@ pub use types::*;
 pub use vault_core::audit::entry::AuditDrafts;
 pub use write::{WriteOp, WriteOutcome};
 
+macro_rules! conflicts {
+    ($($(#[$doc:meta])* $name:ident = $code:literal;)+) => {
+        /// A write refused by a rule of the data. Each has a stable code:
+        /// the audit entry's `error`, and the API's error code (the API
+        /// alone decides the HTTP status).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Conflict {
+            $($(#[$doc])* $name,)+
+        }
+
+        impl Conflict {
+            pub const ALL: &'static [Conflict] = &[$(Conflict::$name),+];
+
+            /// The stable code.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Conflict::$name => $code,)+
+                }
+            }
+        }
+    };
+}
+
+conflicts! {
+    /// The checkout was checked in already.
+    AlreadyCheckedIn = "already_checked_in";
+    /// The request was collected already.
+    AlreadyCollected = "already_collected";
+    /// A custodian of that name is enrolled.
+    AlreadyEnrolled = "already_enrolled";
+    /// The data file holds a vault already.
+    AlreadyInitialized = "already_initialized";
+    /// An exclusive secret with an open checkout.
+    CheckedOut = "checked_out";
+    /// That YubiKey key is enrolled under another name.
+    KeyAlreadyEnrolled = "key_already_enrolled";
+    /// A keyring version with that number exists.
+    KeyringVersionExists = "keyring_version_exists";
+    /// Revoking the last admin.
+    LastAdmin = "last_admin";
+    /// The name belongs to a principal of another role.
+    NameInUse = "name_in_use";
+    /// The data file holds no vault.
+    NotInitialized = "not_initialized";
+    /// Collecting a request before its quorum.
+    PendingApproval = "pending_approval";
+    /// Collecting a denied request.
+    RequestDenied = "request_denied";
+    /// Collecting an expired request.
+    RequestExpired = "request_expired";
+    /// A write of the other tier to an existing secret.
+    TierMismatch = "tier_mismatch";
+    /// The version a write or checkout was computed for is not current.
+    VersionChanged = "version_changed";
+    /// A request collected as the other kind.
+    WrongRequestKind = "wrong_request_kind";
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Storage errors. `Corrupt` means a stored row could not be decoded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -54,7 +119,7 @@ pub enum StoreError {
     #[error("not found")]
     NotFound,
     #[error("conflict: {0}")]
-    Conflict(&'static str),
+    Conflict(Conflict),
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
     /// What the write was computed from changed before it ran (another
@@ -101,7 +166,7 @@ impl StoreError {
             StoreError::SchemaTooNew { .. } => "schema_too_new",
             StoreError::Corrupt(_) => "integrity",
             StoreError::NotFound => "not_found",
-            StoreError::Conflict(c) => c,
+            StoreError::Conflict(c) => c.as_str(),
             StoreError::Forbidden(_) => "forbidden",
             StoreError::Stale(_) => "version_changed",
         }

@@ -12,7 +12,7 @@ use vault_core::keyring::{KeyringVersion, SealedValue};
 use crate::audit::AuditLog;
 use crate::sql::Text;
 use crate::types::{CheckoutRow, CustodianRow, PrincipalRow, RequestRow, SealedVersion, VoteRow};
-use crate::StoreError;
+use crate::{Conflict, StoreError};
 use vault_core::custodian::approval::Decision;
 use vault_core::custodian::request::{RequestKind, RequestStatus};
 use vault_core::policy::Role;
@@ -398,7 +398,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 })
                 .optional()?;
             if done.is_some() {
-                return Err(StoreError::Conflict("already_initialized"));
+                return Err(StoreError::Conflict(Conflict::AlreadyInitialized));
             }
             for (k, v) in meta {
                 c.execute(
@@ -480,7 +480,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 )
                 .optional()?;
             if exists.is_some() {
-                return Err(StoreError::Conflict("already_enrolled"));
+                return Err(StoreError::Conflict(Conflict::AlreadyEnrolled));
             }
             let key_used: Option<i64> = c
                 .query_row(
@@ -490,7 +490,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 )
                 .optional()?;
             if key_used.is_some() {
-                return Err(StoreError::Conflict("key_already_enrolled"));
+                return Err(StoreError::Conflict(Conflict::KeyAlreadyEnrolled));
             }
             let groups = serde_json::to_string(&row.groups)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -521,7 +521,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 })
                 .optional()?;
             if done.is_none() {
-                return Err(StoreError::Conflict("not_initialized"));
+                return Err(StoreError::Conflict(Conflict::NotInitialized));
             }
             for (k, v) in meta {
                 c.execute(
@@ -607,16 +607,18 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 ));
             }
             if req.collected_at.is_some() {
-                return Err(StoreError::Conflict("already_collected"));
+                return Err(StoreError::Conflict(Conflict::AlreadyCollected));
             }
             match req.status {
                 RequestStatus::Approved => {}
-                RequestStatus::Denied => return Err(StoreError::Conflict("request_denied")),
-                _ if now >= req.expires_at => return Err(StoreError::Conflict("request_expired")),
-                _ => return Err(StoreError::Conflict("pending_approval")),
+                RequestStatus::Denied => return Err(StoreError::Conflict(Conflict::RequestDenied)),
+                _ if now >= req.expires_at => {
+                    return Err(StoreError::Conflict(Conflict::RequestExpired))
+                }
+                _ => return Err(StoreError::Conflict(Conflict::PendingApproval)),
             }
             if now >= req.expires_at {
-                return Err(StoreError::Conflict("request_expired"));
+                return Err(StoreError::Conflict(Conflict::RequestExpired));
             }
             let checkout_id = match (req.kind, checkout) {
                 (RequestKind::Checkout, Some((id, expires_at))) => {
@@ -633,7 +635,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                     Some(id)
                 }
                 (RequestKind::Breakglass, None) => None,
-                _ => return Err(StoreError::Conflict("wrong_request_kind")),
+                _ => return Err(StoreError::Conflict(Conflict::WrongRequestKind)),
             };
             c.execute(
                 "UPDATE requests SET collected_at = ?2, checkout_id = ?3 WHERE id = ?1",
@@ -671,7 +673,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 ));
             }
             if row.checked_in_at.is_some() {
-                return Err(StoreError::Conflict("already_checked_in"));
+                return Err(StoreError::Conflict(Conflict::AlreadyCheckedIn));
             }
             c.execute(
                 "UPDATE checkouts SET checked_in_at = ?2 WHERE id = ?1",
@@ -702,7 +704,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 if others == 0 {
                     // Revoking the last admin would lock everyone out of
                     // issuance, unseal and rotation for good.
-                    return Err(StoreError::Conflict("last_admin"));
+                    return Err(StoreError::Conflict(Conflict::LastAdmin));
                 }
             }
             c.execute(
@@ -760,7 +762,7 @@ fn add_keyring(c: &Connection, kv: &KeyringVersion, now: i64) -> Result<(), Stor
         params![kv.version, kv.salt.to_vec(), now],
     )?;
     if n == 0 {
-        return Err(StoreError::Conflict("keyring_version_exists"));
+        return Err(StoreError::Conflict(Conflict::KeyringVersionExists));
     }
     Ok(())
 }
@@ -776,7 +778,7 @@ fn add_principal(c: &Connection, p: &PrincipalRow) -> Result<(), StoreError> {
         )
         .optional()?;
     if other_role.is_some() {
-        return Err(StoreError::Conflict("name_in_use"));
+        return Err(StoreError::Conflict(Conflict::NameInUse));
     }
     c.execute(
         "INSERT INTO principals (fingerprint, name, role, serial, not_after, issued_at, revoked)
@@ -866,7 +868,7 @@ fn put_secret(
         // would put it back under the root key, and a sealed version of a
         // standard secret would leave its old versions readable.
         if e.3 != tier {
-            return Err(StoreError::Conflict("tier_mismatch"));
+            return Err(StoreError::Conflict(Conflict::TierMismatch));
         }
     }
     let version = match &existing {
@@ -942,7 +944,7 @@ fn insert_checkout(
         .optional()?
         .ok_or(StoreError::NotFound)?;
     if expect_version.is_some_and(|v| v != version) {
-        return Err(StoreError::Conflict("version_changed"));
+        return Err(StoreError::Conflict(Conflict::VersionChanged));
     }
     if exclusive {
         let open: i64 = c.query_row(
@@ -951,7 +953,7 @@ fn insert_checkout(
             |r| r.get(0),
         )?;
         if open > 0 {
-            return Err(StoreError::Conflict("checked_out"));
+            return Err(StoreError::Conflict(Conflict::CheckedOut));
         }
     }
     c.execute(

@@ -21,6 +21,7 @@ use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use p256::PublicKey;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use vault_core::audit::entry::Outcome;
 use vault_core::custodian::approval::{self, Custodian, Decision, GroupRule, Status, Tally};
 use vault_core::custodian::attestation::{self, DevicePolicy, PinPolicy, TouchPolicy};
 use vault_core::policy::{validate_name, Role};
@@ -158,18 +159,50 @@ pub async fn enroll(
     JsonBody(req): JsonBody<EnrollRequest>,
 ) -> ApiResult<Json<Value>> {
     check_name(&req.name, "name")?;
-    if req.groups.is_empty() || req.groups.len() > MAX_GROUPS {
+    let groups = parse_groups(&req.groups)?;
+    let row = attested_row(&st, &req, groups, &auth.principal.name)?;
+    let out = custodian_json(&row);
+    let audit = auth
+        .audit(&st, "custodian.enroll", &req.name)
+        .on_success("serial", row.serial.to_string())
+        .on_success("firmware", row.firmware.clone())
+        .on_success("groups", row.groups.join(","))
+        .on_success("pin_policy", row.pin_policy.clone())
+        .on_success("touch_policy", row.touch_policy.clone());
+    let s = st.clone();
+    let r = blocking(move || s.store.write_audited(WriteOp::EnrollCustodian(row), audit)).await?;
+    auth.after_write(&r);
+    r?;
+    tracing::info!(custodian = %req.name, by = %auth.principal.name, "custodian enrolled");
+    Ok(Json(out))
+}
+
+/// 1..=16 valid group names, sorted, without duplicates.
+fn parse_groups(groups: &[String]) -> ApiResult<Vec<String>> {
+    if groups.is_empty() || groups.len() > MAX_GROUPS {
         return Err(ApiError::new(
             Code::InvalidGroups,
             format!("a custodian is in 1..={MAX_GROUPS} groups"),
         ));
     }
-    let mut groups = req.groups.clone();
-    for g in &groups {
+    for g in groups {
         check_name(g, "group")?;
     }
+    let mut groups = groups.to_vec();
     groups.sort();
     groups.dedup();
+    Ok(groups)
+}
+
+/// The custodian row of an enrolment whose 9c and 9d attestations verify
+/// under the configured roots, meet the device policy and come from one
+/// device with two different keys.
+fn attested_row(
+    st: &AppState,
+    req: &EnrollRequest,
+    groups: Vec<String>,
+    enrolled_by: &str,
+) -> ApiResult<CustodianRow> {
     let sig_leaf = b64(
         "signature_attestation",
         &req.signature_attestation,
@@ -225,7 +258,7 @@ pub async fn enroll(
             "9c and 9d must hold different keys",
         ));
     }
-    let row = CustodianRow {
+    Ok(CustodianRow {
         name: req.name.clone(),
         groups,
         serial: sig.serial,
@@ -241,23 +274,8 @@ pub async fn enroll(
         })
         .to_string(),
         enrolled_at: now,
-        enrolled_by: auth.principal.name.clone(),
-    };
-    let out = custodian_json(&row);
-    let details = row.clone();
-    let audit = auth
-        .audit(&st, "custodian.enroll", &req.name)
-        .on_success("serial", details.serial.to_string())
-        .on_success("firmware", details.firmware.clone())
-        .on_success("groups", details.groups.join(","))
-        .on_success("pin_policy", details.pin_policy.clone())
-        .on_success("touch_policy", details.touch_policy.clone());
-    let s = st.clone();
-    let r = blocking(move || s.store.write_audited(WriteOp::EnrollCustodian(row), audit)).await?;
-    auth.after_write(&r);
-    r?;
-    tracing::info!(custodian = %req.name, by = %auth.principal.name, "custodian enrolled");
-    Ok(Json(out))
+        enrolled_by: enrolled_by.to_owned(),
+    })
 }
 
 /// `GET /v1/custodians`.
@@ -574,6 +592,30 @@ pub struct VoteRequest {
     share: Option<String>,
 }
 
+/// A validated vote body.
+struct VoteInput {
+    decision: Decision,
+    signature: Vec<u8>,
+    share: Option<Vec<u8>>,
+}
+
+impl VoteInput {
+    fn parse(req: VoteRequest) -> ApiResult<VoteInput> {
+        let decision = Decision::parse(&req.decision)
+            .ok_or_else(|| ApiError::new(Code::InvalidDecision, "decision is approve or deny"))?;
+        let signature = b64("signature", &req.signature, 256)?;
+        let share = match &req.share {
+            Some(s) => Some(b64("share", s, 1024)?),
+            None => None,
+        };
+        Ok(VoteInput {
+            decision,
+            signature,
+            share,
+        })
+    }
+}
+
 /// `POST /v1/requests/{id}/vote` (custodian): a signed approval or denial.
 pub async fn vote(
     State(st): State<Arc<AppState>>,
@@ -582,25 +624,27 @@ pub async fn vote(
     JsonBody(req): JsonBody<VoteRequest>,
 ) -> ApiResult<Json<Value>> {
     check_request_id(&id)?;
-    let decision = Decision::parse(&req.decision)
-        .ok_or_else(|| ApiError::new(Code::InvalidDecision, "decision is approve or deny"))?;
-    let signature = b64("signature", &req.signature, 256)?;
-    let share = match &req.share {
-        Some(s) => Some(b64("share", s, 1024)?),
-        None => None,
-    };
-    let s = st.clone();
-    let i2 = id.clone();
-    let (row, custodians, sealed) = blocking(move || -> Result<_, StoreError> {
-        let row = s.store.request(&i2)?.ok_or(StoreError::NotFound)?;
-        let sealed = if row.kind == RequestKind::Breakglass {
-            s.store.sealed_version(&row.path, row.version)?
-        } else {
-            None
-        };
-        Ok((row, s.store.custodians()?, sealed))
-    })
-    .await??;
+    let input = VoteInput::parse(req)?;
+    let decision = input.decision;
+    let (s, i2) = (st.clone(), id.clone());
+    let status = blocking(move || cast_vote(&s, &auth, &i2, input)).await??;
+    Ok(Json(json!({
+        "request_id": id,
+        "decision": decision.as_str(),
+        "status": status.phase(),
+    })))
+}
+
+/// The caller's custodian record, and whether a share must come with an
+/// approval: a custodian who holds a share of the sealed value forwards it
+/// with their approval; nobody else sends one.
+fn voter(
+    st: &AppState,
+    auth: &Auth,
+    row: &RequestRow,
+    custodians: &[CustodianRow],
+    input: &VoteInput,
+) -> ApiResult<Custodian> {
     let me = custodians
         .iter()
         .find(|c| c.name == auth.principal.name)
@@ -611,30 +655,60 @@ pub async fn vote(
             )
         })?;
     let me = as_custodian(me)?;
-    // A custodian who holds a share of the sealed value forwards it with
-    // their approval; nobody else sends one.
+    let sealed = match row.kind {
+        RequestKind::Breakglass => st.store.sealed_version(&row.path, row.version)?,
+        RequestKind::Checkout => None,
+    };
     let holds_share = sealed
         .as_ref()
         .is_some_and(|sv| sv.shares.iter().any(|(c, _)| *c == me.id));
-    match (holds_share && decision == Decision::Approve, &share) {
-        (true, None) => {
-            return Err(ApiError::new(
-                Code::ShareRequired,
-                "this break-glass approval must carry the custodian's re-sealed share",
-            ))
-        }
-        (false, Some(_)) => {
-            return Err(ApiError::new(
-                Code::UnexpectedShare,
-                "only a break-glass approval by a share holder carries a share",
-            ))
-        }
-        _ => {}
+    match (
+        holds_share && input.decision == Decision::Approve,
+        &input.share,
+    ) {
+        (true, None) => Err(ApiError::new(
+            Code::ShareRequired,
+            "this break-glass approval must carry the custodian's re-sealed share",
+        )),
+        (false, Some(_)) => Err(ApiError::new(
+            Code::UnexpectedShare,
+            "only a break-glass approval by a share holder carries a share",
+        )),
+        _ => Ok(me),
     }
-    // The signature is checked here, outside the writer; the quorum rules
-    // are checked again inside the transaction that records the vote.
-    let creq = core_request(&st, &row);
-    if let Err(e) = approval::verify_vote(&creq, decision, &me, &signature) {
+}
+
+/// A vote the quorum rules refuse.
+fn vote_refused(e: approval::VoteError) -> ApiError {
+    use approval::VoteError;
+    match e {
+        VoteError::SelfApproval => ApiError::new(
+            Code::SelfApproval,
+            "requesters cannot approve their own request",
+        ),
+        VoteError::NotInPolicy => ApiError::new(
+            Code::NotInPolicy,
+            "this custodian is in none of the request's groups",
+        ),
+        // Every other refusal is a conflict with the request's state.
+        e => ApiError::with_status(StatusCode::CONFLICT, Code::named(e.code()), e.to_string()),
+    }
+}
+
+/// Verifies and records one vote; the request's stored status after it.
+/// The signature is checked first, outside the writer. The vote is then
+/// decided on the votes read just before and written only if no other vote
+/// landed in between (else read again, up to [`WRITE_TRIES`]).
+fn cast_vote(st: &AppState, auth: &Auth, id: &str, input: VoteInput) -> ApiResult<RequestStatus> {
+    let row = st.store.request(id)?.ok_or(StoreError::NotFound)?;
+    let custodians = st.store.custodians()?;
+    let me = voter(st, auth, &row, &custodians, &input)?;
+    let VoteInput {
+        decision,
+        signature,
+        share,
+    } = input;
+    if let Err(e) = approval::verify_vote(&core_request(st, &row), decision, &me, &signature) {
         tracing::warn!(custodian = %me.id, request_id = %id, "vote signature does not verify");
         return Err(ApiError::lower(
             e.code(),
@@ -643,40 +717,30 @@ pub async fn vote(
         ));
     }
     let now = st.now();
-    let dstr = decision.as_str();
-    // The vote is decided here on the votes read just before, and written
-    // only if no other vote landed in between (else read again).
     let mut tries = 0;
     let r = loop {
         tries += 1;
-        let s = st.clone();
-        let i2 = id.clone();
-        let (current, votes) = blocking(move || -> Result<_, StoreError> {
-            let r = s.store.request(&i2)?.ok_or(StoreError::NotFound)?;
-            let v = s.store.votes(&i2)?;
-            Ok((r, v))
-        })
-        .await??;
-        let audit = auth.audit(&st, "approval.vote", &row.path);
-        let decided = tally(&st, &current, &votes, &custodians).and_then(|mut t| {
-            let status = t
-                .vote(&me, decision, &signature, now)
-                .map_err(|e| StoreError::Conflict(e.code()))?;
-            Ok(RequestStatus::after_vote(&status))
-        });
+        let current = st.store.request(id)?.ok_or(StoreError::NotFound)?;
+        let votes = st.store.votes(id)?;
+        let audit = auth.audit(st, "approval.vote", &row.path);
+        let decided = tally(st, &current, &votes, &custodians)
+            .map_err(|e| (e.audit_outcome(), e.code(), ApiError::from(e)))
+            .and_then(|mut t| {
+                t.vote(&me, decision, &signature, now)
+                    .map(|s| RequestStatus::after_vote(&s))
+                    .map_err(|e| (Outcome::Denied, e.code(), vote_refused(e)))
+            });
         let status = match decided {
             Ok(s) => s,
-            Err(e) => {
-                let d = audit.refused(e.audit_outcome(), e.code());
-                let s = st.clone();
-                let a = blocking(move || s.store.audit(d)).await?;
+            Err((outcome, code, refusal)) => {
+                let a = st.store.audit(audit.refused(outcome, code));
                 auth.after_write(&a);
                 a?;
-                break Err(e);
+                return Err(refusal);
             }
         };
         let vote = VoteRow {
-            request_id: id.clone(),
+            request_id: id.to_owned(),
             custodian: me.id.clone(),
             decision,
             signature: signature.clone(),
@@ -684,51 +748,26 @@ pub async fn vote(
             created_at: now,
         };
         let audit = audit
-            .on_success("request_id", id.clone())
-            .on_success("decision", dstr)
+            .on_success("request_id", id.to_owned())
+            .on_success("decision", decision.as_str())
             .on_success("status", status.as_str());
-        let s = st.clone();
-        let n = votes.len();
-        let r = blocking(move || {
-            s.store.write_audited(
-                WriteOp::Vote {
-                    row: vote,
-                    status,
-                    expect_votes: n,
-                },
-                audit,
-            )
-        })
-        .await?;
+        let op = WriteOp::Vote {
+            row: vote,
+            status,
+            expect_votes: votes.len(),
+        };
+        let r = st.store.write_audited(op, audit);
         if matches!(r, Err(StoreError::Stale(_))) && tries < WRITE_TRIES {
             continue;
         }
         auth.after_write(&r);
         break r;
     };
-    let status = match r {
-        Ok(WriteOutcome::Voted(s)) => s,
-        Ok(_) => return Err(ApiError::internal("unexpected store outcome")),
-        Err(StoreError::Conflict("self_approval")) => {
-            return Err(ApiError::new(
-                Code::SelfApproval,
-                "requesters cannot approve their own request",
-            ))
-        }
-        Err(StoreError::Conflict("not_in_policy")) => {
-            return Err(ApiError::new(
-                Code::NotInPolicy,
-                "this custodian is in none of the request's groups",
-            ))
-        }
-        Err(e) => return Err(e.into()),
+    let WriteOutcome::Voted(status) = r? else {
+        return Err(ApiError::internal("unexpected store outcome"));
     };
-    tracing::info!(custodian = %me.id, request_id = %id, decision = dstr, status = status.as_str(), "vote recorded");
-    Ok(Json(json!({
-        "request_id": id,
-        "decision": dstr,
-        "status": status.phase(),
-    })))
+    tracing::info!(custodian = %me.id, request_id = %id, decision = decision.as_str(), status = status.as_str(), "vote recorded");
+    Ok(status)
 }
 
 /// `POST /v1/requests/{id}/collect` (the requester, once approved).

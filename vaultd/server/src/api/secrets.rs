@@ -16,7 +16,7 @@ use vault_core::audit::entry::Outcome;
 use vault_core::custodian::approval::GroupRule;
 use vault_core::keyring::{Keyring, Tier};
 use vault_core::policy::validate_path;
-use vault_store::{AuditDrafts, StoreError, WriteOp, WriteOutcome};
+use vault_store::{AuditDrafts, Conflict, StoreError, WriteOp, WriteOutcome};
 
 use super::custodians;
 use super::disclose::{disclose, Disclosed, NotDisclosed, Record};
@@ -57,6 +57,72 @@ pub struct PutRequest {
     custody: Option<Value>,
 }
 
+/// A validated write: the value, its metadata, and for the sealed tier the
+/// custody (group, k).
+struct PutInput {
+    value: zeroize::Zeroizing<String>,
+    metadata: Option<Value>,
+    exclusive: Option<bool>,
+    custody: Option<(String, usize)>,
+}
+
+impl PutInput {
+    fn parse(st: &AppState, req: PutRequest) -> ApiResult<PutInput> {
+        let max = st.config.limits.max_value_bytes;
+        if req.value.0.len() > max {
+            return Err(ApiError::new(
+                Code::ValueTooLarge,
+                format!("values are limited to {max} bytes"),
+            ));
+        }
+        if let Some(m) = &req.metadata {
+            if !m.is_object() {
+                return Err(ApiError::new(
+                    Code::InvalidMetadata,
+                    "metadata must be a JSON object",
+                ));
+            }
+            if m.to_string().len() > MAX_METADATA_BYTES {
+                return Err(ApiError::new(
+                    Code::InvalidMetadata,
+                    "metadata is limited to 16 KiB",
+                ));
+            }
+        }
+        let custody = match (req.tier.as_deref(), &req.custody) {
+            (None | Some("standard"), None) => None,
+            (Some("sealed"), Some(c)) => Some(
+                custodians::parse_custody(c).map_err(|m| ApiError::new(Code::InvalidCustody, m))?,
+            ),
+            (Some("sealed"), None) => {
+                return Err(ApiError::new(
+                    Code::InvalidCustody,
+                    "the sealed tier needs custody: {\"group\", \"k\"}",
+                ))
+            }
+            (None | Some("standard"), Some(_)) => {
+                return Err(ApiError::new(
+                    Code::InvalidCustody,
+                    "custody applies to the sealed tier only",
+                ))
+            }
+            (Some(_), _) => {
+                return Err(ApiError::new(
+                    Code::InvalidTier,
+                    "tier is standard or sealed",
+                ))
+            }
+        };
+        Ok(PutInput {
+            value: req.value.0,
+            metadata: req.metadata,
+            exclusive: req.exclusive,
+            custody,
+        })
+    }
+}
+
+/// `PUT /v1/secrets/{path}` (writer): a new version.
 pub async fn put(
     State(st): State<Arc<AppState>>,
     auth: Auth,
@@ -65,161 +131,126 @@ pub async fn put(
 ) -> ApiResult<Json<Value>> {
     check_path(&path)?;
     let kr = unsealed(&st)?;
-    let value = req.value.0;
-    if value.len() > st.config.limits.max_value_bytes {
+    let input = PutInput::parse(&st, req)?;
+    let (s, p) = (st.clone(), path.clone());
+    let version = blocking(move || write_version(&s, &kr, &auth, &p, input)).await??;
+    Ok(Json(json!({"path": path, "version": version})))
+}
+
+/// The sealed tier's recipients: every enrolled custodian of the group gets
+/// a share.
+type Recipients = Vec<(String, p256::PublicKey)>;
+
+fn custody_recipients(st: &AppState, group: &str, k: usize) -> ApiResult<Recipients> {
+    let mut recipients = Vec::new();
+    for c in st
+        .store
+        .custodians()?
+        .iter()
+        .filter(|c| c.groups.iter().any(|g| g == group))
+    {
+        let pk = p256::PublicKey::from_sec1_bytes(&c.kex_key).map_err(|_| ApiError::integrity())?;
+        recipients.push((c.name.clone(), pk));
+    }
+    if recipients.len() < k || recipients.len() > 255 {
         return Err(ApiError::new(
-            Code::ValueTooLarge,
+            Code::QuorumUnreachable,
             format!(
-                "values are limited to {} bytes",
-                st.config.limits.max_value_bytes
+                "group {group} has {} enrolled custodians; custody needs k = {k} of them (and at most 255)",
+                recipients.len()
             ),
         ));
     }
-    if let Some(m) = &req.metadata {
-        if !m.is_object() {
-            return Err(ApiError::new(
-                Code::InvalidMetadata,
-                "metadata must be a JSON object",
-            ));
-        }
-        if m.to_string().len() > MAX_METADATA_BYTES {
-            return Err(ApiError::new(
-                Code::InvalidMetadata,
-                "metadata is limited to 16 KiB",
-            ));
-        }
-    }
-    let custody = match (req.tier.as_deref(), &req.custody) {
-        (None | Some("standard"), None) => None,
-        (Some("sealed"), Some(c)) => {
-            Some(custodians::parse_custody(c).map_err(|m| ApiError::new(Code::InvalidCustody, m))?)
-        }
-        (Some("sealed"), None) => {
-            return Err(ApiError::new(
-                Code::InvalidCustody,
-                "the sealed tier needs custody: {\"group\", \"k\"}",
-            ))
-        }
-        (None | Some("standard"), Some(_)) => {
-            return Err(ApiError::new(
-                Code::InvalidCustody,
-                "custody applies to the sealed tier only",
-            ))
-        }
-        (Some(_), _) => {
-            return Err(ApiError::new(
-                Code::InvalidTier,
-                "tier is standard or sealed",
-            ))
-        }
-    };
+    Ok(recipients)
+}
+
+/// Encrypts the value for the next version (part of the associated data)
+/// and writes it only if it is still the next one; else reads again (up to
+/// [`WRITE_TRIES`]). The version written.
+fn write_version(
+    st: &AppState,
+    kr: &Keyring,
+    auth: &Auth,
+    path: &str,
+    input: PutInput,
+) -> ApiResult<u64> {
     // No audit HMAC for the sealed tier: it is keyed from the root key, and
     // would let whoever holds the root key test guesses of a value the
     // appliance must not be able to learn.
-    let hmac = match custody {
-        None => st.audit_hmac(value.as_bytes()),
+    let hmac = match input.custody {
+        None => st.audit_hmac(input.value.as_bytes()),
         Some(_) => None,
     };
-    let tier_name = if custody.is_some() {
+    let tier_name = if input.custody.is_some() {
         "sealed"
     } else {
         "standard"
     };
     let mut audit = auth
-        .audit(&st, "secret.write", &path)
+        .audit(st, "secret.write", path)
         .on_success("tier", tier_name);
     if let Some(h) = hmac {
         audit = audit.hmac_on_success("value", h);
     }
-    // The sealed tier: every enrolled custodian of the group gets a share.
-    let custody = match custody {
+    let custody = match &input.custody {
         None => None,
-        Some((group, k)) => {
-            let s2 = st.clone();
-            let all = blocking(move || s2.store.custodians()).await??;
-            let mut recipients = Vec::new();
-            for c in all.iter().filter(|c| c.groups.contains(&group)) {
-                let pk = p256::PublicKey::from_sec1_bytes(&c.kex_key)
-                    .map_err(|_| ApiError::integrity())?;
-                recipients.push((c.name.clone(), pk));
-            }
-            if recipients.len() < k || recipients.len() > 255 {
-                return Err(ApiError::new(Code::QuorumUnreachable, format!(
-                        "group {group} has {} enrolled custodians; custody needs k = {k} of them (and at most 255)",
-                        recipients.len()
-                    ),
-                ));
-            }
-            Some((recipients, k, json!({"group": group, "k": k}).to_string()))
-        }
+        Some((group, k)) => Some((
+            custody_recipients(st, group, *k)?,
+            *k,
+            json!({"group": group, "k": k}).to_string(),
+        )),
     };
-    let s = st.clone();
-    let p = path.clone();
-    let by = auth.principal.name.clone();
-    let now = st.now();
-    // Encrypted for the next version (part of the associated data) and
-    // written only if it is still the next one; else read again.
-    let r = blocking(move || -> ApiResult<_> {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let version = match s.store.current_version(&p)? {
-                None => 1,
-                Some(v) => v.checked_add(1).ok_or_else(ApiError::integrity)?,
-            };
-            let op = match &custody {
-                None => WriteOp::PutSecret {
-                    path: p.clone(),
-                    version,
-                    exclusive: req.exclusive,
-                    metadata: req.metadata.clone(),
-                    created_by: by.clone(),
-                    now,
-                    sealed: kr.seal_value(&p, version, Tier::Standard, value.as_bytes()),
-                },
-                Some((recipients, k, custody_json)) => {
-                    // The data key exists only inside this call.
-                    let sv = sealed::seal(
-                        &p,
-                        version,
-                        value.as_bytes(),
-                        recipients,
-                        *k,
-                        &mut rand::rngs::OsRng,
-                    )
+    let (by, now, value) = (&auth.principal.name, st.now(), input.value.as_bytes());
+    let mut tries = 0;
+    let r = loop {
+        tries += 1;
+        let version = match st.store.current_version(path)? {
+            None => 1,
+            Some(v) => v.checked_add(1).ok_or_else(ApiError::integrity)?,
+        };
+        let op = match &custody {
+            None => WriteOp::PutSecret {
+                path: path.to_owned(),
+                version,
+                exclusive: input.exclusive,
+                metadata: input.metadata.clone(),
+                created_by: by.clone(),
+                now,
+                sealed: kr.seal_value(path, version, Tier::Standard, value),
+            },
+            Some((recipients, k, custody_json)) => {
+                // The data key exists only inside this call.
+                let sv = sealed::seal(path, version, value, recipients, *k, &mut rand::rngs::OsRng)
                     .map_err(|e| {
                         tracing::error!(error = %e, "sealing to custodians failed");
                         ApiError::new(Code::CustodyUnavailable, "conflict: custody_unavailable")
                     })?;
-                    WriteOp::PutSealedSecret {
-                        path: p.clone(),
-                        version,
-                        metadata: req.metadata.clone(),
-                        custody: custody_json.clone(),
-                        created_by: by.clone(),
-                        now,
-                        sealed: vault_store::SealedVersion {
-                            ciphertext: sv.ciphertext,
-                            shares: sv.shares,
-                        },
-                    }
+                WriteOp::PutSealedSecret {
+                    path: path.to_owned(),
+                    version,
+                    metadata: input.metadata.clone(),
+                    custody: custody_json.clone(),
+                    created_by: by.clone(),
+                    now,
+                    sealed: vault_store::SealedVersion {
+                        ciphertext: sv.ciphertext,
+                        shares: sv.shares,
+                    },
                 }
-            };
-            let audit = audit.clone().on_success("version", version.to_string());
-            let r = s.store.write_audited(op, audit);
-            if !matches!(r, Err(StoreError::Stale(_))) || tries >= WRITE_TRIES {
-                return Ok(r);
             }
+        };
+        let audit = audit.clone().on_success("version", version.to_string());
+        let r = st.store.write_audited(op, audit);
+        if !matches!(r, Err(StoreError::Stale(_))) || tries >= WRITE_TRIES {
+            break r;
         }
-    })
-    .await??;
+    };
     auth.after_write(&r);
-    let outcome = r?;
-    let WriteOutcome::Version(version) = outcome else {
+    let WriteOutcome::Version(version) = r? else {
         return Err(ApiError::internal("unexpected store outcome"));
     };
     tracing::info!(principal = %auth.principal.name, %path, version, "secret version written");
-    Ok(Json(json!({"path": path, "version": version})))
+    Ok(version)
 }
 
 pub async fn get(
@@ -506,7 +537,7 @@ fn checkout(
         });
         match r {
             Ok(d) => return Ok(Attempt::Value(d)),
-            Err(NotDisclosed::Store(StoreError::Conflict("version_changed"))) => {
+            Err(NotDisclosed::Store(StoreError::Conflict(Conflict::VersionChanged))) => {
                 auth.audit_done.store(false, Ordering::SeqCst);
                 continue;
             }

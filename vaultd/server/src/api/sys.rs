@@ -124,36 +124,7 @@ pub async fn issue_cert(
             format!("validity_days must be 1..={max}"),
         ));
     }
-    let key = st.ca().ok_or_else(|| {
-        ApiError::new(
-            Code::CaUnavailable,
-            "the CA key in the token is not available",
-        )
-    })?;
-    let s = st.clone();
-    let name = req.name.clone();
-    let issued = tokio::task::spawn_blocking(move || {
-        let now = OffsetDateTime::from_unix_timestamp(s.now())
-            .unwrap_or_else(|_| OffsetDateTime::now_utc());
-        let issuer = ca::issuer(&s.ca_pem, &key)?;
-        ca::issue_client_csr(
-            &issuer,
-            &req.csr_pem,
-            &name,
-            role,
-            now - Duration::minutes(5),
-            now + Duration::days(i64::from(days)),
-        )
-    })
-    .await
-    .map_err(|_| ApiError::internal("issuance task failed"))?
-    .map_err(|e| match e {
-        ca::CaError::BadCsr(m) => ApiError::new(Code::InvalidCsr, m),
-        other => {
-            tracing::error!(error = %other, "certificate issuance failed");
-            ApiError::new(Code::CaUnavailable, "certificate issuance failed")
-        }
-    })?;
+    let issued = sign_client_cert(&st, req.csr_pem, &req.name, role, days).await?;
     let row = PrincipalRow {
         fingerprint: issued.fingerprint.clone(),
         name: req.name.clone(),
@@ -188,6 +159,47 @@ pub async fn issue_cert(
         "serial": issued.serial,
         "not_after": rfc3339(issued.not_after),
     })))
+}
+
+/// Signs a client certificate for `name` and `role` from a CSR with the CA
+/// key in the token, valid from five minutes ago for `days`.
+async fn sign_client_cert(
+    st: &Arc<AppState>,
+    csr_pem: String,
+    name: &str,
+    role: Role,
+    days: u32,
+) -> ApiResult<ca::Issued> {
+    let key = st.ca().ok_or_else(|| {
+        ApiError::new(
+            Code::CaUnavailable,
+            "the CA key in the token is not available",
+        )
+    })?;
+    let s = st.clone();
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let now = OffsetDateTime::from_unix_timestamp(s.now())
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let issuer = ca::issuer(&s.ca_pem, &key)?;
+        ca::issue_client_csr(
+            &issuer,
+            &csr_pem,
+            &name,
+            role,
+            now - Duration::minutes(5),
+            now + Duration::days(i64::from(days)),
+        )
+    })
+    .await
+    .map_err(|_| ApiError::internal("issuance task failed"))?
+    .map_err(|e| match e {
+        ca::CaError::BadCsr(m) => ApiError::new(Code::InvalidCsr, m),
+        other => {
+            tracing::error!(error = %other, "certificate issuance failed");
+            ApiError::new(Code::CaUnavailable, "certificate issuance failed")
+        }
+    })
 }
 
 pub async fn list_principals(

@@ -371,6 +371,9 @@ async fn serve_boot(
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     drop(id);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // The first-boot listener: at most 64 handshakes pending (a new one
+    // evicts the oldest), 64 connections past the handshake.
+    let gate = crate::tls::HandshakeGate::new(64, Duration::from_secs(5));
     let slots = Arc::new(tokio::sync::Semaphore::new(64));
     tokio::pin!(shutdown);
     let ended = loop {
@@ -380,29 +383,30 @@ async fn serve_boot(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if !(crate::tls::out_of_fds(&e) && gate.evict_oldest()) {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                     continue;
                 }
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            continue;
-        };
         let acceptor = acceptor.clone();
         let app = app.clone();
         let watcher = graceful.watcher();
+        let (gate, slots) = (gate.clone(), slots.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            let stream =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::warn!(%peer, error = %e, "bootstrap TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+            let stream = match gate.run(acceptor.accept(tcp)).await {
+                Ok(s) => s,
+                Err(crate::tls::HandshakeEnd::Refused(e)) => {
+                    tracing::warn!(%peer, error = %e, "bootstrap TLS handshake refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let Ok(_permit) = slots.try_acquire_owned() else {
+                return;
+            };
             let svc =
                 hyper::service::service_fn(move |req: Request<Incoming>| app.clone().oneshot(req));
             let conn = hyper::server::conn::http1::Builder::new()

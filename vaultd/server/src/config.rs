@@ -280,9 +280,16 @@ pub struct Limits {
     /// Validity of client certificates issued by the CA.
     #[serde(default = "d_cert_days")]
     pub client_cert_days: u32,
-    /// Most concurrent connections.
+    /// Most concurrent connections with a verified client certificate.
     #[serde(default = "d_conns")]
     pub max_connections: usize,
+    /// Most connections still in their TLS handshake; a new one evicts the
+    /// oldest (`tls::HandshakeGate`).
+    #[serde(default = "d_handshakes")]
+    pub max_handshakes: usize,
+    /// Deadline of a TLS handshake (seconds).
+    #[serde(default = "d_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
 }
 
 fn d_body() -> usize {
@@ -306,6 +313,12 @@ fn d_cert_days() -> u32 {
 fn d_conns() -> usize {
     1024
 }
+fn d_handshakes() -> usize {
+    256
+}
+fn d_handshake_timeout() -> u64 {
+    5
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -317,6 +330,8 @@ impl Default for Limits {
             max_ttl_seconds: d_max_ttl(),
             client_cert_days: d_cert_days(),
             max_connections: d_conns(),
+            max_handshakes: d_handshakes(),
+            handshake_timeout_secs: d_handshake_timeout(),
         }
     }
 }
@@ -471,6 +486,12 @@ impl Config {
                     }
                 }
             }
+        }
+        if l.max_handshakes == 0 {
+            p.push("limits.max_handshakes must be positive".into());
+        }
+        if l.handshake_timeout_secs == 0 || l.handshake_timeout_secs > 60 {
+            p.push("limits.handshake_timeout_secs must be 1..=60".into());
         }
         if l.max_connections == 0 {
             p.push("limits.max_connections must be positive".into());

@@ -200,6 +200,37 @@ fn init_logging(cfg: Option<&Config>) {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit: every pending
+/// handshake and connection holds a descriptor, and a soft limit of 1,024
+/// (the usual default) is below what the configured limits need.
+fn raise_fd_limit(config: &Config) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let l = &config.limits;
+    let want = (l.max_connections + l.max_handshakes + 256) as u64;
+    let cur = getrlimit(Resource::Nofile);
+    let soft = cur.current.unwrap_or(u64::MAX);
+    if soft >= want {
+        return;
+    }
+    let hard = cur.maximum;
+    let new = Rlimit {
+        current: hard,
+        maximum: hard,
+    };
+    match setrlimit(Resource::Nofile, new) {
+        Ok(()) if hard.unwrap_or(u64::MAX) >= want => {
+            tracing::info!(from = soft, to = ?hard, "raised the open-files limit");
+        }
+        r => tracing::warn!(
+            soft,
+            hard = ?hard,
+            needed = want,
+            error = ?r.err(),
+            "the open-files limit is below limits.max_connections + limits.max_handshakes + 256"
+        ),
+    }
+}
+
 fn main() -> ExitCode {
     // libtss2 prints its own ERROR lines for every failed TPM call (e.g. a PCR
     // mismatch) to stderr; our log already reports the cause. Set before any
@@ -273,6 +304,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Serve => {
+            raise_fd_limit(&config);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -152,11 +152,26 @@ impl AppState {
         if row.revoked {
             return Some(Err("revoked"));
         }
+        // Checked on every request, not only at the handshake: a connection
+        // opened before the certificate expired ends with it.
+        if row.not_after <= self.now() {
+            return Some(Err("expired"));
+        }
         Some(Ok(Principal {
             name: row.name.clone(),
             role: row.role,
             fingerprint: row.fingerprint.clone(),
         }))
+    }
+
+    /// Marks a principal revoked in the in-memory copy, at once and
+    /// whatever a later reload does: a committed revocation takes effect
+    /// even if reading the table back fails.
+    pub fn mark_revoked(&self, fingerprint: &str) {
+        let mut map = self.principals.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(row) = map.get_mut(fingerprint) {
+            row.revoked = true;
+        }
     }
 
     pub fn reload_principals(&self) -> Result<(), vault_store::StoreError> {

@@ -63,6 +63,7 @@ codes! {
     NoClientCertificate = "no_client_certificate", UNAUTHORIZED;
     UnknownPrincipal = "unknown_principal", FORBIDDEN;
     RevokedCertificate = "revoked_certificate", FORBIDDEN;
+    CertificateExpired = "certificate_expired", FORBIDDEN;
     Forbidden = "forbidden", FORBIDDEN;
     // Routing and request bodies.
     NotFound = "not_found", NOT_FOUND;

@@ -121,10 +121,16 @@ impl Auth {
             }
             Some(Err(why)) => {
                 tracing::warn!(cn = %peer.0.common_name, fingerprint = %peer.0.fingerprint, why, "refused certificate");
-                Err(ApiError::new(
-                    Code::RevokedCertificate,
-                    "this client certificate has been revoked",
-                ))
+                Err(match why {
+                    "expired" => ApiError::new(
+                        Code::CertificateExpired,
+                        "this client certificate has expired",
+                    ),
+                    _ => ApiError::new(
+                        Code::RevokedCertificate,
+                        "this client certificate has been revoked",
+                    ),
+                })
             }
             None => {
                 tracing::warn!(cn = %peer.0.common_name, fingerprint = %peer.0.fingerprint, "unknown principal");

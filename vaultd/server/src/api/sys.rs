@@ -242,8 +242,9 @@ pub async fn revoke_principal(
     .map_err(|_| ApiError::internal("store task failed"))?;
     auth.after_write(&r);
     r?;
-    st.reload_principals()?;
+    st.mark_revoked(&fp);
     tracing::warn!(by = %auth.principal.name, fingerprint = %fp, "principal revoked");
+    st.reload_principals()?;
     Ok(Json(json!({"fingerprint": fp, "revoked": true})))
 }
 

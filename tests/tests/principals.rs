@@ -1,0 +1,100 @@
+//! Issue 11, finding 5 (in part): a certificate's expiry is checked on
+//! every request, not only at the handshake; and a committed revocation
+//! takes effect even when reading the principal table back fails.
+
+use hyper::Method;
+use vault_e2e::{checkout, json_of, put, req, Appliance, Options};
+
+fn fingerprint_of(a: &Appliance, name: &str) -> String {
+    let r = req(&a.admin(), Method::GET, "/v1/sys/principals", None);
+    let v = json_of(&r);
+    v["principals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no principal {name}: {v}"))["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn db(a: &Appliance) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(a.db_path()).unwrap();
+    c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    c
+}
+
+#[test]
+fn a_principal_past_its_not_after_is_refused_on_every_request() {
+    let mut a = Appliance::start(Options::default());
+    let writer = a.issue("writer", "w1");
+    let pam = a.issue("pam", "p1");
+    assert_eq!(put(&writer, "svc/db", "alpha", false).status, 200);
+    assert_eq!(checkout(&pam, "svc/db").status, 200);
+    let fp = fingerprint_of(&a, "p1");
+    // The table says the certificate has expired; the certificate itself
+    // still passes the handshake (its own notAfter is in 90 days), which is
+    // what a connection opened before expiry looks like.
+    a.stop();
+    let n = db(&a)
+        .execute(
+            "UPDATE principals SET not_after = strftime('%s','now') - 60 WHERE fingerprint = ?1",
+            [&fp],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    a.spawn();
+    a.wait_ready();
+    let r = checkout(&pam, "svc/db");
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (403, Some("certificate_expired")),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(!String::from_utf8_lossy(&r.body).contains("alpha"));
+    // Others are unaffected.
+    assert_eq!(put(&writer, "svc/db", "beta", false).status, 200);
+}
+
+#[test]
+fn a_revocation_holds_even_when_the_principal_table_cannot_be_read_back() {
+    let a = Appliance::start(Options::default());
+    let writer = a.issue("writer", "w1");
+    let pam = a.issue("pam", "p1");
+    assert_eq!(put(&writer, "svc/db", "alpha", false).status, 200);
+    assert_eq!(checkout(&pam, "svc/db").status, 200);
+    let fp = fingerprint_of(&a, "p1");
+    // Another row is edited to a role no build knows: re-reading the table
+    // now fails (integrity).
+    db(&a)
+        .execute("UPDATE principals SET role = 'root' WHERE name = 'w1'", [])
+        .unwrap();
+    let r = req(
+        &a.admin(),
+        Method::POST,
+        &format!("/v1/sys/principals/{fp}/revoke"),
+        None,
+    );
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (500, Some("integrity")),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // The revocation was committed, and it is in force at once.
+    let revoked: i64 = db(&a)
+        .query_row(
+            "SELECT revoked FROM principals WHERE fingerprint = ?1",
+            [&fp],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(revoked, 1);
+    let r = checkout(&pam, "svc/db");
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (403, Some("revoked_certificate"))
+    );
+}

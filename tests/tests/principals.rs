@@ -98,3 +98,63 @@ fn a_revocation_holds_even_when_the_principal_table_cannot_be_read_back() {
         (403, Some("revoked_certificate"))
     );
 }
+
+#[test]
+fn revoking_a_name_revokes_all_its_certificates_and_the_name_cannot_return_with_another_role() {
+    let a = Appliance::start(Options::default());
+    let writer = a.issue("writer", "w1");
+    assert_eq!(put(&writer, "svc/db", "alpha", false).status, 200);
+    // Two certificates for one PAM server (a renewal), and another server.
+    let first = a.issue("pam", "p1");
+    let second = a.issue("pam", "p1");
+    let other = a.issue("pam", "p2");
+    for c in [&first, &second, &other] {
+        assert_eq!(checkout(c, "svc/db").status, 200);
+    }
+    let r = req(
+        &a.admin(),
+        Method::POST,
+        "/v1/sys/principals/revoke",
+        Some(serde_json::json!({"name": "p1"})),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(json_of(&r)["revoked"].as_array().unwrap().len(), 2);
+    for c in [&first, &second] {
+        let r = checkout(c, "svc/db");
+        assert_eq!(
+            (r.status, r.error_code().as_deref()),
+            (403, Some("revoked_certificate"))
+        );
+    }
+    assert_eq!(checkout(&other, "svc/db").status, 200);
+    // Nothing left to revoke under that name; the last admin's name is kept.
+    let again = req(
+        &a.admin(),
+        Method::POST,
+        "/v1/sys/principals/revoke",
+        Some(serde_json::json!({"name": "p1"})),
+    );
+    assert_eq!(again.error_code().as_deref(), Some("not_found"));
+    let admin = req(
+        &a.admin(),
+        Method::POST,
+        "/v1/sys/principals/revoke",
+        Some(serde_json::json!({"name": "admin"})),
+    );
+    assert_eq!(admin.error_code().as_deref(), Some("last_admin"));
+    // The revoked name does not come back as a writer.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "p1");
+    let csr = p.serialize_request(&key).unwrap().pem().unwrap();
+    let r = req(
+        &a.admin(),
+        Method::POST,
+        "/v1/sys/certs",
+        Some(serde_json::json!({"name": "p1", "role": "writer", "csr_pem": csr})),
+    );
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (409, Some("name_in_use"))
+    );
+}

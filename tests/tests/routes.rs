@@ -40,6 +40,7 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Who> {
         (("POST", "/v1/sys/unseal"), Roles(&["admin"])),
         (("POST", "/v1/sys/certs"), Roles(&["admin"])),
         (("GET", "/v1/sys/principals"), Roles(&["admin"])),
+        (("POST", "/v1/sys/principals/revoke"), Roles(&["admin"])),
         (
             ("POST", "/v1/sys/principals/{fingerprint}/revoke"),
             Roles(&["admin"]),
@@ -300,6 +301,7 @@ const SERVED_WHILE_SEALED: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("POST", "/v1/sys/unseal"),
     ("GET", "/v1/sys/principals"),
+    ("POST", "/v1/sys/principals/revoke"),
     ("POST", "/v1/sys/principals/{fingerprint}/revoke"),
     ("POST", "/v1/sys/update"),
     ("GET", "/v1/sys/update"),

@@ -319,6 +319,50 @@ fn principals(b: &dyn Backend) {
     })
     .unwrap();
     assert!(b.principal(&admin2).unwrap().unwrap().revoked);
+    // Revoking a name revokes all its certificates, and only those.
+    let (p1, p2, p3) = ("e".repeat(64), "f".repeat(64), "0".repeat(64));
+    for (fp, name) in [(&p1, "pam-a"), (&p2, "pam-a"), (&p3, "pam-b")] {
+        b.write(WriteOp::AddPrincipal(principal(fp, name, "pam")))
+            .unwrap();
+    }
+    match b
+        .write(WriteOp::RevokeName {
+            name: "pam-a".into(),
+        })
+        .unwrap()
+    {
+        WriteOutcome::Revoked(fps) => assert_eq!(fps, [p1.clone(), p2.clone()]),
+        o => panic!("revoke name answered {o:?}"),
+    }
+    assert!(b.principal(&p1).unwrap().unwrap().revoked);
+    assert!(b.principal(&p2).unwrap().unwrap().revoked);
+    assert!(!b.principal(&p3).unwrap().unwrap().revoked);
+    let again = b.write(WriteOp::RevokeName {
+        name: "pam-a".into(),
+    });
+    assert_eq!(again.err().unwrap().code(), "not_found");
+    // The last admin's name cannot be revoked either.
+    assert_eq!(
+        b.write(WriteOp::RevokeName {
+            name: "admin".into()
+        })
+        .err()
+        .unwrap()
+        .code(),
+        "last_admin"
+    );
+    // A revoked name does not come back with another role.
+    assert_eq!(
+        b.write(WriteOp::AddPrincipal(principal(
+            &"d".repeat(64),
+            "admin2",
+            "pam"
+        )))
+        .err()
+        .unwrap()
+        .code(),
+        "name_in_use"
+    );
     assert_eq!(
         b.write(WriteOp::RevokePrincipal {
             fingerprint: "a".repeat(64)

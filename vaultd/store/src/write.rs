@@ -66,6 +66,11 @@ pub enum WriteOp {
     RevokePrincipal {
         fingerprint: String,
     },
+    /// Revokes every unrevoked certificate of a principal name (not found
+    /// if it has none).
+    RevokeName {
+        name: String,
+    },
     /// A new version of a sealed-tier secret: ciphertext and custodian
     /// shares only. `custody` is the JSON `{"group", "k"}`.
     PutSealedSecret {
@@ -154,6 +159,8 @@ pub enum WriteOutcome {
     Collected(RequestRow),
     /// The fencing epoch a `TakeOver` set.
     Epoch(u64),
+    /// The fingerprints a `RevokeName` revoked.
+    Revoked(Vec<String>),
 }
 
 struct Job {
@@ -684,6 +691,36 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 ..row
             }))
         }
+        WriteOp::RevokeName { name } => {
+            let mut st = c.prepare_cached(
+                "SELECT fingerprint, role FROM principals WHERE name = ?1 AND revoked = 0 ORDER BY fingerprint",
+            )?;
+            let rows = st
+                .query_map([&name], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            if rows.is_empty() {
+                return Err(StoreError::NotFound);
+            }
+            if rows.iter().any(|(_, role)| role == Role::Admin.as_str()) {
+                let others: i64 = c.query_row(
+                    "SELECT count(*) FROM principals WHERE role = 'admin' AND revoked = 0 AND name <> ?1",
+                    [&name],
+                    |r| r.get(0),
+                )?;
+                if others == 0 {
+                    return Err(StoreError::Conflict(Conflict::LastAdmin));
+                }
+            }
+            c.execute(
+                "UPDATE principals SET revoked = 1 WHERE name = ?1 AND revoked = 0",
+                [&name],
+            )?;
+            Ok(WriteOutcome::Revoked(
+                rows.into_iter().map(|(fp, _)| fp).collect(),
+            ))
+        }
         WriteOp::RevokePrincipal { fingerprint } => {
             // Read as text: revoking must work also for a row whose role
             // this build does not know (it is not an admin either way).
@@ -768,11 +805,13 @@ fn add_keyring(c: &Connection, kv: &KeyringVersion, now: i64) -> Result<(), Stor
 }
 
 fn add_principal(c: &Connection, p: &PrincipalRow) -> Result<(), StoreError> {
-    // A name is one principal with one role; new certificates for a name
-    // (renewals) must keep its role, since checkouts are recorded by name.
+    // A name is one principal with one role, for good: new certificates for
+    // a name (renewals) must keep its role, since checkouts, requests and
+    // audit entries are recorded by name; a revoked name does not come
+    // back with another role either.
     let other_role: Option<String> = c
         .query_row(
-            "SELECT role FROM principals WHERE name = ?1 AND revoked = 0 AND role <> ?2 LIMIT 1",
+            "SELECT role FROM principals WHERE name = ?1 AND role <> ?2 LIMIT 1",
             params![p.name, Text(p.role)],
             |r| r.get(0),
         )

@@ -72,6 +72,7 @@ pub fn table() -> Vec<Route> {
         POST "/v1/sys/unseal" P(Action::Unseal), Serve, SysUnseal => post(sys::unseal);
         POST "/v1/sys/certs" P(Action::IssueCertificate), Refuse, CertIssue => post(sys::issue_cert);
         GET "/v1/sys/principals" P(Action::IssueCertificate), Serve, PrincipalList => get(sys::list_principals);
+        POST "/v1/sys/principals/revoke" P(Action::IssueCertificate), Serve, PrincipalRevoke => post(sys::revoke_name);
         POST "/v1/sys/principals/{fingerprint}/revoke" P(Action::IssueCertificate), Serve, PrincipalRevoke => post(sys::revoke_principal);
         // The handler audits its own outcome as sys.update.stage; a refusal
         // before it is named sys.read, as the logs have always had it.

@@ -10,8 +10,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
 use vault_core::policy::{validate_name, Role};
-use vault_store::{PrincipalRow, WriteOp};
+use vault_store::{PrincipalRow, WriteOp, WriteOutcome};
 
+use super::blocking;
 use super::error::{ApiError, ApiResult, Code};
 use super::extract::{Auth, JsonBody};
 use crate::state::{AppState, Vault};
@@ -217,6 +218,41 @@ pub async fn list_principals(
         })
         .collect();
     Ok(Json(json!({ "principals": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeNameRequest {
+    name: String,
+}
+
+/// `POST /v1/sys/principals/revoke` (admin): revokes every certificate of a
+/// principal name, in force at once (also on open connections).
+pub async fn revoke_name(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    JsonBody(req): JsonBody<RevokeNameRequest>,
+) -> ApiResult<Json<Value>> {
+    if !validate_name(&req.name) {
+        return Err(ApiError::new(
+            Code::InvalidName,
+            "name must be 1-64 characters of A-Z a-z 0-9 . _ -",
+        ));
+    }
+    let s = st.clone();
+    let name = req.name.clone();
+    let audit = auth.audit(&st, "principal.revoke", &req.name);
+    let r = blocking(move || s.store.write_audited(WriteOp::RevokeName { name }, audit)).await?;
+    auth.after_write(&r);
+    let WriteOutcome::Revoked(fps) = r? else {
+        return Err(ApiError::internal("unexpected store outcome"));
+    };
+    for fp in &fps {
+        st.mark_revoked(fp);
+    }
+    tracing::warn!(by = %auth.principal.name, name = %req.name, certificates = fps.len(), "principal name revoked");
+    st.reload_principals()?;
+    Ok(Json(json!({"name": req.name, "revoked": fps})))
 }
 
 pub async fn revoke_principal(

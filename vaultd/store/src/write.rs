@@ -704,14 +704,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 return Err(StoreError::NotFound);
             }
             if rows.iter().any(|(_, role)| role == Role::Admin.as_str()) {
-                let others: i64 = c.query_row(
-                    "SELECT count(*) FROM principals WHERE role = 'admin' AND revoked = 0 AND name <> ?1",
-                    [&name],
-                    |r| r.get(0),
-                )?;
-                if others == 0 {
-                    return Err(StoreError::Conflict(Conflict::LastAdmin));
-                }
+                keep_an_admin(c, "name <> ?1", &name)?;
             }
             c.execute(
                 "UPDATE principals SET revoked = 1 WHERE name = ?1 AND revoked = 0",
@@ -733,16 +726,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 .optional()?
                 .ok_or(StoreError::NotFound)?;
             if role == Role::Admin.as_str() {
-                let others: i64 = c.query_row(
-                    "SELECT count(*) FROM principals WHERE role = 'admin' AND revoked = 0 AND fingerprint <> ?1",
-                    [&fingerprint],
-                    |r| r.get(0),
-                )?;
-                if others == 0 {
-                    // Revoking the last admin would lock everyone out of
-                    // issuance, unseal and rotation for good.
-                    return Err(StoreError::Conflict(Conflict::LastAdmin));
-                }
+                keep_an_admin(c, "fingerprint <> ?1", &fingerprint)?;
             }
             c.execute(
                 "UPDATE principals SET revoked = 1 WHERE fingerprint = ?1",
@@ -800,6 +784,23 @@ fn add_keyring(c: &Connection, kv: &KeyringVersion, now: i64) -> Result<(), Stor
     )?;
     if n == 0 {
         return Err(StoreError::Conflict(Conflict::KeyringVersionExists));
+    }
+    Ok(())
+}
+
+/// Refuses a revocation that would leave no unrevoked admin outside
+/// `others` (a SQL condition on `?1`): that would lock everyone out of
+/// issuance, unseal and rotation for good.
+fn keep_an_admin(c: &Connection, others: &'static str, key: &str) -> Result<(), StoreError> {
+    let n: i64 = c.query_row(
+        &format!(
+            "SELECT count(*) FROM principals WHERE role = 'admin' AND revoked = 0 AND {others}"
+        ),
+        [key],
+        |r| r.get(0),
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict(Conflict::LastAdmin));
     }
     Ok(())
 }

@@ -100,17 +100,23 @@ pub struct IssueRequest {
     validity_days: Option<u32>,
 }
 
+fn check_name(name: &str) -> ApiResult<()> {
+    if validate_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::InvalidName,
+            "name must be 1-64 characters of A-Z a-z 0-9 . _ -",
+        ))
+    }
+}
+
 pub async fn issue_cert(
     State(st): State<Arc<AppState>>,
     auth: Auth,
     JsonBody(req): JsonBody<IssueRequest>,
 ) -> ApiResult<Json<Value>> {
-    if !validate_name(&req.name) {
-        return Err(ApiError::new(
-            Code::InvalidName,
-            "name must be 1-64 characters of A-Z a-z 0-9 . _ -",
-        ));
-    }
+    check_name(&req.name)?;
     let role = Role::parse(&req.role).ok_or_else(|| {
         ApiError::new(
             Code::InvalidRole,
@@ -233,12 +239,7 @@ pub async fn revoke_name(
     auth: Auth,
     JsonBody(req): JsonBody<RevokeNameRequest>,
 ) -> ApiResult<Json<Value>> {
-    if !validate_name(&req.name) {
-        return Err(ApiError::new(
-            Code::InvalidName,
-            "name must be 1-64 characters of A-Z a-z 0-9 . _ -",
-        ));
-    }
+    check_name(&req.name)?;
     let s = st.clone();
     let name = req.name.clone();
     let audit = auth.audit(&st, "principal.revoke", &req.name);

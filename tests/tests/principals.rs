@@ -127,6 +127,11 @@ fn revoking_a_name_revokes_all_its_certificates_and_the_name_cannot_return_with_
         );
     }
     assert_eq!(checkout(&other, "svc/db").status, 200);
+    // The same through vaultctl, for the other server.
+    let fp2 = fingerprint_of(&a, "p2");
+    let o = a.vaultctl("admin", &["cert", "revoke", "--name", "p2"], None);
+    assert_eq!(vault_e2e::ok(&o), format!("revoked {fp2} (p2)\n"));
+    assert_eq!(checkout(&other, "svc/db").status, 403);
     // Nothing left to revoke under that name; the last admin's name is kept.
     let again = req(
         &a.admin(),

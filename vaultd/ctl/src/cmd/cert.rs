@@ -16,8 +16,18 @@ pub enum CertCmd {
     Issue(IssueArgs),
     /// List principals.
     List,
-    /// Revoke a principal by certificate SHA-256 fingerprint.
-    Revoke { fingerprint: String },
+    /// Revoke one certificate (by SHA-256 fingerprint) or every certificate of a name.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct RevokeArgs {
+    /// The certificate's SHA-256 fingerprint (only that certificate).
+    fingerprint: Option<String>,
+    /// Every certificate of this principal name.
+    #[arg(long)]
+    name: Option<String>,
 }
 
 #[derive(Args)]
@@ -123,17 +133,26 @@ pub async fn list(c: &ConnArgs, j: bool) -> Outcome {
     Ok(Ok(()))
 }
 
-/// `cert revoke FINGERPRINT`
-pub async fn revoke(c: &ConnArgs, j: bool, fingerprint: &str) -> Outcome {
-    let v = server!(
-        call(
-            c,
-            Method::POST,
-            &format!("/v1/sys/principals/{}/revoke", enc(fingerprint)),
-            None
-        )
-        .await?
-    );
-    out(j, &v, |_| println!("revoked {fingerprint}"));
+/// `cert revoke FINGERPRINT` or `cert revoke --name NAME`
+pub async fn revoke(c: &ConnArgs, j: bool, a: &RevokeArgs) -> Outcome {
+    match &a.fingerprint {
+        Some(fingerprint) => {
+            let path = format!("/v1/sys/principals/{}/revoke", enc(fingerprint));
+            let v = server!(call(c, Method::POST, &path, None).await?);
+            out(j, &v, |_| println!("revoked {fingerprint}"));
+        }
+        // clap requires FINGERPRINT or --name; an empty name is refused by
+        // the server (invalid_name).
+        None => {
+            let name = a.name.as_deref().unwrap_or_default();
+            let body = json!({ "name": name });
+            let v = server!(call(c, Method::POST, "/v1/sys/principals/revoke", Some(body)).await?);
+            out(j, &v, |v| {
+                for fp in v["revoked"].as_array().into_iter().flatten() {
+                    println!("revoked {} ({name})", fp.as_str().unwrap_or_default());
+                }
+            });
+        }
+    }
     Ok(Ok(()))
 }

@@ -37,7 +37,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Cmd::Update(UpdateCmd::Status) => update::status(c, j).await,
         Cmd::Cert(CertCmd::Issue(a)) => cert::issue(c, j, a).await,
         Cmd::Cert(CertCmd::List) => cert::list(c, j).await,
-        Cmd::Cert(CertCmd::Revoke { fingerprint }) => cert::revoke(c, j, &fingerprint).await,
+        Cmd::Cert(CertCmd::Revoke(a)) => cert::revoke(c, j, &a).await,
         Cmd::Secret(SecretCmd::Put(a)) => secret::put(c, j, a).await,
         Cmd::Secret(SecretCmd::Get { path }) => secret::get(c, j, &path).await,
         Cmd::Secret(SecretCmd::List { prefix }) => secret::list(c, j, &prefix).await,

@@ -17,6 +17,7 @@
 //!   `ApiError`, OpenAPI document.
 //! * [`audit`]: audit entry drafts, value HMACs, signed checkpoints.
 //! * [`rotation`]: keyring rotation and background rewrap.
+//! * [`leases`]: the reaper that ends checkouts at their TTL.
 //! * [`update`]: A/B image updates: staging, verification, installation,
 //!   and what each boot records.
 //! * [`bootstrap`]: the first-boot ceremony and the status-only server of a
@@ -38,6 +39,7 @@ pub mod bootstrap;
 pub mod ca;
 pub mod config;
 pub mod init;
+pub mod leases;
 pub mod metrics;
 pub mod recover;
 pub mod rotation;
@@ -253,6 +255,7 @@ pub async fn run(
     }
     update::spawn_watcher(state.clone());
     audit::spawn_checkpointer(state.clone());
+    leases::spawn_reaper(state.clone());
     let _siem = siem::spawn(state.clone()); // dropped last: drains and stops the sinks
     let addr = listener
         .local_addr()

@@ -295,6 +295,43 @@ fn checkouts(b: &dyn Backend, kr: &Keyring) {
             .err()
             .is_some_and(|e| e.code() == "not_found")
     );
+    // Leases end once. The reaper finds those past their TTL (not the one
+    // checked in), and ends each by expiry.
+    let (first, third) = (
+        "00000000-0000-4000-8000-000000000001",
+        "00000000-0000-4000-8000-000000000003",
+    );
+    let due = |now| -> Vec<String> {
+        b.expiring_checkouts(now, 10)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    };
+    assert!(due(159).is_empty());
+    assert_eq!(due(160), [first]);
+    let expire = |id: &str, now| b.write(WriteOp::ExpireCheckout { id: id.into(), now });
+    assert_eq!(
+        expire(third, 300).err().unwrap().code(),
+        "already_checked_in"
+    );
+    match expire(first, 161).unwrap() {
+        WriteOutcome::Expired(r) => assert_eq!((r.id.as_str(), r.expired_at), (first, Some(161))),
+        o => panic!("expire answered {o:?}"),
+    }
+    assert!(due(10_000).is_empty());
+    assert_eq!(b.checkout(first).unwrap().unwrap().expired_at, Some(161));
+    assert_eq!(expire(first, 162).err().unwrap().code(), "lease_expired");
+    let late = b.write(WriteOp::Checkin {
+        id: first.into(),
+        principal: "pam01".into(),
+        now: 163,
+    });
+    assert_eq!(late.err().unwrap().code(), "lease_expired");
+    let open = "00000000-0000-4000-8000-000000000006";
+    checkout(b, open, "c/x", 400).unwrap();
+    assert_eq!(expire(open, 459).err().unwrap().code(), "lease_active");
+    assert_eq!(due(460), [open]);
 }
 
 fn principals(b: &dyn Backend) {

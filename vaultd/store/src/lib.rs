@@ -82,6 +82,10 @@ conflicts! {
     KeyringVersionExists = "keyring_version_exists";
     /// Revoking the last admin.
     LastAdmin = "last_admin";
+    /// Expiring a lease whose time has not come.
+    LeaseActive = "lease_active";
+    /// The lease ended at its TTL already.
+    LeaseExpired = "lease_expired";
     /// The name belongs to a principal of another role.
     NameInUse = "name_in_use";
     /// The data file holds no vault.
@@ -313,6 +317,10 @@ pub trait Backend: Send + Sync {
     fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError>;
 
     fn checkout(&self, id: &str) -> Result<Option<CheckoutRow>, StoreError>;
+
+    /// Up to `limit` open checkouts whose lease ended by `now` (neither
+    /// checked in nor expired yet), soonest first.
+    fn expiring_checkouts(&self, now: i64, limit: usize) -> Result<Vec<CheckoutRow>, StoreError>;
 
     /// Up to `limit` secret versions whose data key is not under `active`.
     fn stale_versions(&self, active: u32, limit: usize) -> Result<Vec<StaleVersion>, StoreError>;
@@ -659,6 +667,18 @@ impl Backend for Store {
 
     fn checkout(&self, id: &str) -> Result<Option<CheckoutRow>, StoreError> {
         self.read(|c| write::read_checkout(c, id))
+    }
+
+    fn expiring_checkouts(&self, now: i64, limit: usize) -> Result<Vec<CheckoutRow>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(concat!(
+                write::select_checkouts!(),
+                "WHERE checked_in_at IS NULL AND expired_at IS NULL AND expires_at <= ?1
+                 ORDER BY expires_at, id LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![now, limit as i64], write::checkout_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     fn stale_versions(&self, active: u32, limit: usize) -> Result<Vec<StaleVersion>, StoreError> {

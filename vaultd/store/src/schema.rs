@@ -125,6 +125,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (request_id, custodian)
     ) STRICT;
     "#,
+    // 4: leases end: a checkout is checked in or expired by the reaper,
+    // once (`checkout.expire`).
+    r#"
+    ALTER TABLE checkouts ADD COLUMN expired_at INTEGER;
+    CREATE INDEX checkouts_expiring ON checkouts(expires_at)
+        WHERE checked_in_at IS NULL AND expired_at IS NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

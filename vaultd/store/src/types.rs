@@ -74,6 +74,8 @@ pub struct CheckoutRow {
     pub created_at: i64,
     pub expires_at: i64,
     pub checked_in_at: Option<i64>,
+    /// When the reaper ended the lease (it was not checked in by then).
+    pub expired_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

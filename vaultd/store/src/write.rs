@@ -127,6 +127,13 @@ pub enum WriteOp {
         principal: String,
         now: i64,
     },
+    /// Ends a lease at its TTL: an open checkout whose `expires_at` has
+    /// passed by `now` (refused as `lease_expired` if it has already ended,
+    /// `lease_active` if its time has not come).
+    ExpireCheckout {
+        id: String,
+        now: i64,
+    },
     AddPrincipal(PrincipalRow),
     /// Replaces a wrapped data key if it is still under `from`.
     Rewrap {
@@ -161,6 +168,8 @@ pub enum WriteOutcome {
     Epoch(u64),
     /// The fingerprints a `RevokeName` revoked.
     Revoked(Vec<String>),
+    /// The lease an `ExpireCheckout` ended.
+    Expired(CheckoutRow),
 }
 
 struct Job {
@@ -682,12 +691,35 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             if row.checked_in_at.is_some() {
                 return Err(StoreError::Conflict(Conflict::AlreadyCheckedIn));
             }
+            if row.expired_at.is_some() {
+                return Err(StoreError::Conflict(Conflict::LeaseExpired));
+            }
             c.execute(
                 "UPDATE checkouts SET checked_in_at = ?2 WHERE id = ?1",
                 params![id, now],
             )?;
             Ok(WriteOutcome::CheckedIn(CheckoutRow {
                 checked_in_at: Some(now),
+                ..row
+            }))
+        }
+        WriteOp::ExpireCheckout { id, now } => {
+            let row = read_checkout(c, &id)?.ok_or(StoreError::NotFound)?;
+            if row.checked_in_at.is_some() {
+                return Err(StoreError::Conflict(Conflict::AlreadyCheckedIn));
+            }
+            if row.expired_at.is_some() {
+                return Err(StoreError::Conflict(Conflict::LeaseExpired));
+            }
+            if row.expires_at > now {
+                return Err(StoreError::Conflict(Conflict::LeaseActive));
+            }
+            c.execute(
+                "UPDATE checkouts SET expired_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+            Ok(WriteOutcome::Expired(CheckoutRow {
+                expired_at: Some(now),
                 ..row
             }))
         }
@@ -838,24 +870,36 @@ fn add_principal(c: &Connection, p: &PrincipalRow) -> Result<(), StoreError> {
 
 pub(crate) fn read_checkout(c: &Connection, id: &str) -> Result<Option<CheckoutRow>, StoreError> {
     Ok(c.query_row(
-        "SELECT id, path, version, principal, reason, exclusive, created_at, expires_at, checked_in_at
-         FROM checkouts WHERE id = ?1",
+        concat!(select_checkouts!(), "WHERE id = ?1"),
         [id],
-        |r| {
-            Ok(CheckoutRow {
-                id: r.get(0)?,
-                path: r.get(1)?,
-                version: r.get::<_, i64>(2)? as u64,
-                principal: r.get(3)?,
-                reason: r.get(4)?,
-                exclusive: r.get::<_, i64>(5)? != 0,
-                created_at: r.get(6)?,
-                expires_at: r.get(7)?,
-                checked_in_at: r.get(8)?,
-            })
-        },
+        checkout_from_row,
     )
     .optional()?)
+}
+
+/// `SELECT` of every checkout column, in the order [`checkout_from_row`] reads.
+macro_rules! select_checkouts {
+    () => {
+        "SELECT id, path, version, principal, reason, exclusive, created_at, expires_at,
+                checked_in_at, expired_at
+         FROM checkouts "
+    };
+}
+pub(crate) use select_checkouts;
+
+pub(crate) fn checkout_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckoutRow> {
+    Ok(CheckoutRow {
+        id: r.get(0)?,
+        path: r.get(1)?,
+        version: r.get::<_, i64>(2)? as u64,
+        principal: r.get(3)?,
+        reason: r.get(4)?,
+        exclusive: r.get::<_, i64>(5)? != 0,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        checked_in_at: r.get(8)?,
+        expired_at: r.get(9)?,
+    })
 }
 
 /// What a new secret version records besides its ciphertext.

@@ -51,6 +51,7 @@ actions! {
     SecretMetadata => "secret.metadata",
     SecretList => "secret.list",
     CheckoutCheckin => "checkout.checkin",
+    CheckoutExpire => "checkout.expire",
     // Principals and the keyring.
     CertIssue => "cert.issue",
     PrincipalRevoke => "principal.revoke",

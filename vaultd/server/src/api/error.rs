@@ -93,6 +93,8 @@ codes! {
     CheckedOut = "checked_out", CONFLICT;
     VersionChanged = "version_changed", CONFLICT;
     AlreadyCheckedIn = "already_checked_in", CONFLICT;
+    LeaseExpired = "lease_expired", CONFLICT;
+    LeaseActive = "lease_active", CONFLICT;
     LastAdmin = "last_admin", CONFLICT;
     NameInUse = "name_in_use", CONFLICT;
     KeyringVersionExists = "keyring_version_exists", CONFLICT;

@@ -249,7 +249,12 @@ stop_vm 90
 if [ "${IMAGE_TEST_REPRO:-1}" = 1 ] && [ -f "$IMAGE_DIR/test/reproducible.sh" ]; then
     echo "== 7. reproducible root"
     t0=$SECONDS
-    if REPRO_REFERENCE=1 bash "$IMAGE_DIR/test/reproducible.sh"; then ok "two builds give the same root hash"; else bad "root hash differs between two builds"; fi
+    rc=0; REPRO_REFERENCE=1 bash "$IMAGE_DIR/test/reproducible.sh" || rc=$?
+    case $rc in
+        0) ok "two builds give the same root hash" ;;
+        2) bad "reproducibility: the second build failed twice (image/work/repro/build2.try*.log): $(grep -a 'ERROR\|E:' "$IMAGE_DIR/work/repro/build2.log" | tail -1 | cut -c1-160)" ;;
+        *) bad "root hash differs between two builds of the same inputs (exit $rc)" ;;
+    esac
     TIMES+=("reproducibility check: $((SECONDS - t0))s")
 fi
 

@@ -389,7 +389,7 @@ fn flipped_ciphertext_byte_is_an_integrity_error() {
         .unwrap();
         // Swap svc/b's row content onto svc/c's identity: must not decrypt either.
         c.execute(
-            "INSERT INTO secrets SELECT 'svc/c', exclusive, current_version, metadata, created_at, updated_at, tier, approvals, custody FROM secrets WHERE path = 'svc/b'",
+            "INSERT INTO secrets SELECT 'svc/c', exclusive, current_version, metadata, created_at, updated_at, tier, approvals, custody, max_lease_seconds FROM secrets WHERE path = 'svc/b'",
             [],
         )
         .unwrap();

@@ -54,6 +54,12 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Who> {
         (("PUT", "/v1/secrets/{*path}"), Roles(&["writer"])),
         (("POST", "/v1/secrets/{*path}"), Roles(&["pam"])),
         (("POST", "/v1/checkouts/{id}/checkin"), Roles(&["pam"])),
+        (("POST", "/v1/checkouts/{id}/renew"), Roles(&["pam"])),
+        (("POST", "/v1/checkouts/{id}/revoke"), Roles(&["admin"])),
+        (
+            ("GET", "/v1/checkouts"),
+            Roles(&["admin", "pam", "auditor"]),
+        ),
         (
             ("GET", "/v1/custodians"),
             Roles(&["admin", "auditor", "custodian"]),

@@ -67,7 +67,12 @@ pub enum Action {
     ReadMetadata,
     ListSecrets,
     Checkout,
+    /// Check in or renew one's own checkout.
     Checkin,
+    /// List checkouts (a pam principal: only its own).
+    ListCheckouts,
+    /// End another principal's lease early, with a reason.
+    RevokeCheckout,
     /// Audit log entries, proofs, checkpoints, value hashes.
     ReadAudit,
     /// Enrol a custodian's YubiKey (attested keys).
@@ -99,15 +104,17 @@ pub fn allowed(role: Role, action: Action) -> bool {
                 | SetApprovalPolicy
                 | ReadRequests
                 | UpdateImage
+                | ListCheckouts
+                | RevokeCheckout
         ),
         Role::Writer => matches!(action, WriteSecret | ReadMetadata | ListSecrets),
         Role::Pam => matches!(
             action,
-            Checkout | Checkin | ReadMetadata | ListSecrets | ReadRequests
+            Checkout | Checkin | ListCheckouts | ReadMetadata | ListSecrets | ReadRequests
         ),
         Role::Auditor => matches!(
             action,
-            ReadMetadata | ListSecrets | ReadAudit | ListCustodians | ReadRequests
+            ReadMetadata | ListSecrets | ReadAudit | ListCustodians | ReadRequests | ListCheckouts
         ),
         Role::Custodian => matches!(
             action,
@@ -179,6 +186,12 @@ mod tests {
             assert!(!allowed(r, Action::Vote), "{r}");
         }
         assert!(allowed(Role::Custodian, Action::Vote));
+        // Only an admin ends another's lease; pam renews its own (Checkin).
+        for r in [Role::Writer, Role::Pam, Role::Auditor, Role::Custodian] {
+            assert!(!allowed(r, Action::RevokeCheckout), "{r}");
+        }
+        assert!(allowed(Role::Admin, Action::RevokeCheckout));
+        assert!(!allowed(Role::Admin, Action::Checkin));
         assert!(!allowed(Role::Custodian, Action::Checkout));
         assert!(!allowed(Role::Custodian, Action::WriteSecret));
         assert!(!allowed(Role::Custodian, Action::EnrollCustodian));

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::cmd::{
-    audit, breakglass, cert, checkout, custodian, init, keyring, recover, requests, secret, update,
+    audit, breakglass, cert, checkout, custodian, init, keyring, lease, recover, requests, secret,
+    update,
 };
 
 #[derive(Parser)]
@@ -70,6 +71,10 @@ pub enum Cmd {
     Checkout(checkout::CheckoutArgs),
     /// Check a checkout back in (pam).
     Checkin { checkout_id: String },
+    /// Leases: list (admin, auditor; pam: its own), renew (pam, its own),
+    /// revoke (admin, with a reason).
+    #[command(subcommand)]
+    Lease(lease::LeaseCmd),
     /// Keyring (admin).
     #[command(subcommand)]
     Keyring(keyring::KeyringCmd),

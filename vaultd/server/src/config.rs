@@ -277,6 +277,10 @@ pub struct Limits {
     pub default_ttl_seconds: u64,
     #[serde(default = "d_max_ttl")]
     pub max_ttl_seconds: u64,
+    /// The longest a lease may last, renewals included, for a secret that
+    /// sets no `max_lease_seconds` of its own (and the most one may set).
+    #[serde(default = "d_max_lease")]
+    pub max_lease_seconds: u64,
     /// Validity of client certificates issued by the CA.
     #[serde(default = "d_cert_days")]
     pub client_cert_days: u32,
@@ -307,6 +311,9 @@ fn d_ttl() -> u64 {
 fn d_max_ttl() -> u64 {
     86_400
 }
+fn d_max_lease() -> u64 {
+    86_400
+}
 fn d_cert_days() -> u32 {
     90
 }
@@ -328,6 +335,7 @@ impl Default for Limits {
             request_timeout_secs: d_timeout(),
             default_ttl_seconds: d_ttl(),
             max_ttl_seconds: d_max_ttl(),
+            max_lease_seconds: d_max_lease(),
             client_cert_days: d_cert_days(),
             max_connections: d_conns(),
             max_handshakes: d_handshakes(),
@@ -455,6 +463,9 @@ impl Config {
         }
         if l.default_ttl_seconds == 0 || l.default_ttl_seconds > l.max_ttl_seconds {
             p.push("limits.default_ttl_seconds must be 1..=max_ttl_seconds".into());
+        }
+        if l.max_lease_seconds < l.max_ttl_seconds || l.max_lease_seconds > 90 * 86_400 {
+            p.push("limits.max_lease_seconds must be max_ttl_seconds..=7776000 (90 days)".into());
         }
         if l.client_cert_days == 0 || l.client_cert_days > 3650 {
             p.push("limits.client_cert_days must be 1..=3650".into());

@@ -17,8 +17,8 @@ use vault_core::keyring::{Keyring, KeyringVersion, Tier};
 use vault_core::keys::RootKey;
 
 use crate::{
-    Backend, CheckoutRow, CustodianRow, PrincipalRow, RequestRow, StoreError, VoteRow, WriteOp,
-    WriteOutcome,
+    Backend, CheckoutFilter, CheckoutRow, CustodianRow, PrincipalRow, RequestRow, StoreError,
+    VoteRow, WriteOp, WriteOutcome,
 };
 
 /// Opens handles on one storage. The first call sees empty storage; every
@@ -144,6 +144,7 @@ fn put(b: &dyn Backend, kr: &Keyring, path: &str, value: &[u8]) -> Result<u64, S
         path: path.into(),
         version,
         exclusive: None,
+        max_lease_seconds: None,
         metadata: None,
         created_by: "w".into(),
         now: 10,
@@ -179,6 +180,7 @@ fn secrets(b: &dyn Backend, kr: &Keyring) {
             path: "c/p".into(),
             version: 2,
             exclusive: None,
+            max_lease_seconds: None,
             metadata: None,
             created_by: "w".into(),
             now: 11,
@@ -241,6 +243,7 @@ fn checkouts(b: &dyn Backend, kr: &Keyring) {
         path: "c/x".into(),
         version: 1,
         exclusive: Some(true),
+        max_lease_seconds: None,
         metadata: None,
         created_by: "w".into(),
         now: 10,
@@ -332,6 +335,156 @@ fn checkouts(b: &dyn Backend, kr: &Keyring) {
     checkout(b, open, "c/x", 400).unwrap();
     assert_eq!(expire(open, 459).err().unwrap().code(), "lease_active");
     assert_eq!(due(460), [open]);
+    renewals(b, kr, open);
+}
+
+/// Renewal up to the secret's maximum, revocation by an admin, the list.
+fn renewals(b: &dyn Backend, kr: &Keyring, expired_open: &str) {
+    let renew = |id: &str, who: &str, now: i64, expires_at: i64| {
+        b.write(WriteOp::RenewCheckout {
+            id: id.into(),
+            principal: who.into(),
+            now,
+            expires_at,
+            max_lease: 1_000,
+        })
+    };
+    let lease = |o: WriteOutcome| match o {
+        WriteOutcome::Checkout(r) => r,
+        o => panic!("answered {o:?}"),
+    };
+    // `open` (400..460) is past its TTL at 470, even before the reaper.
+    assert_eq!(
+        renew(expired_open, "pam01", 470, 600).err().unwrap().code(),
+        "lease_expired"
+    );
+    // The configured maximum (1,000 s from 500) when the secret has none.
+    let id = "00000000-0000-4000-8000-000000000007";
+    checkout(b, id, "c/x", 500).unwrap();
+    assert_eq!(
+        renew(id, "other", 510, 700).err().unwrap().code(),
+        "forbidden"
+    );
+    let r = lease(renew(id, "pam01", 510, 700).unwrap());
+    assert_eq!((r.expires_at, r.renewals), (700, 1));
+    let r = lease(renew(id, "pam01", 520, 9_999).unwrap());
+    assert_eq!(
+        (r.expires_at, r.renewals),
+        (1_500, 2),
+        "capped at created + max"
+    );
+    assert_eq!(
+        renew(id, "pam01", 530, 9_999).err().unwrap().code(),
+        "lease_max_exceeded"
+    );
+    assert_eq!(b.checkout(id).unwrap().unwrap().expires_at, 1_500);
+    // A secret's own maximum bounds checkout and renewal.
+    b.write(WriteOp::PutSecret {
+        path: "c/short".into(),
+        version: 1,
+        exclusive: Some(true),
+        max_lease_seconds: Some(100),
+        metadata: None,
+        created_by: "w".into(),
+        now: 10,
+        sealed: kr.seal_value("c/short", 1, Tier::Standard, b"s"),
+    })
+    .unwrap();
+    assert_eq!(
+        b.secret("c/short").unwrap().unwrap().max_lease_seconds,
+        Some(100)
+    );
+    let long = b.write(WriteOp::Checkout {
+        id: "00000000-0000-4000-8000-000000000008".into(),
+        path: "c/short".into(),
+        expect_version: None,
+        principal: "pam01".into(),
+        reason: "r".into(),
+        now: 600,
+        expires_at: 701,
+    });
+    assert_eq!(long.err().unwrap().code(), "lease_max_exceeded");
+    let short = "00000000-0000-4000-8000-000000000009";
+    checkout(b, short, "c/short", 600).unwrap();
+    assert_eq!(
+        lease(renew(short, "pam01", 610, 900).unwrap()).expires_at,
+        700
+    );
+    // An admin ends it early: it is closed, the exclusive lock is free, and
+    // the owner's check-in or renewal after that is refused.
+    let revoke = |id: &str, now| {
+        b.write(WriteOp::RevokeCheckout {
+            id: id.into(),
+            by: "admin".into(),
+            reason: "suspected misuse".into(),
+            now,
+        })
+    };
+    let r = lease(revoke(short, 620).unwrap());
+    assert_eq!(
+        (r.checked_in_at, r.revoked.clone()),
+        (Some(620), Some(("admin".into(), "suspected misuse".into())))
+    );
+    assert_eq!(
+        revoke(short, 621).err().unwrap().code(),
+        "already_checked_in"
+    );
+    assert_eq!(
+        renew(short, "pam01", 622, 690).err().unwrap().code(),
+        "already_checked_in"
+    );
+    checkout(b, "00000000-0000-4000-8000-00000000000a", "c/short", 630).unwrap();
+    assert!(b.secret("c/short").unwrap().unwrap().open_checkouts.len() == 1);
+    // The list: newest first, filtered, paged.
+    let list = |f: CheckoutFilter| -> Vec<String> {
+        b.checkouts(&f).unwrap().into_iter().map(|c| c.id).collect()
+    };
+    let all = list(CheckoutFilter {
+        limit: 100,
+        ..Default::default()
+    });
+    let n = |k: &str| format!("00000000-0000-4000-8000-00000000000{k}");
+    // Refused checkouts (4, 5, 8) left no row.
+    assert_eq!(all, ["a", "9", "7", "6", "3", "1"].map(n));
+    let open_only = list(CheckoutFilter {
+        open_only: true,
+        limit: 100,
+        ..Default::default()
+    });
+    assert_eq!(
+        open_only,
+        [
+            "00000000-0000-4000-8000-00000000000a",
+            id,
+            expired_open, // past its TTL, not yet ended by the reaper
+        ]
+    );
+    let short_ones = list(CheckoutFilter {
+        path_prefix: Some("c/sh".into()),
+        limit: 100,
+        ..Default::default()
+    });
+    assert_eq!(short_ones.len(), 2);
+    assert!(list(CheckoutFilter {
+        principal: Some("other".into()),
+        limit: 100,
+        ..Default::default()
+    })
+    .is_empty());
+    let page1 = b
+        .checkouts(&CheckoutFilter {
+            limit: 4,
+            ..Default::default()
+        })
+        .unwrap();
+    let last = page1.last().unwrap();
+    let page2 = list(CheckoutFilter {
+        before: Some(last.id.clone()),
+        limit: 100,
+        ..Default::default()
+    });
+    assert_eq!(page1.len() + page2.len(), all.len());
+    assert_eq!(page2[0], all[4]);
 }
 
 fn principals(b: &dyn Backend) {

@@ -84,6 +84,9 @@ conflicts! {
     LastAdmin = "last_admin";
     /// Expiring a lease whose time has not come.
     LeaseActive = "lease_active";
+    /// A lease longer than its secret's maximum, or a renewal of one that
+    /// has reached it.
+    LeaseMaxExceeded = "lease_max_exceeded";
     /// The lease ended at its TTL already.
     LeaseExpired = "lease_expired";
     /// The name belongs to a principal of another role.
@@ -317,6 +320,9 @@ pub trait Backend: Send + Sync {
     fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError>;
 
     fn checkout(&self, id: &str) -> Result<Option<CheckoutRow>, StoreError>;
+
+    /// Checkouts, newest first, as the filter says.
+    fn checkouts(&self, filter: &CheckoutFilter) -> Result<Vec<CheckoutRow>, StoreError>;
 
     /// Up to `limit` open checkouts whose lease ended by `now` (neither
     /// checked in nor expired yet), soonest first.
@@ -669,6 +675,32 @@ impl Backend for Store {
         self.read(|c| write::read_checkout(c, id))
     }
 
+    fn checkouts(&self, f: &CheckoutFilter) -> Result<Vec<CheckoutRow>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(concat!(
+                write::select_checkouts!(),
+                "WHERE (?1 IS NULL OR substr(path, 1, length(?1)) = ?1)
+                   AND (?2 IS NULL OR principal = ?2)
+                   AND (?3 = 0 OR (checked_in_at IS NULL AND expired_at IS NULL))
+                   AND (?4 IS NULL OR rowid < (SELECT rowid FROM checkouts WHERE id = ?4))
+                 ORDER BY rowid DESC LIMIT ?5"
+            ))?;
+            // Rows are appended by the one writer: rowid order is the order
+            // they were recorded in, ties of created_at included.
+            let rows = st.query_map(
+                params![
+                    f.path_prefix,
+                    f.principal,
+                    f.open_only as i64,
+                    f.before,
+                    f.limit as i64
+                ],
+                write::checkout_from_row,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     fn expiring_checkouts(&self, now: i64, limit: usize) -> Result<Vec<CheckoutRow>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(concat!(
@@ -725,7 +757,8 @@ fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PrincipalRow> {
 pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInfo>, StoreError> {
     let head = c
         .query_row(
-            "SELECT exclusive, current_version, metadata, created_at, updated_at, tier, approvals, custody
+            "SELECT exclusive, current_version, metadata, created_at, updated_at, tier, approvals, custody,
+                    max_lease_seconds
              FROM secrets WHERE path = ?1",
             [path],
             |r| {
@@ -740,11 +773,21 @@ pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInf
                         approvals: r.get(6)?,
                         custody: r.get(7)?,
                     },
+                    r.get::<_, Option<i64>>(8)?.map(|m| m as u64),
                 ))
             },
         )
         .optional()?;
-    let Some((exclusive, current_version, metadata, created_at, updated_at, policy)) = head else {
+    let Some((
+        exclusive,
+        current_version,
+        metadata,
+        created_at,
+        updated_at,
+        policy,
+        max_lease_seconds,
+    )) = head
+    else {
         return Ok(None);
     };
     let metadata = serde_json::from_str(&metadata)
@@ -763,7 +806,8 @@ pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInf
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut st = c.prepare_cached(
-        "SELECT id, principal, expires_at FROM checkouts WHERE path = ?1 AND checked_in_at IS NULL ORDER BY created_at",
+        "SELECT id, principal, expires_at FROM checkouts
+         WHERE path = ?1 AND checked_in_at IS NULL AND expired_at IS NULL ORDER BY created_at",
     )?;
     let open_checkouts = st
         .query_map([path], |r| {
@@ -784,6 +828,7 @@ pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInf
         versions,
         open_checkouts,
         policy,
+        max_lease_seconds,
     }))
 }
 

@@ -132,6 +132,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX checkouts_expiring ON checkouts(expires_at)
         WHERE checked_in_at IS NULL AND expired_at IS NULL;
     "#,
+    // 5: leases are renewed up to a per-secret maximum (NULL: the
+    // configured `limits.max_lease_seconds`), and an admin can end one
+    // early, with a reason (`checkout.revoke`).
+    r#"
+    ALTER TABLE secrets ADD COLUMN max_lease_seconds INTEGER;
+    ALTER TABLE checkouts ADD COLUMN renewals INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE checkouts ADD COLUMN revoked_by TEXT;
+    ALTER TABLE checkouts ADD COLUMN revoke_reason TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -16,6 +16,9 @@ pub struct SecretInfo {
     pub versions: Vec<VersionInfo>,
     pub open_checkouts: Vec<OpenCheckout>,
     pub policy: SecretPolicy,
+    /// The longest a lease of it may last, renewals included (`None`: the
+    /// configured `limits.max_lease_seconds`).
+    pub max_lease_seconds: Option<u64>,
 }
 
 /// How a secret is protected: its tier, the approvals its checkouts need
@@ -76,6 +79,31 @@ pub struct CheckoutRow {
     pub checked_in_at: Option<i64>,
     /// When the reaper ended the lease (it was not checked in by then).
     pub expired_at: Option<i64>,
+    /// How often the lease was renewed.
+    pub renewals: u32,
+    /// Who ended the lease early (`checked_in_at` is then when), and why.
+    pub revoked: Option<(String, String)>,
+}
+
+impl CheckoutRow {
+    /// Neither checked in, revoked nor expired by the reaper.
+    pub fn is_open(&self) -> bool {
+        self.checked_in_at.is_none() && self.expired_at.is_none()
+    }
+}
+
+/// Which checkouts `Backend::checkouts` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckoutFilter {
+    /// Only paths that start with this.
+    pub path_prefix: Option<String>,
+    /// Only this principal's.
+    pub principal: Option<String>,
+    /// Only open leases (not checked in, revoked or expired).
+    pub open_only: bool,
+    /// Paging: only checkouts recorded before the one with this id.
+    pub before: Option<String>,
+    pub limit: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

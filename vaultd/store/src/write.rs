@@ -47,6 +47,9 @@ pub enum WriteOp {
         path: String,
         version: u64,
         exclusive: Option<bool>,
+        /// The longest a lease may last, renewals included (`None` keeps
+        /// what the secret has; new secrets then have the configured one).
+        max_lease_seconds: Option<u64>,
         metadata: Option<Value>,
         created_by: String,
         now: i64,
@@ -134,6 +137,23 @@ pub enum WriteOp {
         id: String,
         now: i64,
     },
+    /// The owner extends an open lease to `expires_at`, at most to
+    /// `created_at` + the secret's maximum lease (`max_lease` if it has
+    /// none); `lease_max_exceeded` if that leaves no extension.
+    RenewCheckout {
+        id: String,
+        principal: String,
+        now: i64,
+        expires_at: i64,
+        max_lease: i64,
+    },
+    /// An admin ends an open lease early, with a reason.
+    RevokeCheckout {
+        id: String,
+        by: String,
+        reason: String,
+        now: i64,
+    },
     AddPrincipal(PrincipalRow),
     /// Replaces a wrapped data key if it is still under `from`.
     Rewrap {
@@ -170,6 +190,8 @@ pub enum WriteOutcome {
     Revoked(Vec<String>),
     /// The lease an `ExpireCheckout` ended.
     Expired(CheckoutRow),
+    /// The lease after a `RenewCheckout` or `RevokeCheckout`.
+    Checkout(CheckoutRow),
 }
 
 struct Job {
@@ -443,6 +465,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             path,
             version,
             exclusive,
+            max_lease_seconds,
             metadata,
             created_by,
             now,
@@ -453,6 +476,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 path: &path,
                 version,
                 exclusive,
+                max_lease_seconds,
                 metadata,
                 custody: None,
                 created_by: &created_by,
@@ -475,6 +499,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 path: &path,
                 version,
                 exclusive: None,
+                max_lease_seconds: None,
                 metadata,
                 custody: Some(custody),
                 created_by: &created_by,
@@ -682,18 +707,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             expires_at,
         ),
         WriteOp::Checkin { id, principal, now } => {
-            let row = read_checkout(c, &id)?.ok_or(StoreError::NotFound)?;
-            if row.principal != principal {
-                return Err(StoreError::Forbidden(
-                    "the checkout belongs to another principal",
-                ));
-            }
-            if row.checked_in_at.is_some() {
-                return Err(StoreError::Conflict(Conflict::AlreadyCheckedIn));
-            }
-            if row.expired_at.is_some() {
-                return Err(StoreError::Conflict(Conflict::LeaseExpired));
-            }
+            let row = owned_checkout(c, &id, &principal)?;
             c.execute(
                 "UPDATE checkouts SET checked_in_at = ?2 WHERE id = ?1",
                 params![id, now],
@@ -704,13 +718,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             }))
         }
         WriteOp::ExpireCheckout { id, now } => {
-            let row = read_checkout(c, &id)?.ok_or(StoreError::NotFound)?;
-            if row.checked_in_at.is_some() {
-                return Err(StoreError::Conflict(Conflict::AlreadyCheckedIn));
-            }
-            if row.expired_at.is_some() {
-                return Err(StoreError::Conflict(Conflict::LeaseExpired));
-            }
+            let row = open_checkout(c, &id)?;
             if row.expires_at > now {
                 return Err(StoreError::Conflict(Conflict::LeaseActive));
             }
@@ -720,6 +728,30 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             )?;
             Ok(WriteOutcome::Expired(CheckoutRow {
                 expired_at: Some(now),
+                ..row
+            }))
+        }
+        WriteOp::RenewCheckout {
+            id,
+            principal,
+            now,
+            expires_at,
+            max_lease,
+        } => renew_checkout(c, &id, &principal, now, expires_at, max_lease),
+        WriteOp::RevokeCheckout {
+            id,
+            by,
+            reason,
+            now,
+        } => {
+            let row = open_checkout(c, &id)?;
+            c.execute(
+                "UPDATE checkouts SET checked_in_at = ?2, revoked_by = ?3, revoke_reason = ?4 WHERE id = ?1",
+                params![id, now, by, reason],
+            )?;
+            Ok(WriteOutcome::Checkout(CheckoutRow {
+                checked_in_at: Some(now),
+                revoked: Some((by, reason)),
                 ..row
             }))
         }
@@ -868,6 +900,72 @@ fn add_principal(c: &Connection, p: &PrincipalRow) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A checkout whose lease has not ended: `already_checked_in` if it was
+/// checked in or revoked, `lease_expired` if the reaper ended it.
+fn open_checkout(c: &Connection, id: &str) -> Result<CheckoutRow, StoreError> {
+    still_open(read_checkout(c, id)?.ok_or(StoreError::NotFound)?)
+}
+
+fn still_open(row: CheckoutRow) -> Result<CheckoutRow, StoreError> {
+    if row.checked_in_at.is_some() {
+        return Err(StoreError::Conflict(Conflict::AlreadyCheckedIn));
+    }
+    if row.expired_at.is_some() {
+        return Err(StoreError::Conflict(Conflict::LeaseExpired));
+    }
+    Ok(row)
+}
+
+/// An open checkout of `principal` (forbidden if another's).
+fn owned_checkout(c: &Connection, id: &str, principal: &str) -> Result<CheckoutRow, StoreError> {
+    let row = read_checkout(c, id)?.ok_or(StoreError::NotFound)?;
+    if row.principal != principal {
+        return Err(StoreError::Forbidden(
+            "the checkout belongs to another principal",
+        ));
+    }
+    still_open(row)
+}
+
+fn renew_checkout(
+    c: &Connection,
+    id: &str,
+    principal: &str,
+    now: i64,
+    wanted: i64,
+    max_lease: i64,
+) -> Result<WriteOutcome, StoreError> {
+    let row = owned_checkout(c, id, principal)?;
+    // Its time is up even if the reaper has not looked yet.
+    if row.expires_at <= now {
+        return Err(StoreError::Conflict(Conflict::LeaseExpired));
+    }
+    let per_secret: Option<i64> = c
+        .query_row(
+            "SELECT max_lease_seconds FROM secrets WHERE path = ?1",
+            [&row.path],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let limit = row
+        .created_at
+        .saturating_add(per_secret.unwrap_or(max_lease));
+    let expires_at = wanted.min(limit);
+    if expires_at <= row.expires_at {
+        return Err(StoreError::Conflict(Conflict::LeaseMaxExceeded));
+    }
+    c.execute(
+        "UPDATE checkouts SET expires_at = ?2, renewals = renewals + 1 WHERE id = ?1",
+        params![id, expires_at],
+    )?;
+    Ok(WriteOutcome::Checkout(CheckoutRow {
+        expires_at,
+        renewals: row.renewals.saturating_add(1),
+        ..row
+    }))
+}
+
 pub(crate) fn read_checkout(c: &Connection, id: &str) -> Result<Option<CheckoutRow>, StoreError> {
     Ok(c.query_row(
         concat!(select_checkouts!(), "WHERE id = ?1"),
@@ -881,7 +979,7 @@ pub(crate) fn read_checkout(c: &Connection, id: &str) -> Result<Option<CheckoutR
 macro_rules! select_checkouts {
     () => {
         "SELECT id, path, version, principal, reason, exclusive, created_at, expires_at,
-                checked_in_at, expired_at
+                checked_in_at, expired_at, renewals, revoked_by, revoke_reason
          FROM checkouts "
     };
 }
@@ -899,6 +997,14 @@ pub(crate) fn checkout_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Check
         expires_at: r.get(7)?,
         checked_in_at: r.get(8)?,
         expired_at: r.get(9)?,
+        renewals: r.get::<_, i64>(10)?.try_into().unwrap_or(u32::MAX),
+        revoked: match (
+            r.get::<_, Option<String>>(11)?,
+            r.get::<_, Option<String>>(12)?,
+        ) {
+            (Some(by), Some(why)) => Some((by, why)),
+            _ => None,
+        },
     })
 }
 
@@ -907,6 +1013,7 @@ struct NewVersion<'a> {
     path: &'a str,
     version: u64,
     exclusive: Option<bool>,
+    max_lease_seconds: Option<u64>,
     metadata: Option<Value>,
     custody: Option<String>,
     created_by: &'a str,
@@ -923,6 +1030,7 @@ fn put_secret(
         path,
         version: wanted,
         exclusive,
+        max_lease_seconds,
         metadata,
         custody,
         created_by,
@@ -973,17 +1081,20 @@ fn put_secret(
             .map(|e| e.2.clone())
             .unwrap_or_else(|| "{}".into()),
     };
+    let max_lease = max_lease_seconds.map(|m| m as i64);
     if existing.is_some() {
         c.execute(
             "UPDATE secrets SET current_version = ?2, exclusive = ?3, metadata = ?4, updated_at = ?5,
-               custody = coalesce(?6, custody) WHERE path = ?1",
-            params![path, version as i64, exclusive as i64, metadata, now, custody],
+               custody = coalesce(?6, custody), max_lease_seconds = coalesce(?7, max_lease_seconds)
+             WHERE path = ?1",
+            params![path, version as i64, exclusive as i64, metadata, now, custody, max_lease],
         )?;
     } else {
         c.execute(
-            "INSERT INTO secrets (path, exclusive, current_version, metadata, created_at, updated_at, tier, custody)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
-            params![path, exclusive as i64, version as i64, metadata, now, tier, custody],
+            "INSERT INTO secrets (path, exclusive, current_version, metadata, created_at, updated_at, tier, custody,
+               max_lease_seconds)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
+            params![path, exclusive as i64, version as i64, metadata, now, tier, custody, max_lease],
         )?;
     }
     c.execute(
@@ -1019,20 +1130,30 @@ fn insert_checkout(
     now: i64,
     expires_at: i64,
 ) -> Result<WriteOutcome, StoreError> {
-    let (version, exclusive) = c
+    let (version, exclusive, max_lease) = c
         .query_row(
-            "SELECT current_version, exclusive FROM secrets WHERE path = ?1",
+            "SELECT current_version, exclusive, max_lease_seconds FROM secrets WHERE path = ?1",
             [path],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? != 0)),
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? != 0,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            },
         )
         .optional()?
         .ok_or(StoreError::NotFound)?;
     if expect_version.is_some_and(|v| v != version) {
         return Err(StoreError::Conflict(Conflict::VersionChanged));
     }
+    if max_lease.is_some_and(|m| expires_at - now > m) {
+        return Err(StoreError::Conflict(Conflict::LeaseMaxExceeded));
+    }
     if exclusive {
         let open: i64 = c.query_row(
-            "SELECT count(*) FROM checkouts WHERE path = ?1 AND checked_in_at IS NULL AND expires_at > ?2",
+            "SELECT count(*) FROM checkouts
+             WHERE path = ?1 AND checked_in_at IS NULL AND expired_at IS NULL AND expires_at > ?2",
             params![path, now],
             |r| r.get(0),
         )?;

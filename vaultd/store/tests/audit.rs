@@ -53,6 +53,7 @@ fn audited_writes_chain_and_survive_reopen() {
                             path: p,
                             version: 1,
                             exclusive: None,
+                            max_lease_seconds: None,
                             metadata: None,
                             created_by: "w".into(),
                             now: 1,

@@ -52,6 +52,10 @@ actions! {
     SecretList => "secret.list",
     CheckoutCheckin => "checkout.checkin",
     CheckoutExpire => "checkout.expire",
+    CheckoutRenew => "checkout.renew",
+    /// An admin ended a lease early, with a reason.
+    CheckoutRevoke => "checkout.revoke",
+    CheckoutList => "checkout.list",
     // Principals and the keyring.
     CertIssue => "cert.issue",
     PrincipalRevoke => "principal.revoke",

@@ -7,6 +7,7 @@ pub mod checkout;
 pub mod custodian;
 pub mod init;
 pub mod keyring;
+pub mod lease;
 pub mod recover;
 pub mod requests;
 pub mod secret;
@@ -20,6 +21,7 @@ use breakglass::BreakglassCmd;
 use cert::CertCmd;
 use custodian::CustodianCmd;
 use keyring::KeyringCmd;
+use lease::LeaseCmd;
 use recover::RecoverCmd;
 use requests::RequestsCmd;
 use secret::SecretCmd;
@@ -43,6 +45,14 @@ pub async fn run(cli: Cli) -> Outcome {
         Cmd::Secret(SecretCmd::List { prefix }) => secret::list(c, j, &prefix).await,
         Cmd::Checkout(a) => checkout::checkout(c, j, a).await,
         Cmd::Checkin { checkout_id } => checkout::checkin(c, j, &checkout_id).await,
+        Cmd::Lease(LeaseCmd::List(a)) => lease::list(c, j, a).await,
+        Cmd::Lease(LeaseCmd::Renew { checkout_id, ttl }) => {
+            lease::renew(c, j, &checkout_id, ttl).await
+        }
+        Cmd::Lease(LeaseCmd::Revoke {
+            checkout_id,
+            reason,
+        }) => lease::revoke(c, j, &checkout_id, &reason).await,
         Cmd::Keyring(KeyringCmd::Rotate) => keyring::rotate(c, j).await,
         Cmd::Keyring(KeyringCmd::Status) => keyring::status(c, j).await,
         Cmd::Audit(AuditCmd::Export { out }) => audit::export(c, j, &out).await,

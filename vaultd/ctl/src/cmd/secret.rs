@@ -36,6 +36,10 @@ pub struct PutArgs {
     /// Only one checkout at a time.
     #[arg(long)]
     exclusive: bool,
+    /// The longest a lease may last, renewals included, in seconds
+    /// (standard tier; the appliance's limit if omitted).
+    #[arg(long, value_name = "SECONDS")]
+    max_lease: Option<u64>,
     /// Sealed tier, `GROUP:K`: the value's key is split among the group's
     /// custodians and k of them are needed to open it (docs/CUSTODIANS.md).
     #[arg(long, value_name = "GROUP:K")]
@@ -61,6 +65,9 @@ pub async fn put(c: &ConnArgs, j: bool, a: PutArgs) -> Outcome {
     }
     if a.exclusive {
         body["exclusive"] = json!(true);
+    }
+    if let Some(m) = a.max_lease {
+        body["max_lease_seconds"] = json!(m);
     }
     let path = a.path;
     let v = server!(
@@ -89,6 +96,9 @@ fn print_secret(v: &Value) {
     println!("path            : {}", v["path"].as_str().unwrap_or(""));
     println!("current version : {}", v["current_version"]);
     println!("exclusive       : {}", v["exclusive"]);
+    if !v["max_lease_seconds"].is_null() {
+        println!("max lease       : {} s", v["max_lease_seconds"]);
+    }
     println!("metadata        : {}", v["metadata"]);
     for ver in v["versions"].as_array().into_iter().flatten() {
         println!(

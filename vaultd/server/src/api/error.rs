@@ -95,6 +95,7 @@ codes! {
     AlreadyCheckedIn = "already_checked_in", CONFLICT;
     LeaseExpired = "lease_expired", CONFLICT;
     LeaseActive = "lease_active", CONFLICT;
+    LeaseMaxExceeded = "lease_max_exceeded", CONFLICT;
     LastAdmin = "last_admin", CONFLICT;
     NameInUse = "name_in_use", CONFLICT;
     KeyringVersionExists = "keyring_version_exists", CONFLICT;

@@ -9,7 +9,8 @@
 //! * [`sys`]: health, seal status, unseal, certificates, keyring, principals.
 //! * [`update`]: `/v1/sys/update` (stage a bundle, update state); the
 //!   staging and verification are [`crate::update`]'s.
-//! * [`secrets`]: secrets and checkouts.
+//! * [`secrets`]: secrets, checkout and check-in.
+//! * [`checkouts`]: the leases: list, renew, revoke.
 //! * [`custodians`]: custodians, approval policies, requests and votes,
 //!   recovery.
 //! * [`audit`]: the auditor's API (checkpoints, entries, proofs, value hashes).
@@ -23,6 +24,7 @@
 
 pub mod audit;
 pub mod bootstrap;
+pub mod checkouts;
 pub mod custodians;
 mod disclose;
 pub mod error;

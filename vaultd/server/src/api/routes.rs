@@ -16,7 +16,7 @@ use vault_core::policy::Action;
 
 use super::error::ApiError;
 use super::extract::Auth;
-use super::{audit, custodians, secrets, sys, update};
+use super::{audit, checkouts, custodians, secrets, sys, update};
 use crate::state::AppState;
 
 /// Who may call a route.
@@ -84,7 +84,10 @@ pub fn table() -> Vec<Route> {
         GET "/v1/secrets/{*path}" P(Action::ReadMetadata), Refuse, SecretMetadata => get(secrets::get);
         PUT "/v1/secrets/{*path}" P(Action::WriteSecret), Refuse, SecretWrite => put(secrets::put);
         POST "/v1/secrets/{*path}" P(Action::Checkout), Refuse, SecretCheckout => post(secrets::post);
+        GET "/v1/checkouts" P(Action::ListCheckouts), Refuse, CheckoutList => get(checkouts::list);
         POST "/v1/checkouts/{id}/checkin" P(Action::Checkin), Refuse, CheckoutCheckin => post(secrets::checkin);
+        POST "/v1/checkouts/{id}/renew" P(Action::Checkin), Refuse, CheckoutRenew => post(checkouts::renew);
+        POST "/v1/checkouts/{id}/revoke" P(Action::RevokeCheckout), Refuse, CheckoutRevoke => post(checkouts::revoke);
         GET "/v1/custodians" P(Action::ListCustodians), Refuse, CustodianList => get(custodians::list);
         POST "/v1/custodians" P(Action::EnrollCustodian), Refuse, CustodianEnroll => post(custodians::enroll);
         PUT "/v1/policies/{*path}" P(Action::SetApprovalPolicy), Refuse, PolicySet => put(custodians::set_policy);

@@ -49,6 +49,9 @@ pub struct PutRequest {
     metadata: Option<Value>,
     #[serde(default)]
     exclusive: Option<bool>,
+    /// The longest a lease may last, renewals included (standard tier).
+    #[serde(default)]
+    max_lease_seconds: Option<u64>,
     /// "standard" (default) or "sealed" (needs `custody`).
     #[serde(default)]
     tier: Option<String>,
@@ -63,6 +66,7 @@ struct PutInput {
     value: zeroize::Zeroizing<String>,
     metadata: Option<Value>,
     exclusive: Option<bool>,
+    max_lease_seconds: Option<u64>,
     custody: Option<(String, usize)>,
 }
 
@@ -113,10 +117,25 @@ impl PutInput {
                 ))
             }
         };
+        let most = st.config.limits.max_lease_seconds;
+        match req.max_lease_seconds {
+            Some(_) if custody.is_some() => return Err(ApiError::new(
+                Code::InvalidTtl,
+                "max_lease_seconds applies to the standard tier (sealed secrets are not leased)",
+            )),
+            Some(m) if m == 0 || m > most => {
+                return Err(ApiError::new(
+                    Code::InvalidTtl,
+                    format!("max_lease_seconds must be 1..={most}"),
+                ))
+            }
+            _ => {}
+        }
         Ok(PutInput {
             value: req.value.0,
             metadata: req.metadata,
             exclusive: req.exclusive,
+            max_lease_seconds: req.max_lease_seconds,
             custody,
         })
     }
@@ -213,6 +232,7 @@ fn write_version(
                 path: path.to_owned(),
                 version,
                 exclusive: input.exclusive,
+                max_lease_seconds: input.max_lease_seconds,
                 metadata: input.metadata.clone(),
                 created_by: by.clone(),
                 now,
@@ -268,6 +288,8 @@ pub async fn get(
     Ok(Json(json!({
         "path": info.path,
         "exclusive": info.exclusive,
+        "max_lease_seconds": (info.policy.tier == "standard")
+            .then(|| info.max_lease_seconds.unwrap_or(st.config.limits.max_lease_seconds)),
         "tier": info.policy.tier,
         "approvals": serde_json::from_str::<Value>(&info.policy.approvals).unwrap_or(Value::Null),
         "custody": info.policy.custody.as_deref().and_then(|c| serde_json::from_str::<Value>(c).ok()),

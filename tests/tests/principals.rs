@@ -1,6 +1,8 @@
-//! Issue 11, finding 5 (in part): a certificate's expiry is checked on
-//! every request, not only at the handshake; and a committed revocation
-//! takes effect even when reading the principal table back fails.
+//! Issue 11, findings 5 and 9: a certificate's expiry is checked on every
+//! request, not only at the handshake; a committed revocation takes effect
+//! even when reading the principal table back fails; a checkout belongs to
+//! the certificate that made it, not to its name; a revoked certificate is
+//! refused under its principal.
 
 use hyper::Method;
 use vault_e2e::{checkout, json_of, put, req, Appliance, Options};
@@ -161,5 +163,89 @@ fn revoking_a_name_revokes_all_its_certificates_and_the_name_cannot_return_with_
     assert_eq!(
         (r.status, r.error_code().as_deref()),
         (409, Some("name_in_use"))
+    );
+}
+
+#[test]
+fn a_second_certificate_of_a_name_does_not_inherit_its_checkouts() {
+    let a = Appliance::start(Options::default());
+    let writer = a.issue("writer", "w1");
+    let first = a.issue("pam", "p1");
+    assert_eq!(put(&writer, "svc/db", "alpha", true).status, 200);
+    let r = checkout(&first, "svc/db");
+    assert_eq!(r.status, 200);
+    let id = json_of(&r)["checkout_id"].as_str().unwrap().to_owned();
+    // The same name, the same role, a new key: a renewal, or an admin
+    // issuing themselves a copy of a PAM server's identity.
+    let second = a.issue("pam", "p1");
+    for (what, path, body) in [
+        ("checkin", format!("/v1/checkouts/{id}/checkin"), None),
+        (
+            "renew",
+            format!("/v1/checkouts/{id}/renew"),
+            Some(serde_json::json!({})),
+        ),
+    ] {
+        let r = req(&second, Method::POST, &path, body);
+        assert_eq!(
+            (r.status, r.error_code().as_deref()),
+            (403, Some("forbidden")),
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // The checkout still holds the exclusive secret; its own certificate
+    // checks it in.
+    assert_eq!(
+        checkout(&second, "svc/db").error_code().as_deref(),
+        Some("checked_out")
+    );
+    let r = req(
+        &first,
+        Method::POST,
+        &format!("/v1/checkouts/{id}/checkin"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // The lease names the certificate.
+    let r = req(&a.admin(), Method::GET, "/v1/checkouts?state=all", None);
+    let fps: Vec<String> = json_of(&r)["checkouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["fingerprint"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(fps.len(), 1);
+    assert_eq!(fps[0].len(), 64);
+}
+
+#[test]
+fn a_revoked_certificate_is_refused_under_its_principal() {
+    let a = Appliance::start(Options::default());
+    let pam = a.issue("pam", "p1");
+    let fp = fingerprint_of(&a, "p1");
+    let r = req(
+        &a.admin(),
+        Method::POST,
+        &format!("/v1/sys/principals/{fp}/revoke"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = checkout(&pam, "svc/db");
+    assert_eq!(r.error_code().as_deref(), Some("revoked_certificate"));
+    let (principal, role, error): (String, String, String) = db(&a)
+        .query_row(
+            "SELECT entry FROM audit_log ORDER BY idx DESC LIMIT 1",
+            [],
+            |row| row.get::<_, Vec<u8>>(0),
+        )
+        .map(|b| {
+            let e = vault_core::audit::entry::Entry::parse(&b).unwrap();
+            (e.principal, e.role, e.error)
+        })
+        .unwrap();
+    assert_eq!(
+        (principal.as_str(), role.as_str(), error.as_str()),
+        ("p1", "pam", "revoked_certificate")
     );
 }

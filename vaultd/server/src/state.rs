@@ -164,6 +164,13 @@ impl AppState {
         }))
     }
 
+    /// The name and role registered for a fingerprint, revoked or expired
+    /// included: whom a refusal is audited under.
+    pub fn registered_as(&self, fingerprint: &str) -> Option<(String, Role)> {
+        let map = self.principals.read().unwrap_or_else(|e| e.into_inner());
+        map.get(fingerprint).map(|r| (r.name.clone(), r.role))
+    }
+
     /// Marks a principal revoked in the in-memory copy, at once and
     /// whatever a later reload does: a committed revocation takes effect
     /// even if reading the table back fails.

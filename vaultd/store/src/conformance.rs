@@ -232,6 +232,7 @@ fn checkout(b: &dyn Backend, id: &str, path: &str, now: i64) -> Result<WriteOutc
         path: path.into(),
         expect_version: None,
         principal: "pam01".into(),
+        fingerprint: "0f".repeat(32),
         reason: "r".into(),
         now,
         expires_at: now + 60,
@@ -267,6 +268,7 @@ fn checkouts(b: &dyn Backend, kr: &Keyring) {
             path: "c/p".into(),
             expect_version: Some(1),
             principal: "pam01".into(),
+            fingerprint: "0f".repeat(32),
             reason: "r".into(),
             now: 300,
             expires_at: 360,
@@ -280,6 +282,7 @@ fn checkouts(b: &dyn Backend, kr: &Keyring) {
         b.write(WriteOp::Checkin {
             id: "00000000-0000-4000-8000-000000000003".into(),
             principal: principal.into(),
+            fingerprint: "0f".repeat(32),
             now: 210,
         })
     };
@@ -328,6 +331,7 @@ fn checkouts(b: &dyn Backend, kr: &Keyring) {
     let late = b.write(WriteOp::Checkin {
         id: first.into(),
         principal: "pam01".into(),
+        fingerprint: "0f".repeat(32),
         now: 163,
     });
     assert_eq!(late.err().unwrap().code(), "lease_expired");
@@ -344,6 +348,7 @@ fn renewals(b: &dyn Backend, kr: &Keyring, expired_open: &str) {
         b.write(WriteOp::RenewCheckout {
             id: id.into(),
             principal: who.into(),
+            fingerprint: "0f".repeat(32),
             now,
             expires_at,
             max_lease: 1_000,
@@ -361,6 +366,24 @@ fn renewals(b: &dyn Backend, kr: &Keyring, expired_open: &str) {
     // The configured maximum (1,000 s from 500) when the secret has none.
     let id = "00000000-0000-4000-8000-000000000007";
     checkout(b, id, "c/x", 500).unwrap();
+    // Bound to the certificate: another one of the same name can neither
+    // renew nor check in.
+    let other_cert = b.write(WriteOp::RenewCheckout {
+        id: id.into(),
+        principal: "pam01".into(),
+        fingerprint: "aa".repeat(32),
+        now: 505,
+        expires_at: 600,
+        max_lease: 1_000,
+    });
+    assert_eq!(other_cert.err().unwrap().code(), "forbidden");
+    let other_cert = b.write(WriteOp::Checkin {
+        id: id.into(),
+        principal: "pam01".into(),
+        fingerprint: "aa".repeat(32),
+        now: 505,
+    });
+    assert_eq!(other_cert.err().unwrap().code(), "forbidden");
     assert_eq!(
         renew(id, "other", 510, 700).err().unwrap().code(),
         "forbidden"
@@ -399,6 +422,7 @@ fn renewals(b: &dyn Backend, kr: &Keyring, expired_open: &str) {
         path: "c/short".into(),
         expect_version: None,
         principal: "pam01".into(),
+        fingerprint: "0f".repeat(32),
         reason: "r".into(),
         now: 600,
         expires_at: 701,
@@ -610,6 +634,7 @@ fn custodians_and_requests(b: &dyn Backend, kr: &Keyring) {
         path: "c/gated".into(),
         version: 1,
         requester: "pam01".into(),
+        requester_fingerprint: "0f".repeat(32),
         reason: "r".into(),
         created_at: 1,
         expires_at: 1_000,
@@ -653,15 +678,22 @@ fn custodians_and_requests(b: &dyn Backend, kr: &Keyring) {
         b.request(&req.id).unwrap().unwrap().status,
         RequestStatus::Approved
     );
-    let collect = |who: &str| {
+    let collect_as = |who: &str, fp: String| {
         b.write(WriteOp::Collect {
             request_id: req.id.clone(),
             requester: who.into(),
+            fingerprint: fp,
             now: 10,
             checkout: Some(("00000000-0000-4000-8000-0000000000ab".into(), 70)),
         })
     };
+    let collect = |who: &str| collect_as(who, "0f".repeat(32));
     assert_eq!(collect("mallory").err().unwrap().code(), "forbidden");
+    // Another certificate of the requester's name does not inherit it.
+    assert_eq!(
+        collect_as("pam01", "aa".repeat(32)).err().unwrap().code(),
+        "forbidden"
+    );
     match collect("pam01").unwrap() {
         WriteOutcome::Collected(r) => assert_eq!(r.collected_at, Some(10)),
         o => panic!("collect answered {o:?}"),
@@ -719,6 +751,7 @@ fn audit_log(b: &dyn Backend) {
         WriteOp::Checkin {
             id: "00000000-0000-4000-8000-00000000ffff".into(),
             principal: "pam01".into(),
+            fingerprint: "0f".repeat(32),
             now: 1,
         },
         base("checkout.checkin", "x").on_success("path", "never"),

@@ -133,13 +133,18 @@ const MIGRATIONS: &[&str] = &[
         WHERE checked_in_at IS NULL AND expired_at IS NULL;
     "#,
     // 5: leases are renewed up to a per-secret maximum (NULL: the
-    // configured `limits.max_lease_seconds`), and an admin can end one
-    // early, with a reason (`checkout.revoke`).
+    // configured `limits.max_lease_seconds`), an admin can end one early,
+    // with a reason (`checkout.revoke`), and checkouts and requests are
+    // bound to the requesting certificate.
     r#"
     ALTER TABLE secrets ADD COLUMN max_lease_seconds INTEGER;
     ALTER TABLE checkouts ADD COLUMN renewals INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE checkouts ADD COLUMN revoked_by TEXT;
     ALTER TABLE checkouts ADD COLUMN revoke_reason TEXT;
+    -- A checkout and a request belong to the certificate that made them,
+    -- not to every certificate of that name (NULL: made before this).
+    ALTER TABLE checkouts ADD COLUMN fingerprint TEXT;
+    ALTER TABLE requests ADD COLUMN requester_fingerprint TEXT;
     "#,
 ];
 

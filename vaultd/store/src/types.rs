@@ -72,6 +72,9 @@ pub struct CheckoutRow {
     pub path: String,
     pub version: u64,
     pub principal: String,
+    /// The certificate that made it (empty for checkouts recorded before
+    /// schema 5, which are bound to the name only).
+    pub fingerprint: String,
     pub reason: String,
     pub exclusive: bool,
     pub created_at: i64,
@@ -141,6 +144,9 @@ pub struct RequestRow {
     pub path: String,
     pub version: u64,
     pub requester: String,
+    /// The certificate that made it, the only one that may collect it
+    /// (empty for requests from before schema 5: bound to the name only).
+    pub requester_fingerprint: String,
     pub reason: String,
     pub created_at: i64,
     pub expires_at: i64,

@@ -62,6 +62,8 @@ pub enum WriteOp {
         path: String,
         expect_version: Option<u64>,
         principal: String,
+        /// The certificate making it: only it may check in or renew.
+        fingerprint: String,
         reason: String,
         now: i64,
         expires_at: i64,
@@ -111,6 +113,7 @@ pub enum WriteOp {
     Collect {
         request_id: String,
         requester: String,
+        fingerprint: String,
         now: i64,
         checkout: Option<(String, i64)>,
     },
@@ -128,6 +131,7 @@ pub enum WriteOp {
     Checkin {
         id: String,
         principal: String,
+        fingerprint: String,
         now: i64,
     },
     /// Ends a lease at its TTL: an open checkout whose `expires_at` has
@@ -143,6 +147,7 @@ pub enum WriteOp {
     RenewCheckout {
         id: String,
         principal: String,
+        fingerprint: String,
         now: i64,
         expires_at: i64,
         max_lease: i64,
@@ -587,8 +592,8 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         WriteOp::OpenRequest(r) => {
             c.execute(
                 "INSERT INTO requests (id, kind, path, version, requester, reason, created_at, expires_at,
-                   nonce, recipient_key, policy, ttl_seconds, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                   nonce, recipient_key, policy, ttl_seconds, status, requester_fingerprint)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     r.id,
                     Text(r.kind),
@@ -602,7 +607,8 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                     r.recipient_key,
                     r.policy,
                     r.ttl_seconds as i64,
-                    Text(RequestStatus::Pending)
+                    Text(RequestStatus::Pending),
+                    holder_fingerprint(&r.requester_fingerprint)?
                 ],
             )?;
             Ok(WriteOutcome::Done)
@@ -638,13 +644,19 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         WriteOp::Collect {
             request_id,
             requester,
+            fingerprint,
             now,
             checkout,
         } => {
             let req = read_request(c, &request_id)?.ok_or(StoreError::NotFound)?;
-            if req.requester != requester {
+            if !same_holder(
+                &req.requester,
+                &req.requester_fingerprint,
+                &requester,
+                &fingerprint,
+            ) {
                 return Err(StoreError::Forbidden(
-                    "only the requester can collect a request",
+                    "only the certificate that made the request can collect it",
                 ));
             }
             if req.collected_at.is_some() {
@@ -665,13 +677,16 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 (RequestKind::Checkout, Some((id, expires_at))) => {
                     insert_checkout(
                         c,
-                        &id,
-                        &req.path,
-                        Some(req.version),
-                        &req.requester,
-                        &req.reason,
-                        now,
-                        expires_at,
+                        NewCheckout {
+                            id: &id,
+                            path: &req.path,
+                            expect_version: Some(req.version),
+                            principal: &req.requester,
+                            fingerprint: &fingerprint,
+                            reason: &req.reason,
+                            now,
+                            expires_at,
+                        },
                     )?;
                     Some(id)
                 }
@@ -693,21 +708,30 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             path,
             expect_version,
             principal,
+            fingerprint,
             reason,
             now,
             expires_at,
         } => insert_checkout(
             c,
-            &id,
-            &path,
-            expect_version,
-            &principal,
-            &reason,
-            now,
-            expires_at,
+            NewCheckout {
+                id: &id,
+                path: &path,
+                expect_version,
+                principal: &principal,
+                fingerprint: &fingerprint,
+                reason: &reason,
+                now,
+                expires_at,
+            },
         ),
-        WriteOp::Checkin { id, principal, now } => {
-            let row = owned_checkout(c, &id, &principal)?;
+        WriteOp::Checkin {
+            id,
+            principal,
+            fingerprint,
+            now,
+        } => {
+            let row = owned_checkout(c, &id, &principal, &fingerprint)?;
             c.execute(
                 "UPDATE checkouts SET checked_in_at = ?2 WHERE id = ?1",
                 params![id, now],
@@ -734,10 +758,14 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         WriteOp::RenewCheckout {
             id,
             principal,
+            fingerprint,
             now,
             expires_at,
             max_lease,
-        } => renew_checkout(c, &id, &principal, now, expires_at, max_lease),
+        } => {
+            let row = owned_checkout(c, &id, &principal, &fingerprint)?;
+            renew_checkout(c, row, now, expires_at, max_lease)
+        }
         WriteOp::RevokeCheckout {
             id,
             by,
@@ -916,12 +944,36 @@ fn still_open(row: CheckoutRow) -> Result<CheckoutRow, StoreError> {
     Ok(row)
 }
 
-/// An open checkout of `principal` (forbidden if another's).
-fn owned_checkout(c: &Connection, id: &str, principal: &str) -> Result<CheckoutRow, StoreError> {
-    let row = read_checkout(c, id)?.ok_or(StoreError::NotFound)?;
-    if row.principal != principal {
+/// A new row's certificate fingerprint: never empty, since an empty one
+/// would bind the row to the name alone.
+fn holder_fingerprint(fp: &str) -> Result<&str, StoreError> {
+    if fp.is_empty() {
         return Err(StoreError::Forbidden(
-            "the checkout belongs to another principal",
+            "a checkout or request needs the certificate that makes it",
+        ));
+    }
+    Ok(fp)
+}
+
+/// Whether `(name, fingerprint)` is the holder a row was made by: the same
+/// name and the same certificate (a row from before schema 5 has no
+/// fingerprint and is bound to the name only).
+fn same_holder(row_name: &str, row_fp: &str, name: &str, fp: &str) -> bool {
+    row_name == name && (row_fp.is_empty() || row_fp == fp)
+}
+
+/// An open checkout made by this principal's certificate (forbidden if by
+/// another principal, or by another certificate of the same name).
+fn owned_checkout(
+    c: &Connection,
+    id: &str,
+    principal: &str,
+    fingerprint: &str,
+) -> Result<CheckoutRow, StoreError> {
+    let row = read_checkout(c, id)?.ok_or(StoreError::NotFound)?;
+    if !same_holder(&row.principal, &row.fingerprint, principal, fingerprint) {
+        return Err(StoreError::Forbidden(
+            "the checkout belongs to another principal or certificate",
         ));
     }
     still_open(row)
@@ -929,13 +981,12 @@ fn owned_checkout(c: &Connection, id: &str, principal: &str) -> Result<CheckoutR
 
 fn renew_checkout(
     c: &Connection,
-    id: &str,
-    principal: &str,
+    row: CheckoutRow,
     now: i64,
     wanted: i64,
     max_lease: i64,
 ) -> Result<WriteOutcome, StoreError> {
-    let row = owned_checkout(c, id, principal)?;
+    let id = row.id.clone();
     // Its time is up even if the reaper has not looked yet.
     if row.expires_at <= now {
         return Err(StoreError::Conflict(Conflict::LeaseExpired));
@@ -979,7 +1030,7 @@ pub(crate) fn read_checkout(c: &Connection, id: &str) -> Result<Option<CheckoutR
 macro_rules! select_checkouts {
     () => {
         "SELECT id, path, version, principal, reason, exclusive, created_at, expires_at,
-                checked_in_at, expired_at, renewals, revoked_by, revoke_reason
+                checked_in_at, expired_at, renewals, revoked_by, revoke_reason, fingerprint
          FROM checkouts "
     };
 }
@@ -1005,6 +1056,7 @@ pub(crate) fn checkout_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Check
             (Some(by), Some(why)) => Some((by, why)),
             _ => None,
         },
+        fingerprint: r.get::<_, Option<String>>(13)?.unwrap_or_default(),
     })
 }
 
@@ -1119,17 +1171,29 @@ fn put_secret(
     Ok(WriteOutcome::Version(version))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn insert_checkout(
-    c: &Connection,
-    id: &str,
-    path: &str,
+/// A checkout to record.
+struct NewCheckout<'a> {
+    id: &'a str,
+    path: &'a str,
     expect_version: Option<u64>,
-    principal: &str,
-    reason: &str,
+    principal: &'a str,
+    fingerprint: &'a str,
+    reason: &'a str,
     now: i64,
     expires_at: i64,
-) -> Result<WriteOutcome, StoreError> {
+}
+
+fn insert_checkout(c: &Connection, n: NewCheckout<'_>) -> Result<WriteOutcome, StoreError> {
+    let NewCheckout {
+        id,
+        path,
+        expect_version,
+        principal,
+        fingerprint,
+        reason,
+        now,
+        expires_at,
+    } = n;
     let (version, exclusive, max_lease) = c
         .query_row(
             "SELECT current_version, exclusive, max_lease_seconds FROM secrets WHERE path = ?1",
@@ -1162,9 +1226,20 @@ fn insert_checkout(
         }
     }
     c.execute(
-        "INSERT INTO checkouts (id, path, version, principal, reason, exclusive, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![id, path, version as i64, principal, reason, exclusive as i64, now, expires_at],
+        "INSERT INTO checkouts (id, path, version, principal, reason, exclusive, created_at, expires_at,
+           fingerprint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            id,
+            path,
+            version as i64,
+            principal,
+            reason,
+            exclusive as i64,
+            now,
+            expires_at,
+            holder_fingerprint(fingerprint)?
+        ],
     )?;
     Ok(WriteOutcome::CheckedOut { version, exclusive })
 }
@@ -1173,7 +1248,8 @@ fn insert_checkout(
 macro_rules! select_requests {
     () => {
         "SELECT id, kind, path, version, requester, reason, created_at, expires_at, nonce,
-                recipient_key, policy, ttl_seconds, status, collected_at, checkout_id
+                recipient_key, policy, ttl_seconds, status, collected_at, checkout_id,
+                requester_fingerprint
          FROM requests "
     };
 }
@@ -1214,6 +1290,7 @@ pub(crate) fn request_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowRes
         status: r.get::<_, Text<RequestStatus>>(12)?.0,
         collected_at: r.get(13)?,
         checkout_id: r.get(14)?,
+        requester_fingerprint: r.get::<_, Option<String>>(15)?.unwrap_or_default(),
     }))
 }
 

@@ -67,6 +67,7 @@ fn audited_writes_chain_and_survive_reopen() {
                             path: "missing".into(),
                             expect_version: None,
                             principal: "p".into(),
+                            fingerprint: "0f".repeat(32),
                             reason: "r".into(),
                             now: 1,
                             expires_at: 2,

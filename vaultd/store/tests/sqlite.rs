@@ -43,6 +43,7 @@ fn checkout(s: &Store, id: &str, path: &str, now: i64) -> Result<WriteOutcome, S
         path: path.into(),
         expect_version: None,
         principal: "pam01".into(),
+        fingerprint: "0f".repeat(32),
         reason: "r".into(),
         now,
         expires_at: now + 60,
@@ -107,6 +108,7 @@ fn exclusive_checkout_conflicts_until_checkin_or_expiry() {
     s.write(WriteOp::Checkin {
         id: "c3".into(),
         principal: "pam01".into(),
+        fingerprint: "0f".repeat(32),
         now: 1062,
     })
     .unwrap();
@@ -130,24 +132,28 @@ fn checkin_rules() {
     let other = s.write(WriteOp::Checkin {
         id: "c1".into(),
         principal: "pam02".into(),
+        fingerprint: "0f".repeat(32),
         now: 11,
     });
     assert_eq!(other.err().unwrap().code(), "forbidden");
     s.write(WriteOp::Checkin {
         id: "c1".into(),
         principal: "pam01".into(),
+        fingerprint: "0f".repeat(32),
         now: 11,
     })
     .unwrap();
     let again = s.write(WriteOp::Checkin {
         id: "c1".into(),
         principal: "pam01".into(),
+        fingerprint: "0f".repeat(32),
         now: 12,
     });
     assert_eq!(again.err().unwrap().code(), "already_checked_in");
     let none = s.write(WriteOp::Checkin {
         id: "zz".into(),
         principal: "pam01".into(),
+        fingerprint: "0f".repeat(32),
         now: 12,
     });
     assert_eq!(none.err().unwrap().code(), "not_found");
@@ -322,6 +328,7 @@ fn checkout_refuses_a_changed_version_and_revocation_works() {
         path: "p".into(),
         expect_version: Some(v),
         principal: "x".into(),
+        fingerprint: "0f".repeat(32),
         reason: "r".into(),
         now: 1,
         expires_at: 2,

@@ -50,6 +50,7 @@ pub(crate) fn checkout_json(r: &CheckoutRow, now: i64) -> Value {
         "path": r.path,
         "version": r.version,
         "principal": r.principal,
+        "fingerprint": (!r.fingerprint.is_empty()).then_some(&r.fingerprint),
         "reason": r.reason,
         "exclusive": r.exclusive,
         "state": state_of(r, now),
@@ -183,6 +184,7 @@ pub async fn renew(
     let op = WriteOp::RenewCheckout {
         id: id.clone(),
         principal: auth.principal.name.clone(),
+        fingerprint: auth.principal.fingerprint.clone(),
         now,
         expires_at: now.saturating_add(ttl as i64),
         max_lease: limits.max_lease_seconds as i64,

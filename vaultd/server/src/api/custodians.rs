@@ -442,6 +442,7 @@ pub(crate) fn open_request(
         path: path.into(),
         version,
         requester: auth.principal.name.clone(),
+        requester_fingerprint: auth.principal.fingerprint.clone(),
         reason: reason.into(),
         created_at: now,
         expires_at: now + st.config.custodians.request_ttl_secs as i64,
@@ -804,11 +805,13 @@ async fn collect_breakglass(
         .on_success("request_id", rid);
     let s = st.clone();
     let (id, principal, now) = (row.id.clone(), auth.principal.name.clone(), st.now());
+    let fingerprint = auth.principal.fingerprint.clone();
     let r = blocking(move || {
         s.store.write_audited(
             WriteOp::Collect {
                 request_id: id,
                 requester: principal,
+                fingerprint,
                 now,
                 checkout: None,
             },

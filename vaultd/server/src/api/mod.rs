@@ -185,12 +185,14 @@ fn peer_who(st: &AppState, peer: Option<&Peer>, request_id: &str) -> Who {
     };
     if let Some(p) = peer {
         who.fingerprint = p.0.fingerprint.clone();
-        match st.principal(&p.0.fingerprint) {
-            Some(Ok(pr)) => {
-                who.principal = pr.name;
-                who.role = pr.role.as_str().into();
+        // Revoked and expired certificates are refused under the principal
+        // they were issued to.
+        match st.registered_as(&p.0.fingerprint) {
+            Some((name, role)) => {
+                who.principal = name;
+                who.role = role.as_str().into();
             }
-            _ => {
+            None => {
                 // Not a registered principal: record what the certificate claims.
                 who.principal = format!("unregistered:{}", p.0.common_name);
                 who.role = String::new();

@@ -550,6 +550,7 @@ fn checkout(
                     path: path.clone(),
                     expect_version: Some(version),
                     principal: auth.principal.name.clone(),
+                    fingerprint: auth.principal.fingerprint.clone(),
                     reason: reason.clone(),
                     now,
                     expires_at,
@@ -606,6 +607,7 @@ pub(crate) async fn collect_checkout(
                     WriteOp::Collect {
                         request_id: row.id.clone(),
                         requester: auth.principal.name.clone(),
+                        fingerprint: auth.principal.fingerprint.clone(),
                         now,
                         checkout: Some((id.clone(), expires_at)),
                     },
@@ -633,6 +635,7 @@ pub async fn checkin(
     let principal = auth.principal.name.clone();
     let now = st.now();
     let i2 = id.clone();
+    let fingerprint = auth.principal.fingerprint.clone();
     let mut audit = auth.audit(&st, "checkout.checkin", &id);
     let r = blocking(move || {
         // The checkout's path and version, recorded if the checkin succeeds
@@ -646,6 +649,7 @@ pub async fn checkin(
             WriteOp::Checkin {
                 id: i2,
                 principal,
+                fingerprint,
                 now,
             },
             audit,

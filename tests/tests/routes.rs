@@ -67,6 +67,10 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Who> {
         (("POST", "/v1/custodians"), Roles(&["admin"])),
         (("PUT", "/v1/policies/{*path}"), Roles(&["admin"])),
         (
+            ("GET", "/v1/policies"),
+            Roles(&["admin", "auditor", "custodian"]),
+        ),
+        (
             ("GET", "/v1/requests"),
             Roles(&["admin", "pam", "auditor", "custodian"]),
         ),

@@ -85,7 +85,9 @@ pub enum Cmd {
     #[command(subcommand)]
     Custodian(custodian::CustodianCmd),
     /// Set the approvals a secret's checkouts need (admin), e.g.
-    /// `--approvals security:2,dba:1`; `--approvals none` removes them.
+    /// `--approvals security:2,dba:1`; `--approvals none` removes them. A
+    /// path ending with `/` sets them for every secret under that prefix,
+    /// also those written later.
     Policy(custodian::PolicyArgs),
     /// Approval and break-glass requests.
     #[command(subcommand)]

@@ -37,6 +37,7 @@ pub fn exercise(h: &dyn Harness) {
         meta(&*b);
         secrets(&*b, &kr);
         checkouts(&*b, &kr);
+        prefix_policies(&*b, &kr);
         principals(&*b);
         custodians_and_requests(&*b, &kr);
         concurrent_writers(&*b, &kr);
@@ -136,6 +137,61 @@ fn meta(b: &dyn Backend) {
     })
     .unwrap();
     assert_eq!(b.get_meta("k").unwrap(), Some(vec![0, 1, 255]));
+}
+
+/// Prefix policies gate paths before and after their secrets exist.
+fn prefix_policies(b: &dyn Backend, kr: &Keyring) {
+    let set = |prefix: &str, approvals: &str| {
+        b.write(WriteOp::SetPrefixApprovals {
+            prefix: prefix.into(),
+            approvals: approvals.into(),
+            by: "admin".into(),
+            now: 5,
+        })
+    };
+    let over = |path: &str| -> Vec<String> {
+        b.prefix_policies_over(path)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.prefix)
+            .collect()
+    };
+    assert_eq!(
+        set("pp", r#"[{"group":"security","k":1}]"#)
+            .err()
+            .unwrap()
+            .code(),
+        "forbidden"
+    );
+    assert_eq!(set("pp/", "[]").err().unwrap().code(), "not_found");
+    // Gated before the first secret exists.
+    set("pp/prod/", r#"[{"group":"dba","k":1}]"#).unwrap();
+    set("pp/", r#"[{"group":"security","k":1}]"#).unwrap();
+    assert_eq!(over("pp/prod/db"), ["pp/", "pp/prod/"]);
+    assert_eq!(over("pp/dev/db"), ["pp/"]);
+    assert!(
+        over("ppx/db").is_empty(),
+        "a prefix is a path prefix, not a string prefix"
+    );
+    put(b, kr, "pp/prod/db", b"v").unwrap();
+    let (_, _, policy) = b.current("pp/prod/db").unwrap().unwrap();
+    assert_eq!(policy.approvals, "[]");
+    assert_eq!(policy.prefixes.len(), 2);
+    assert_eq!(policy.prefixes[1].approvals, r#"[{"group":"dba","k":1}]"#);
+    assert_eq!(
+        b.secret("pp/prod/db").unwrap().unwrap().policy.prefixes,
+        policy.prefixes
+    );
+    // Replaced in place, then removed.
+    set("pp/prod/", r#"[{"group":"dba","k":2}]"#).unwrap();
+    assert_eq!(b.prefix_policies().unwrap().len(), 2);
+    assert_eq!(
+        b.prefix_policies_over("pp/prod/db").unwrap()[1].approvals,
+        r#"[{"group":"dba","k":2}]"#
+    );
+    set("pp/prod/", "[]").unwrap();
+    set("pp/", "[]").unwrap();
+    assert!(b.prefix_policies().unwrap().is_empty());
 }
 
 fn put(b: &dyn Backend, kr: &Keyring, path: &str, value: &[u8]) -> Result<u64, StoreError> {

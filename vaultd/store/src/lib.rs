@@ -321,6 +321,13 @@ pub trait Backend: Send + Sync {
 
     fn checkout(&self, id: &str) -> Result<Option<CheckoutRow>, StoreError>;
 
+    /// Every prefix policy, in prefix order.
+    fn prefix_policies(&self) -> Result<Vec<PrefixPolicy>, StoreError>;
+
+    /// The prefix policies over `path` (shortest prefix first), whether a
+    /// secret exists there or not.
+    fn prefix_policies_over(&self, path: &str) -> Result<Vec<PrefixPolicy>, StoreError>;
+
     /// Checkouts, newest first, as the filter says.
     fn checkouts(&self, filter: &CheckoutFilter) -> Result<Vec<CheckoutRow>, StoreError>;
 
@@ -520,14 +527,16 @@ impl Backend for Store {
                                 tier: r.get(1)?,
                                 approvals: r.get(2)?,
                                 custody: r.get(3)?,
+                                prefixes: Vec::new(),
                             },
                         ))
                     },
                 )
                 .optional()?;
-            let Some((v, policy)) = v else {
+            let Some((v, mut policy)) = v else {
                 return Ok(None);
             };
+            policy.prefixes = write::prefix_policies_over(c, path)?;
             let v = v as u64;
             let sealed = read_sealed(c, path, v)?.ok_or_else(|| {
                 StoreError::Corrupt(format!("{path}: current version {v} has no row"))
@@ -675,6 +684,20 @@ impl Backend for Store {
         self.read(|c| write::read_checkout(c, id))
     }
 
+    fn prefix_policies(&self) -> Result<Vec<PrefixPolicy>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT prefix, approvals, set_at, set_by FROM prefix_policies ORDER BY prefix",
+            )?;
+            let rows = st.query_map([], write::prefix_policy_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn prefix_policies_over(&self, path: &str) -> Result<Vec<PrefixPolicy>, StoreError> {
+        self.read(|c| write::prefix_policies_over(c, path))
+    }
+
     fn checkouts(&self, f: &CheckoutFilter) -> Result<Vec<CheckoutRow>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(concat!(
@@ -772,6 +795,7 @@ pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInf
                         tier: r.get(5)?,
                         approvals: r.get(6)?,
                         custody: r.get(7)?,
+                        prefixes: Vec::new(),
                     },
                     r.get::<_, Option<i64>>(8)?.map(|m| m as u64),
                 ))
@@ -784,12 +808,13 @@ pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInf
         metadata,
         created_at,
         updated_at,
-        policy,
+        mut policy,
         max_lease_seconds,
     )) = head
     else {
         return Ok(None);
     };
+    policy.prefixes = write::prefix_policies_over(c, path)?;
     let metadata = serde_json::from_str(&metadata)
         .map_err(|e| StoreError::Corrupt(format!("metadata of {path}: {e}")))?;
     let mut st = c.prepare_cached(

@@ -146,6 +146,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE checkouts ADD COLUMN fingerprint TEXT;
     ALTER TABLE requests ADD COLUMN requester_fingerprint TEXT;
     "#,
+    // 6: approval policies on path prefixes (`prefix` ends with `/`): they
+    // gate every secret under the prefix, also those written later.
+    r#"
+    CREATE TABLE prefix_policies (
+        prefix    TEXT PRIMARY KEY,
+        approvals TEXT NOT NULL,
+        set_at    INTEGER NOT NULL,
+        set_by    TEXT NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

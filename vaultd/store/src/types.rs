@@ -29,6 +29,19 @@ pub struct SecretPolicy {
     pub tier: String,
     pub approvals: String,
     pub custody: Option<String>,
+    /// The prefix policies over this path, shortest prefix first: each
+    /// applies on top of the secret's own approvals (AND).
+    pub prefixes: Vec<PrefixPolicy>,
+}
+
+/// Approvals (JSON `[{"group", "k"}]`) every secret under `prefix` (which
+/// ends with `/`) needs, whether it exists yet or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixPolicy {
+    pub prefix: String,
+    pub approvals: String,
+    pub set_at: i64,
+    pub set_by: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,9 @@ use vault_core::keyring::{KeyringVersion, SealedValue};
 
 use crate::audit::AuditLog;
 use crate::sql::Text;
-use crate::types::{CheckoutRow, CustodianRow, PrincipalRow, RequestRow, SealedVersion, VoteRow};
+use crate::types::{
+    CheckoutRow, CustodianRow, PrefixPolicy, PrincipalRow, RequestRow, SealedVersion, VoteRow,
+};
 use crate::{Conflict, StoreError};
 use vault_core::custodian::approval::Decision;
 use vault_core::custodian::request::{RequestKind, RequestStatus};
@@ -99,6 +101,14 @@ pub enum WriteOp {
     SetApprovals {
         path: String,
         approvals: String,
+    },
+    /// The approvals every secret under `prefix` (ending with `/`) needs;
+    /// `[]` removes the prefix policy (not found if there is none).
+    SetPrefixApprovals {
+        prefix: String,
+        approvals: String,
+        by: String,
+        now: i64,
     },
     OpenRequest(RequestRow),
     /// Records a vote decided on `expect_votes` earlier votes, and the
@@ -589,6 +599,29 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             }
             Ok(WriteOutcome::Done)
         }
+        WriteOp::SetPrefixApprovals {
+            prefix,
+            approvals,
+            by,
+            now,
+        } => {
+            if !prefix.ends_with('/') {
+                return Err(StoreError::Forbidden("a policy prefix ends with '/'"));
+            }
+            if approvals == "[]" {
+                let n = c.execute("DELETE FROM prefix_policies WHERE prefix = ?1", [&prefix])?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+            } else {
+                c.execute(
+                    "INSERT INTO prefix_policies (prefix, approvals, set_at, set_by) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (prefix) DO UPDATE SET approvals = ?2, set_at = ?3, set_by = ?4",
+                    params![prefix, approvals, now, by],
+                )?;
+            }
+            Ok(WriteOutcome::Done)
+        }
         WriteOp::OpenRequest(r) => {
             c.execute(
                 "INSERT INTO requests (id, kind, path, version, requester, reason, created_at, expires_at,
@@ -926,6 +959,28 @@ fn add_principal(c: &Connection, p: &PrincipalRow) -> Result<(), StoreError> {
         ],
     )?;
     Ok(())
+}
+
+pub(crate) fn prefix_policy_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PrefixPolicy> {
+    Ok(PrefixPolicy {
+        prefix: r.get(0)?,
+        approvals: r.get(1)?,
+        set_at: r.get(2)?,
+        set_by: r.get(3)?,
+    })
+}
+
+/// The prefix policies whose prefix `path` starts with, shortest first.
+pub(crate) fn prefix_policies_over(
+    c: &Connection,
+    path: &str,
+) -> Result<Vec<PrefixPolicy>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT prefix, approvals, set_at, set_by FROM prefix_policies
+         WHERE substr(?1, 1, length(prefix)) = prefix ORDER BY length(prefix)",
+    )?;
+    let rows = st.query_map([path], prefix_policy_from_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// A checkout whose lease has not ended: `already_checked_in` if it was

@@ -71,6 +71,7 @@ actions! {
     CustodianEnroll => "custodian.enroll",
     CustodianList => "custodian.list",
     PolicySet => "policy.set",
+    PolicyList => "policy.list",
     RecoveryConfigure => "recovery.configure",
     RequestList => "request.list",
     RequestRead => "request.read",

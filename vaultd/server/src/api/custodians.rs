@@ -295,37 +295,70 @@ pub struct PolicyRequest {
     approvals: Value,
 }
 
-/// `PUT /v1/policies/{path}` (admin): the approvals a secret's checkouts need.
+/// `PUT /v1/policies/{path}` (admin): the approvals a secret's checkouts
+/// need. A path ending with `/` is a prefix: its approvals apply to every
+/// secret under it, also to those written later, on top of their own (AND);
+/// `[]` removes a prefix policy.
 pub async fn set_policy(
     State(st): State<Arc<AppState>>,
     auth: Auth,
     Path(path): Path<String>,
     JsonBody(req): JsonBody<PolicyRequest>,
 ) -> ApiResult<Json<Value>> {
-    vault_core::policy::validate_path(&path)
+    let prefix = path.ends_with('/');
+    vault_core::policy::validate_path(path.strip_suffix('/').unwrap_or(&path))
         .map_err(|e| ApiError::new(Code::InvalidPath, e.to_string()))?;
     let rules = parse_rules(&req.approvals).map_err(|m| ApiError::new(Code::InvalidPolicy, m))?;
     let s = st.clone();
     let custodians = blocking(move || s.store.custodians()).await??;
     check_reachable(&rules, &custodians)?;
     let approvals = rules_json(&rules);
-    let a2 = approvals.clone();
     let audit = auth
         .audit(&st, "policy.set", &path)
-        .on_success("approvals", a2);
+        .on_success("approvals", approvals.clone())
+        .on_success("scope", if prefix { "prefix" } else { "secret" });
+    let op = if prefix {
+        WriteOp::SetPrefixApprovals {
+            prefix: path.clone(),
+            approvals,
+            by: auth.principal.name.clone(),
+            now: st.now(),
+        }
+    } else {
+        WriteOp::SetApprovals {
+            path: path.clone(),
+            approvals,
+        }
+    };
     let s = st.clone();
-    let p = path.clone();
-    let r = blocking(move || {
-        s.store
-            .write_audited(WriteOp::SetApprovals { path: p, approvals }, audit)
-    })
-    .await?;
+    let r = blocking(move || s.store.write_audited(op, audit)).await?;
     auth.after_write(&r);
     r?;
     Ok(Json(json!({
         "path": path,
         "approvals": rules.iter().map(|r| json!({"group": r.group, "k": r.k})).collect::<Vec<_>>(),
     })))
+}
+
+/// `GET /v1/policies` (admin, auditor, custodian): the prefix policies.
+pub async fn list_policies(State(st): State<Arc<AppState>>, _auth: Auth) -> ApiResult<Json<Value>> {
+    let s = st.clone();
+    let rows = blocking(move || s.store.prefix_policies()).await??;
+    let out = rows
+        .iter()
+        .map(prefix_policy_json)
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(json!({ "prefix_policies": out })))
+}
+
+pub(crate) fn prefix_policy_json(p: &vault_store::PrefixPolicy) -> ApiResult<Value> {
+    let rules = stored_rules(&p.approvals)?;
+    Ok(json!({
+        "prefix": p.prefix,
+        "approvals": rules.iter().map(|r| json!({"group": r.group, "k": r.k})).collect::<Vec<_>>(),
+        "set_at": crate::timefmt::rfc3339(p.set_at),
+        "set_by": p.set_by,
+    }))
 }
 
 // ---------------------------------------------------------------- requests

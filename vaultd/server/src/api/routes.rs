@@ -90,6 +90,7 @@ pub fn table() -> Vec<Route> {
         POST "/v1/checkouts/{id}/revoke" P(Action::RevokeCheckout), Refuse, CheckoutRevoke => post(checkouts::revoke);
         GET "/v1/custodians" P(Action::ListCustodians), Refuse, CustodianList => get(custodians::list);
         POST "/v1/custodians" P(Action::EnrollCustodian), Refuse, CustodianEnroll => post(custodians::enroll);
+        GET "/v1/policies" P(Action::ListCustodians), Refuse, PolicyList => get(custodians::list_policies);
         PUT "/v1/policies/{*path}" P(Action::SetApprovalPolicy), Refuse, PolicySet => put(custodians::set_policy);
         GET "/v1/requests" P(Action::ReadRequests), Refuse, RequestList => get(custodians::list_requests);
         GET "/v1/requests/{id}" P(Action::ReadRequests), Refuse, RequestRead => get(custodians::get_request);

@@ -292,6 +292,8 @@ pub async fn get(
             .then(|| info.max_lease_seconds.unwrap_or(st.config.limits.max_lease_seconds)),
         "tier": info.policy.tier,
         "approvals": serde_json::from_str::<Value>(&info.policy.approvals).unwrap_or(Value::Null),
+        "prefix_policies": info.policy.prefixes.iter().map(custodians::prefix_policy_json).collect::<ApiResult<Vec<_>>>()?,
+        "effective_approvals": effective_approvals(&info.policy)?.iter().map(|r| json!({"group": r.group, "k": r.k})).collect::<Vec<_>>(),
         "custody": info.policy.custody.as_deref().and_then(|c| serde_json::from_str::<Value>(c).ok()),
         "current_version": info.current_version,
         "metadata": info.metadata,
@@ -471,20 +473,45 @@ pub async fn post(
     }
 }
 
-/// The approvals a checkout of a secret with `policy` needs, or the refusal
-/// of the wrong kind of request (sealed tier: break-glass only, and the
-/// custody group's k applies on top of any approvals, AND).
+/// Stored approvals (`[]`: none).
+fn stored(approvals: &str) -> ApiResult<Vec<GroupRule>> {
+    if approvals == "[]" {
+        return Ok(Vec::new());
+    }
+    let v: Value = serde_json::from_str(approvals).map_err(|_| ApiError::integrity())?;
+    custodians::parse_rules(&v).map_err(|_| ApiError::integrity())
+}
+
+/// Adds `more` to `rules` (AND): per group, the larger k.
+fn merge(rules: &mut Vec<GroupRule>, more: Vec<GroupRule>) {
+    for m in more {
+        match rules.iter_mut().find(|r| r.group == m.group) {
+            Some(r) => r.k = r.k.max(m.k),
+            None => rules.push(m),
+        }
+    }
+}
+
+/// The secret's own approvals and those of every prefix policy over it.
+pub(crate) fn effective_approvals(
+    policy: &vault_store::types::SecretPolicy,
+) -> ApiResult<Vec<GroupRule>> {
+    let mut rules = stored(&policy.approvals)?;
+    for p in &policy.prefixes {
+        merge(&mut rules, stored(&p.approvals)?);
+    }
+    Ok(rules)
+}
+
+/// The approvals a checkout of a secret with `policy` needs (its own and
+/// its prefixes'), or the refusal of the wrong kind of request (sealed
+/// tier: break-glass only, and the custody group's k applies on top of any
+/// approvals, AND).
 fn gate(
     policy: &vault_store::types::SecretPolicy,
     breakglass: bool,
 ) -> ApiResult<(RequestKind, Vec<GroupRule>)> {
-    let mut rules = if policy.approvals == "[]" {
-        Vec::new()
-    } else {
-        let v: Value =
-            serde_json::from_str(&policy.approvals).map_err(|_| ApiError::integrity())?;
-        custodians::parse_rules(&v).map_err(|_| ApiError::integrity())?
-    };
+    let mut rules = effective_approvals(policy)?;
     match (policy.tier.as_str(), breakglass) {
         ("sealed", false) => Err(ApiError::new(
             Code::SealedTier,

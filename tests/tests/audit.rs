@@ -320,7 +320,7 @@ fn checkout_refusal_and_unseal_are_provably_in_the_signed_log() {
         f(&mut recs);
         write_records(&d.join("entries.log"), &recs);
         let (code, v) = verify_json(&a, &d, &key_path, Some(&trusted));
-        assert_eq!(code, 1, "{name}: {v}");
+        assert_eq!(code, 5, "{name}: {v}");
         assert_eq!(v["ok"], false);
         v["failure"].clone()
     };

@@ -250,7 +250,7 @@ fn k_custodians_restore_the_vault_on_new_hardware() {
     ]);
     assert_eq!(
         o.status.code(),
-        Some(1),
+        Some(5),
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );

@@ -172,3 +172,109 @@ fn vaultd_refuses_to_serve_an_uninitialised_vault() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// The failure a `--json` vaultctl printed on stderr, and its exit code.
+fn json_failure(o: &Output) -> (Option<i32>, serde_json::Value) {
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    let v: serde_json::Value = serde_json::from_str(err.trim())
+        .unwrap_or_else(|e| panic!("stderr is not one JSON object ({e}): {err}"));
+    assert_eq!(v["schema_version"], 1, "{v}");
+    (o.status.code(), v["error"].clone())
+}
+
+#[test]
+fn scripts_get_stable_exit_codes_and_json_errors() {
+    let mut a = Appliance::start(Options::default());
+    a.issue("writer", "w1");
+    a.issue("pam", "p1");
+    ok(&ctl(
+        &a,
+        "w1",
+        &["secret", "put", "ops/root"],
+        Some("pa55word\n"),
+    ));
+    // Success under --json carries the schema version.
+    let v: serde_json::Value = serde_json::from_str(&ok(&ctl(
+        &a,
+        "p1",
+        &["--json", "secret", "get", "ops/root"],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(v["schema_version"], 1);
+    // 1: refused.
+    let o = ctl(
+        &a,
+        "w1",
+        &["--json", "checkout", "ops/root", "--reason", "x"],
+        None,
+    );
+    let (code, e) = json_failure(&o);
+    assert_eq!(
+        (code, e["code"].as_str(), e["status"].as_u64()),
+        (Some(1), Some("forbidden"), Some(403))
+    );
+    // 2: usage, as JSON too.
+    let o = ctl(&a, "p1", &["--json", "checkout", "--bogus"], None);
+    let (code, e) = json_failure(&o);
+    assert_eq!((code, e["code"].as_str()), (Some(2), Some("usage")));
+    // 3: unreachable.
+    let o = Command::new(vault_e2e::vaultctl_bin())
+        .args(["--json", "--addr", "https://127.0.0.1:1", "status"])
+        .env("VAULT_CACERT", a.certs.join("ca.pem"))
+        .output()
+        .unwrap();
+    let (code, e) = json_failure(&o);
+    assert_eq!((code, e["code"].as_str()), (Some(3), Some("unreachable")));
+    // 5: a stored value that fails its integrity check.
+    a.stop();
+    {
+        let c = rusqlite::Connection::open(a.db_path()).unwrap();
+        let mut ct: Vec<u8> = c
+            .query_row(
+                "SELECT ciphertext FROM secret_versions WHERE path = 'ops/root'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let n = ct.len();
+        ct[n - 3] ^= 0x40;
+        c.execute(
+            "UPDATE secret_versions SET ciphertext = ?1 WHERE path = 'ops/root'",
+            [ct],
+        )
+        .unwrap();
+    }
+    a.spawn();
+    a.wait_ready();
+    let o = ctl(
+        &a,
+        "p1",
+        &["--json", "checkout", "ops/root", "--reason", "x"],
+        None,
+    );
+    let (code, e) = json_failure(&o);
+    assert_eq!(
+        (code, e["code"].as_str(), e["status"].as_u64()),
+        (Some(5), Some("integrity"), Some(500))
+    );
+    let o = ctl(&a, "p1", &["checkout", "ops/root", "--reason", "x"], None);
+    assert_eq!(o.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("(500 integrity)"));
+    // 4: sealed (another boot measurement: the TPM refuses the root key).
+    a.stop();
+    vault_tpm::extend_pcr(&a.tpm.tcti(), 7, b"a different bootloader").unwrap();
+    a.spawn();
+    a.wait_ready();
+    let o = ctl(&a, "p1", &["--json", "secret", "get", "ops/root"], None);
+    let (code, e) = json_failure(&o);
+    assert_eq!(
+        (code, e["code"].as_str(), e["status"].as_u64()),
+        (Some(4), Some("sealed"), Some(503))
+    );
+}

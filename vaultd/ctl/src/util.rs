@@ -104,10 +104,21 @@ pub fn decode(resp: &vault_client::Response) -> anyhow::Result<Result<Value, Ser
     }
 }
 
-/// The JSON itself with `--json`, else the human text.
+/// The version of vaultctl's `--json` output, in every object it prints
+/// (`schema_version`); it goes up when a field changes meaning or goes away.
+pub const JSON_SCHEMA: u32 = 1;
+
+/// The JSON itself with `--json` (and `schema_version`), else the human text.
 pub fn out(json: bool, v: &Value, human: impl FnOnce(&Value)) {
     if json {
-        println!("{v}");
+        match v {
+            Value::Object(m) => {
+                let mut m = m.clone();
+                m.insert("schema_version".into(), JSON_SCHEMA.into());
+                println!("{}", Value::Object(m));
+            }
+            other => println!("{other}"),
+        }
     } else {
         human(v);
     }

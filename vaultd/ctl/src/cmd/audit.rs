@@ -165,7 +165,8 @@ pub async fn export(c: &ConnArgs, json: bool, dir: &Path) -> Outcome {
     if json {
         println!(
             "{}",
-            json!({"entries": next, "new_entries": next - start, "checkpoint_size": size})
+            json!({"entries": next, "new_entries": next - start, "checkpoint_size": size,
+                   "schema_version": crate::util::JSON_SCHEMA})
         );
     } else {
         println!(
@@ -216,7 +217,7 @@ async fn append_entries(
     Ok(next)
 }
 
-/// `audit verify DIR --key K`: a log that does not verify exits 1.
+/// `audit verify DIR --key K`: a log that does not verify exits 5.
 pub fn verify(json: bool, a: VerifyArgs) -> Outcome {
     let mut keys = vec![a.key];
     keys.extend(a.previous_keys);
@@ -285,6 +286,7 @@ pub async fn show(c: &ConnArgs, json: bool, index: u64, key: Option<&Path>) -> O
         out["included_in_checkpoint"] = json!(check_inclusion(c, index, &bytes, k).await?);
     }
     if json {
+        out["schema_version"] = json!(crate::util::JSON_SCHEMA);
         println!("{out}");
     } else {
         println!("{}", serde_json::to_string_pretty(&out["entry"])?);

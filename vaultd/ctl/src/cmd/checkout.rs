@@ -49,7 +49,7 @@ pub async fn checkout(c: &ConnArgs, j: bool, a: CheckoutArgs) -> Outcome {
         // Nothing was checked out: exit status 1, like a refusal.
         return Ok(Err(ServerError(
             0,
-            String::new(),
+            "pending_approval".into(),
             "no value: the checkout awaits approval".into(),
         )));
     }

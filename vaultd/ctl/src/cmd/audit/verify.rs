@@ -144,6 +144,7 @@ fn print_report(report: &Report, elapsed: std::time::Duration, json: bool) {
         "failure": report.failure.as_ref().map(|f| json!({
             "kind": f.kind.as_str(), "index": f.index, "message": f.message,
         })),
+        "schema_version": crate::util::JSON_SCHEMA,
     });
     if json {
         println!("{out}");

@@ -183,15 +183,44 @@ fn recover(config: &Config, cmd: RecoverCmd) -> ExitCode {
     }
 }
 
-fn init_logging(cfg: Option<&Config>) {
+/// Libraries whose INFO lines are chatter (tss-esapi logs "Closing context"
+/// on every TPM use): WARN and above, unless the filter names them.
+const QUIET_TARGETS: &[&str] = &[
+    "tss_esapi",
+    "cryptoki",
+    "hyper",
+    "h2",
+    "rustls",
+    "tokio_rustls",
+];
+
+/// The log filter: the configured one (or `RUST_LOG`), with the libraries
+/// of [`QUIET_TARGETS`] at WARN unless it names them itself.
+fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
-    let level = cfg
-        .and_then(|c| c.log.level.clone())
-        .unwrap_or_else(|| "info".into());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let mut filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    for t in QUIET_TARGETS {
+        if !level.contains(t) {
+            if let Ok(d) = format!("{t}=warn").parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
+    filter
+}
+
+fn init_logging(cfg: Option<&Config>) {
+    use std::io::IsTerminal as _;
+    let level = std::env::var("RUST_LOG").ok().unwrap_or_else(|| {
+        cfg.and_then(|c| c.log.level.clone())
+            .unwrap_or_else(|| "info".into())
+    });
     let json = cfg.and_then(|c| c.log.format.as_deref()) == Some("json");
+    // Colour only for a person at a terminal: a file, a pipe or journald
+    // gets plain text.
     let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter(&level))
+        .with_ansi(!json && std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         b.json().init();
@@ -349,4 +378,25 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn library_chatter_is_quiet_unless_the_filter_names_it() {
+        let f = log_filter("info").to_string();
+        for t in super::QUIET_TARGETS {
+            assert!(f.contains(&format!("{t}=warn")), "{f}");
+        }
+        let f = log_filter("info,tss_esapi=debug").to_string();
+        assert!(
+            f.contains("tss_esapi=debug") && !f.contains("tss_esapi=warn"),
+            "{f}"
+        );
+        // A filter that does not parse falls back to info, still quiet.
+        let f = log_filter("vaultd=[[").to_string();
+        assert!(f.contains("tss_esapi=warn"), "{f}");
+    }
 }

@@ -124,10 +124,16 @@ async fn access(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -
     } else {
         Duration::from_secs(st.config.limits.request_timeout_secs)
     };
-    let mut resp = match tokio::time::timeout(deadline, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::new(Code::Timeout, "the request took too long").into_response(),
-    };
+    // Every log line while the request runs carries its ID (the ID is also
+    // in its audit entries and the `x-request-id` response header).
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let mut resp =
+        match tracing::Instrument::instrument(tokio::time::timeout(deadline, next.run(req)), span)
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => ApiError::new(Code::Timeout, "the request took too long").into_response(),
+        };
     // Every refusal that no handler recorded is recorded here, before the
     // response leaves; if that fails, the answer becomes audit_unavailable.
     // Only real refusals carry an ErrorCode: a sealed health probe's 503 is a

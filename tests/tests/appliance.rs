@@ -193,14 +193,47 @@ fn first_boot_ceremony_over_a_pinned_one_time_identity() {
 }
 
 #[test]
-fn five_wrong_codes_burn_the_init_code() {
+fn wrong_codes_lock_out_their_address_and_a_flood_of_them_burns_the_code() {
+    use std::net::{IpAddr, Ipv4Addr};
     let mut a = Appliance::create(opts("[appliance]\nbootstrap = true\n"));
     a.spawn();
     let (fp, code) = ceremony_lines(&a);
     let out = a.certs.clone();
+    let rt = vault_e2e::runtime();
+    let from = |b: u8, c: u8| {
+        vault_client::Client::pinned(&a.addr(), &fp)
+            .unwrap()
+            .from_source(IpAddr::V4(Ipv4Addr::new(127, 0, b, c)))
+    };
+    let attempt = |client: &vault_client::Client, code: &str| {
+        let body = serde_json::json!({"code": code, "csr_pem": "not a CSR"});
+        let r = rt
+            .block_on(client.request(hyper::Method::POST, "/v1/sys/init", Some(&body)))
+            .unwrap();
+        (r.status, r.error_code().unwrap_or_default())
+    };
+    // Five wrong codes lock 127.0.0.2 out, even with the right code.
+    let attacker = from(0, 2);
     for _ in 0..5 {
-        let o = remote_init(&a, &fp, "00000-00000-00000-00000", &out);
-        assert!(stderr(&o).contains("init_code_invalid"), "{}", stderr(&o));
+        assert_eq!(
+            attempt(&attacker, "00000-00000-00000-00000"),
+            (403, "init_code_invalid".into())
+        );
+    }
+    assert_eq!(
+        attempt(&attacker, &code),
+        (429, "init_source_locked".into())
+    );
+    wait_line(&a, "wrong init codes from 127.0.0.2");
+    // Another address still gets past the code (to the CSR check: nothing
+    // is initialised, the code is not spent).
+    assert_eq!(attempt(&from(0, 3), &code), (400, "invalid_csr".into()));
+    // A flood from many addresses: 1,000 wrong codes in all burn the code.
+    for c in 1..=199u8 {
+        let flood = from(1, c);
+        for _ in 0..5 {
+            assert_eq!(attempt(&flood, "11111-11111-11111-11111").0, 403);
+        }
     }
     let o = remote_init(&a, &fp, &code, &out);
     assert!(!o.status.success());

@@ -72,6 +72,9 @@ pub struct Client {
     host: String,
     port: u16,
     server_name: ServerName<'static>,
+    /// The local address connections are made from (default: the
+    /// system's choice).
+    source: Option<std::net::IpAddr>,
 }
 
 fn parse_certs(what: &'static str, pem: &str) -> Result<Vec<CertificateDer<'static>>, ClientError> {
@@ -144,6 +147,7 @@ impl Client {
             host,
             port,
             server_name,
+            source: None,
         })
     }
 
@@ -171,6 +175,7 @@ impl Client {
             host,
             port,
             server_name,
+            source: None,
         })
     }
 
@@ -191,12 +196,46 @@ impl Client {
         }
     }
 
+    /// Connections from this local address (e.g. another 127.0.0.x, to
+    /// test limits per source address).
+    pub fn from_source(mut self, source: std::net::IpAddr) -> Client {
+        self.source = Some(source);
+        self
+    }
+
+    async fn tcp(&self, target: &str) -> std::io::Result<TcpStream> {
+        let Some(source) = self.source else {
+            return TcpStream::connect((self.host.as_str(), self.port)).await;
+        };
+        let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .find(|a| a.is_ipv4() == source.is_ipv4())
+            .ok_or_else(|| {
+                std::io::Error::other(format!("{target}: no address of the source's family"))
+            })?;
+        let socket = if source.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(std::net::SocketAddr::new(source, 0))?;
+        socket.connect(addr).await
+    }
+
     /// Opens a keep-alive connection.
     pub async fn connect(&self) -> Result<Conn, ClientError> {
         let target = format!("{}:{}", self.host, self.port);
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+        let tcp = self
+            .tcp(&target)
             .await
             .map_err(|e| ClientError::Connect(target.clone(), e))?;
+        self.connect_over(tcp).await
+    }
+
+    /// A keep-alive connection over a TCP stream the caller opened (its own
+    /// socket options, a proxy, a slow link).
+    pub async fn connect_over(&self, tcp: TcpStream) -> Result<Conn, ClientError> {
+        let target = format!("{}:{}", self.host, self.port);
         let _ = tcp.set_nodelay(true);
         let tls = self
             .tls

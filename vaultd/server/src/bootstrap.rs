@@ -12,9 +12,10 @@
 //!   A successful init creates the vault (root key sealed, CA in the token,
 //!   server certificate) and issues the first admin certificate for the
 //!   operator's CSR; the bootstrap listener then drains and the identity is
-//!   dropped, and the normal mTLS server starts on the same socket. Five wrong
-//!   codes burn the code: nothing more is accepted until a restart prints a
-//!   new one.
+//!   dropped, and the normal mTLS server starts on the same socket. Five
+//!   wrong codes from one source address lock that address out for this
+//!   boot; 1,000 from all addresses burn the code: nothing more is accepted
+//!   until a restart prints a new one.
 //! * **Locked data volume** (`[appliance] data_volume` not mounted: the TPM
 //!   did not release the volume key, e.g. the disk was moved to another
 //!   machine): vaultd serves the same status endpoints, sealed with
@@ -42,8 +43,16 @@ use crate::config::Config;
 use crate::init::{initialize_with, FirstAdmin, InitError, InitReport};
 use crate::start::StartError;
 
-/// Wrong init codes accepted before the code is burnt.
-pub const MAX_CODE_FAILURES: u32 = 5;
+/// Wrong init codes from one source address before that address is
+/// refused for the rest of this boot (`init_source_locked`).
+pub const MAX_CODE_FAILURES_PER_SOURCE: u32 = 5;
+
+/// Wrong init codes from all addresses together before the code is burnt.
+/// The code has 100 bits, so guessing is hopeless; the limits are there so
+/// that a flood of wrong codes from the network cannot burn the operator's
+/// code (one address is locked out after 5), while a flood from many
+/// addresses still ends in a burnt code, not in unbounded guesses.
+pub const MAX_CODE_FAILURES: u32 = 1000;
 
 /// Why the data volume counts as locked, if it does.
 pub fn data_volume_locked(config: &Config) -> Option<String> {
@@ -163,6 +172,8 @@ pub struct Boot {
     /// None once burnt or used.
     code: Mutex<Option<Zeroizing<String>>>,
     failures: AtomicU32,
+    /// Wrong codes per source address.
+    failures_by_source: Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
     init_lock: tokio::sync::Mutex<()>,
     done: tokio::sync::watch::Sender<bool>,
 }
@@ -177,6 +188,8 @@ pub enum InitRefused {
     CodeBurnt,
     /// A wrong code.
     CodeInvalid,
+    /// This source address sent too many wrong codes.
+    SourceLocked,
     /// The init task did not finish.
     TaskFailed,
     /// The ceremony itself failed.
@@ -213,6 +226,7 @@ impl Boot {
     /// is told to end.
     pub async fn initialise(
         &self,
+        source: std::net::IpAddr,
         code: &str,
         admin_name: &str,
         csr_pem: String,
@@ -227,6 +241,14 @@ impl Boot {
             let Some(expected) = slot.as_ref() else {
                 return Err(InitRefused::CodeBurnt);
             };
+            let mut by_source = self
+                .failures_by_source
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let mine = by_source.entry(source).or_insert(0);
+            if *mine >= MAX_CODE_FAILURES_PER_SOURCE {
+                return Err(InitRefused::SourceLocked);
+            }
             let ok = {
                 use subtle::ConstantTimeEq as _;
                 let a = normalise_code(expected);
@@ -234,8 +256,15 @@ impl Boot {
                 a.len() == g.len() && bool::from(a.as_bytes().ct_eq(g.as_bytes()))
             };
             if !ok {
+                *mine += 1;
                 let n = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
-                tracing::warn!(failures = n, "wrong init code");
+                tracing::warn!(failures = n, %source, from_source = *mine, "wrong init code");
+                if *mine == MAX_CODE_FAILURES_PER_SOURCE {
+                    console(&format!(
+                        "vaultd: {MAX_CODE_FAILURES_PER_SOURCE} wrong init codes from {source}: \
+                         that address is refused until a restart"
+                    ));
+                }
                 if n >= MAX_CODE_FAILURES {
                     *slot = None;
                     console(&format!(
@@ -273,6 +302,10 @@ pub fn console(line: &str) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
+
+/// The remote address of a bootstrap connection (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// How a bootstrap server ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -364,6 +397,7 @@ async fn serve_boot(
         mode,
         code: Mutex::new(code),
         failures: AtomicU32::new(0),
+        failures_by_source: Mutex::new(std::collections::HashMap::new()),
         init_lock: tokio::sync::Mutex::new(()),
         done: done_tx,
     });
@@ -371,9 +405,10 @@ async fn serve_boot(
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     drop(id);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    // The first-boot listener: at most 64 handshakes pending (a new one
-    // evicts the oldest), 64 connections past the handshake.
-    let gate = crate::tls::HandshakeGate::new(64, Duration::from_secs(5));
+    // The first-boot listener: at most 64 handshakes pending, 8 per source
+    // address (a new one evicts its source's oldest, or the oldest), 64
+    // connections past the handshake.
+    let gate = crate::tls::HandshakeGate::new(64, 8, Duration::from_secs(5));
     let slots = Arc::new(tokio::sync::Semaphore::new(64));
     tokio::pin!(shutdown);
     let ended = loop {
@@ -396,7 +431,7 @@ async fn serve_boot(
         let watcher = graceful.watcher();
         let (gate, slots) = (gate.clone(), slots.clone());
         tokio::spawn(async move {
-            let stream = match gate.run(acceptor.accept(tcp)).await {
+            let stream = match gate.run(peer.ip(), acceptor.accept(tcp)).await {
                 Ok(s) => s,
                 Err(crate::tls::HandshakeEnd::Refused(e)) => {
                     tracing::warn!(%peer, error = %e, "bootstrap TLS handshake refused");
@@ -407,8 +442,10 @@ async fn serve_boot(
             let Ok(_permit) = slots.try_acquire_owned() else {
                 return;
             };
-            let svc =
-                hyper::service::service_fn(move |req: Request<Incoming>| app.clone().oneshot(req));
+            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                app.clone().oneshot(req)
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))

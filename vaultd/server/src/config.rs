@@ -75,6 +75,10 @@ pub struct AuditConfig {
     /// A new signed checkpoint at most this often while entries arrive.
     #[serde(default = "d_checkpoint")]
     pub checkpoint_interval_secs: u64,
+    /// TLS handshakes that failed are summarised in one entry
+    /// (`tls.handshake_failures`) at most this often, not one entry each.
+    #[serde(default = "d_handshake_summary")]
+    pub handshake_summary_secs: u64,
     /// Export of the log to a SIEM (`[audit.siem]`); off when absent.
     #[serde(default)]
     pub siem: Option<SiemConfig>,
@@ -201,6 +205,7 @@ impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             checkpoint_interval_secs: d_checkpoint(),
+            handshake_summary_secs: d_handshake_summary(),
             siem: None,
         }
     }
@@ -294,6 +299,13 @@ pub struct Limits {
     /// Deadline of a TLS handshake (seconds).
     #[serde(default = "d_handshake_timeout")]
     pub handshake_timeout_secs: u64,
+    /// Most pending handshakes of one source address; its next connection
+    /// evicts its own oldest.
+    #[serde(default = "d_handshakes_per_source")]
+    pub max_handshakes_per_source: usize,
+    /// Most connections past the handshake from one source address.
+    #[serde(default = "d_conns_per_source")]
+    pub max_connections_per_source: usize,
 }
 
 fn d_body() -> usize {
@@ -323,6 +335,15 @@ fn d_conns() -> usize {
 fn d_handshakes() -> usize {
     256
 }
+fn d_handshake_summary() -> u64 {
+    60
+}
+fn d_handshakes_per_source() -> usize {
+    32
+}
+fn d_conns_per_source() -> usize {
+    256
+}
 fn d_handshake_timeout() -> u64 {
     5
 }
@@ -340,6 +361,8 @@ impl Default for Limits {
             max_connections: d_conns(),
             max_handshakes: d_handshakes(),
             handshake_timeout_secs: d_handshake_timeout(),
+            max_handshakes_per_source: d_handshakes_per_source(),
+            max_connections_per_source: d_conns_per_source(),
         }
     }
 }
@@ -500,6 +523,15 @@ impl Config {
         }
         if l.max_handshakes == 0 {
             p.push("limits.max_handshakes must be positive".into());
+        }
+        if l.max_handshakes_per_source == 0 || l.max_handshakes_per_source > l.max_handshakes {
+            p.push("limits.max_handshakes_per_source must be 1..=max_handshakes".into());
+        }
+        if l.max_connections_per_source == 0 || l.max_connections_per_source > l.max_connections {
+            p.push("limits.max_connections_per_source must be 1..=max_connections".into());
+        }
+        if self.audit.handshake_summary_secs == 0 || self.audit.handshake_summary_secs > 3600 {
+            p.push("audit.handshake_summary_secs must be 1..=3600".into());
         }
         if l.handshake_timeout_secs == 0 || l.handshake_timeout_secs > 60 {
             p.push("limits.handshake_timeout_secs must be 1..=60".into());

@@ -43,6 +43,8 @@ actions! {
     SysUpdateComplete => "sys.update.complete",
     SysUpdateRolledBack => "sys.update.rolled_back",
     SysUpdateInstallFailed => "sys.update.install_failed",
+    /// A summary of the TLS handshakes that failed over a period.
+    TlsHandshakeFailures => "tls.handshake_failures",
     /// A refused request to another `/v1/sys/` endpoint.
     SysRead => "sys.read",
     // Secrets and checkouts.

@@ -70,16 +70,32 @@ fn default_admin() -> String {
     "admin".into()
 }
 
-async fn init(State(b): State<Arc<Boot>>, JsonBody(req): JsonBody<InitBody>) -> Response {
-    match do_init(&b, req).await {
+async fn init(
+    State(b): State<Arc<Boot>>,
+    peer: Option<axum::Extension<crate::bootstrap::PeerAddr>>,
+    JsonBody(req): JsonBody<InitBody>,
+) -> Response {
+    // Without a peer address (never, from the listener) every request
+    // shares one source's limit.
+    let source = peer
+        .map(|p| p.0 .0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    match do_init(&b, source, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn do_init(b: &Arc<Boot>, req: InitBody) -> Result<Response, ApiError> {
+async fn do_init(
+    b: &Arc<Boot>,
+    source: std::net::IpAddr,
+    req: InitBody,
+) -> Result<Response, ApiError> {
     let req_code = Zeroizing::new(req.code);
-    let report = match b.initialise(&req_code, &req.admin_name, req.csr_pem).await {
+    let report = match b
+        .initialise(source, &req_code, &req.admin_name, req.csr_pem)
+        .await
+    {
         Ok(r) => r,
         Err(InitRefused::NotServed(code, message)) => {
             return Err(ApiError::lower(
@@ -97,6 +113,13 @@ async fn do_init(b: &Arc<Boot>, req: InitBody) -> Result<Response, ApiError> {
         }
         Err(InitRefused::CodeInvalid) => {
             return Err(ApiError::new(Code::InitCodeInvalid, "wrong init code"));
+        }
+        Err(InitRefused::SourceLocked) => {
+            return Err(ApiError::new(
+                Code::InitSourceLocked,
+                "too many wrong init codes from this address: it is refused until the \
+                 appliance restarts (other addresses may still use the code)",
+            ));
         }
         Err(InitRefused::TaskFailed) => return Err(ApiError::internal("init task failed")),
         Err(InitRefused::Init(InitError::BadName(n))) => {

@@ -170,6 +170,7 @@ codes! {
     // The first-boot ceremony (`POST /v1/sys/init`).
     InitCodeInvalid = "init_code_invalid", FORBIDDEN;
     InitCodeBurnt = "init_code_burnt", FORBIDDEN;
+    InitSourceLocked = "init_source_locked", TOO_MANY_REQUESTS;
     /// 503 from the first-boot server; 409 as a storage conflict.
     NotInitialized = "not_initialized", SERVICE_UNAVAILABLE;
     AlreadyInitialized = "already_initialized", CONFLICT;

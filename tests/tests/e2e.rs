@@ -282,7 +282,8 @@ fn bad_input_gets_stable_json_errors() {
         assert!(doc["paths"].get(p).is_some(), "{p} missing from OpenAPI");
     }
     // Metrics count errors by code.
-    let m = String::from_utf8(req(&pam, Method::GET, "/metrics", None).body.to_vec()).unwrap();
+    let prom = a.issue("metrics", "prom");
+    let m = String::from_utf8(req(&prom, Method::GET, "/metrics", None).body.to_vec()).unwrap();
     assert!(
         m.contains("vaultd_errors_total{code=\"invalid_path\"} 2"),
         "{m}"

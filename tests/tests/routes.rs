@@ -19,15 +19,14 @@ use vault_e2e::{ok, Appliance, Options};
 use vaultd::api::routes::{Route, TABLE};
 
 /// Who may call a route: `Public` (anyone with or without a certificate),
-/// `Any` (any registered principal), or these roles.
+/// or these roles.
 #[derive(Debug, Clone, Copy)]
 enum Who {
     Public,
-    Any,
     Roles(&'static [&'static str]),
 }
 
-const ROLES: [&str; 5] = ["admin", "writer", "pam", "auditor", "custodian"];
+const ROLES: [&str; 6] = ["admin", "writer", "pam", "auditor", "custodian", "metrics"];
 
 fn expectations() -> BTreeMap<(&'static str, &'static str), Who> {
     use Who::*;
@@ -36,7 +35,7 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Who> {
         (("GET", "/v1/sys/health"), Public),
         (("GET", "/v1/sys/seal-status"), Public),
         (("GET", "/v1/openapi.json"), Public),
-        (("GET", "/metrics"), Any),
+        (("GET", "/metrics"), Roles(&["admin", "auditor", "metrics"])),
         (("POST", "/v1/sys/unseal"), Roles(&["admin"])),
         (("POST", "/v1/sys/certs"), Roles(&["admin"])),
         (("GET", "/v1/sys/principals"), Roles(&["admin"])),
@@ -237,7 +236,7 @@ fn every_route_with_every_role_gives_the_expected_answer_and_audit_entry() {
         for (role, c) in &clients {
             let r = send(c, &route.method, &path);
             let allowed = match who {
-                Who::Public | Who::Any => true,
+                Who::Public => true,
                 Who::Roles(rs) => rs.contains(&role.as_str()),
             };
             let what = format!("{} {} as {role}", route.method, route.path);
@@ -345,7 +344,7 @@ fn a_sealed_vault_refuses_exactly_the_routes_that_need_it_unsealed() {
     for route in TABLE.iter() {
         let key = (route.method.as_str(), route.path);
         let role = match expectations()[&key] {
-            Who::Public | Who::Any => "admin",
+            Who::Public => "admin",
             Who::Roles(rs) => rs[0],
         };
         let body = (route.method != Method::GET).then(|| json!({}));

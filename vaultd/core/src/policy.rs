@@ -4,7 +4,8 @@
 //! principals and the keyring but never reads a value; `writer` stores values
 //! but cannot read them back; `pam` checks values out; `auditor` reads
 //! metadata and audit data; `custodian` sees and votes on approval
-//! requests (their votes are signatures made on their YubiKey).
+//! requests (their votes are signatures made on their YubiKey); `metrics`
+//! scrapes `/metrics` and nothing else.
 
 use std::fmt;
 
@@ -18,15 +19,18 @@ pub enum Role {
     Pam,
     Auditor,
     Custodian,
+    /// A monitoring system's identity: reads `/metrics`, nothing else.
+    Metrics,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Admin,
         Role::Writer,
         Role::Pam,
         Role::Auditor,
         Role::Custodian,
+        Role::Metrics,
     ];
 
     pub fn parse(s: &str) -> Option<Role> {
@@ -36,6 +40,7 @@ impl Role {
             "pam" => Some(Role::Pam),
             "auditor" => Some(Role::Auditor),
             "custodian" => Some(Role::Custodian),
+            "metrics" => Some(Role::Metrics),
             _ => None,
         }
     }
@@ -47,6 +52,7 @@ impl Role {
             Role::Pam => "pam",
             Role::Auditor => "auditor",
             Role::Custodian => "custodian",
+            Role::Metrics => "metrics",
         }
     }
 }
@@ -86,6 +92,8 @@ pub enum Action {
     Vote,
     /// Stage a signed update bundle of the appliance image; see its state.
     UpdateImage,
+    /// Scrape `/metrics`.
+    ReadMetrics,
 }
 
 /// The single permission table.
@@ -106,6 +114,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
                 | UpdateImage
                 | ListCheckouts
                 | RevokeCheckout
+                | ReadMetrics
         ),
         Role::Writer => matches!(action, WriteSecret | ReadMetadata | ListSecrets),
         Role::Pam => matches!(
@@ -114,12 +123,19 @@ pub fn allowed(role: Role, action: Action) -> bool {
         ),
         Role::Auditor => matches!(
             action,
-            ReadMetadata | ListSecrets | ReadAudit | ListCustodians | ReadRequests | ListCheckouts
+            ReadMetadata
+                | ListSecrets
+                | ReadAudit
+                | ListCustodians
+                | ReadRequests
+                | ListCheckouts
+                | ReadMetrics
         ),
         Role::Custodian => matches!(
             action,
             ReadMetadata | ListSecrets | ListCustodians | ReadRequests | Vote
         ),
+        Role::Metrics => matches!(action, ReadMetrics),
     }
 }
 
@@ -192,6 +208,12 @@ mod tests {
         }
         assert!(allowed(Role::Admin, Action::RevokeCheckout));
         assert!(!allowed(Role::Admin, Action::Checkin));
+        // The scraper reads metrics and nothing else; pam, writers and
+        // custodians do not read metrics.
+        for r in [Role::Writer, Role::Pam, Role::Custodian] {
+            assert!(!allowed(r, Action::ReadMetrics), "{r}");
+        }
+        assert!(allowed(Role::Metrics, Action::ReadMetrics));
         assert!(!allowed(Role::Custodian, Action::Checkout));
         assert!(!allowed(Role::Custodian, Action::WriteSecret));
         assert!(!allowed(Role::Custodian, Action::EnrollCustodian));

@@ -324,6 +324,10 @@ pub trait Backend: Send + Sync {
     /// Every prefix policy, in prefix order.
     fn prefix_policies(&self) -> Result<Vec<PrefixPolicy>, StoreError>;
 
+    /// What an operator graphs, at `now`: open leases, pending requests, the
+    /// newest checkpoint's time.
+    fn gauges(&self, now: i64) -> Result<Gauges, StoreError>;
+
     /// The prefix policies over `path` (shortest prefix first), whether a
     /// secret exists there or not.
     fn prefix_policies_over(&self, path: &str) -> Result<Vec<PrefixPolicy>, StoreError>;
@@ -682,6 +686,34 @@ impl Backend for Store {
 
     fn checkout(&self, id: &str) -> Result<Option<CheckoutRow>, StoreError> {
         self.read(|c| write::read_checkout(c, id))
+    }
+
+    fn gauges(&self, now: i64) -> Result<Gauges, StoreError> {
+        self.read(|c| {
+            let open_checkouts: i64 = c.query_row(
+                "SELECT count(*) FROM checkouts
+                 WHERE checked_in_at IS NULL AND expired_at IS NULL AND expires_at > ?1",
+                [now],
+                |r| r.get(0),
+            )?;
+            let pending_requests: i64 = c.query_row(
+                "SELECT count(*) FROM requests WHERE status = ?1 AND expires_at > ?2",
+                params![
+                    sql::Text(vault_core::custodian::request::RequestStatus::Pending),
+                    now
+                ],
+                |r| r.get(0),
+            )?;
+            let checkpoint_at: Option<i64> =
+                c.query_row("SELECT max(created_at) FROM audit_checkpoints", [], |r| {
+                    r.get(0)
+                })?;
+            Ok(Gauges {
+                open_checkouts: open_checkouts as u64,
+                pending_requests: pending_requests as u64,
+                checkpoint_at,
+            })
+        })
     }
 
     fn prefix_policies(&self) -> Result<Vec<PrefixPolicy>, StoreError> {

@@ -108,6 +108,15 @@ impl CheckoutRow {
     }
 }
 
+/// Counts for metrics (`Backend::gauges`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub open_checkouts: u64,
+    pub pending_requests: u64,
+    /// When the newest checkpoint was signed.
+    pub checkpoint_at: Option<i64>,
+}
+
 /// Which checkouts `Backend::checkouts` lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckoutFilter {

@@ -166,7 +166,7 @@ async fn access(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -
     if let Some(c) = code {
         st.metrics.error(c);
     }
-    st.metrics.request(&route, status);
+    st.metrics.request(&route, status, start.elapsed());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }

@@ -24,8 +24,6 @@ use crate::state::AppState;
 pub enum Access {
     /// Anyone who completed the TLS handshake (health, seal status, OpenAPI).
     Public,
-    /// Any registered, unrevoked principal.
-    AnyPrincipal,
     /// A principal whose role has this permission (`vault_core::policy::allowed`).
     Permission(Action),
 }
@@ -65,7 +63,7 @@ macro_rules! routes {
 
 /// Every route of the mTLS API.
 pub fn table() -> Vec<Route> {
-    use Access::{AnyPrincipal, Permission as P, Public};
+    use Access::{Permission as P, Public};
     routes! {
         GET "/v1/sys/health" Public, Serve, SysRead => get(sys::health);
         GET "/v1/sys/seal-status" Public, Serve, SysRead => get(sys::seal_status);
@@ -106,7 +104,7 @@ pub fn table() -> Vec<Route> {
         GET "/v1/audit/proof/consistency" P(Action::ReadAudit), Serve, AuditRead => get(audit::consistency);
         POST "/v1/audit/hash" P(Action::ReadAudit), Refuse, AuditHash => post(audit::hash);
         GET "/v1/openapi.json" Public, Serve, Request => get(super::openapi);
-        GET "/metrics" AnyPrincipal, Serve, MetricsRead => get(sys::metrics);
+        GET "/metrics" P(Action::ReadMetrics), Serve, MetricsRead => get(sys::metrics);
     }
 }
 

@@ -120,7 +120,7 @@ pub async fn issue_cert(
     let role = Role::parse(&req.role).ok_or_else(|| {
         ApiError::new(
             Code::InvalidRole,
-            "role must be admin, writer, pam, auditor or custodian",
+            "role must be admin, writer, pam, auditor, custodian or metrics",
         )
     })?;
     let max = st.config.limits.client_cert_days;
@@ -332,12 +332,25 @@ pub async fn keyring_rotate(State(st): State<Arc<AppState>>, auth: Auth) -> ApiR
 }
 
 pub async fn metrics(State(st): State<Arc<AppState>>, _auth: Auth) -> Response {
+    let s = st.clone();
+    let now = st.now();
+    let g = blocking(move || (s.store.gauges(now), s.store.audit_log().size())).await;
+    let scraped = match g {
+        Ok((Ok(g), entries)) => crate::metrics::Scraped {
+            open_checkouts: g.open_checkouts,
+            pending_requests: g.pending_requests,
+            audit_entries: entries,
+            checkpoint_age_secs: g.checkpoint_at.map(|t| now.saturating_sub(t).max(0) as u64),
+        },
+        Ok((Err(e), _)) => return ApiError::from(e).into_response(),
+        Err(e) => return e.into_response(),
+    };
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        st.metrics.render(),
+        st.metrics.render(&scraped),
     )
         .into_response()
 }

@@ -220,6 +220,24 @@ level = "info"
         self.dir.path().join("pin")
     }
 
+    /// Every audit entry, in order, read from the data file.
+    pub fn audit_entries(&self) -> Vec<vault_core::audit::entry::Entry> {
+        let c = rusqlite::Connection::open_with_flags(
+            self.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut st = c
+            .prepare("SELECT entry FROM audit_log ORDER BY idx")
+            .unwrap();
+        let rows = st
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap()
+            .map(|b| vault_core::audit::entry::Entry::parse(&b.unwrap()).unwrap())
+            .collect();
+        rows
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("data").join("vault.db")
     }

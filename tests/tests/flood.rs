@@ -156,14 +156,9 @@ fn a_flood_from_one_address_does_not_keep_out_a_client_from_another() {
     // flooding address first.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let summaries = loop {
-        let c = rusqlite::Connection::open(a.db_path()).unwrap();
-        let mut st = c
-            .prepare("SELECT entry FROM audit_log ORDER BY idx")
-            .unwrap();
-        let found: Vec<vault_core::audit::entry::Entry> = st
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .unwrap()
-            .map(|b| vault_core::audit::entry::Entry::parse(&b.unwrap()).unwrap())
+        let found: Vec<vault_core::audit::entry::Entry> = a
+            .audit_entries()
+            .into_iter()
             .filter(|e| e.action == "tls.handshake_failures")
             .collect();
         let counted: u64 = found

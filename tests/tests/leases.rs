@@ -11,20 +11,7 @@ use vault_core::audit::entry::{Entry, Outcome};
 use vault_e2e::{json_of, put, req, Appliance, Options};
 
 fn entries(a: &Appliance) -> Vec<Entry> {
-    let c = rusqlite::Connection::open_with_flags(
-        a.db_path(),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let mut st = c
-        .prepare("SELECT entry FROM audit_log ORDER BY idx")
-        .unwrap();
-    let rows = st
-        .query_map([], |r| r.get::<_, Vec<u8>>(0))
-        .unwrap()
-        .map(|b| Entry::parse(&b.unwrap()).unwrap())
-        .collect();
-    rows
+    a.audit_entries()
 }
 
 /// The `checkout.expire` entry of a checkout, waiting for the reaper (it

@@ -5,21 +5,7 @@
 
 use hyper::Method;
 use serde_json::{json, Value};
-use vault_core::audit::entry::Entry;
 use vault_e2e::{checkout, json_of, put, req, Appliance, Options};
-
-fn entries(a: &Appliance) -> Vec<Entry> {
-    let c = rusqlite::Connection::open(a.db_path()).unwrap();
-    let mut st = c
-        .prepare("SELECT entry FROM audit_log ORDER BY idx")
-        .unwrap();
-    let rows = st
-        .query_map([], |r| r.get::<_, Vec<u8>>(0))
-        .unwrap()
-        .map(|b| Entry::parse(&b.unwrap()).unwrap())
-        .collect();
-    rows
-}
 
 /// Writes, checks out and checks in values whose text is known, and makes
 /// a few refusals; returns the values.
@@ -83,7 +69,8 @@ fn json_logs_parse_carry_request_ids_and_no_secrets() {
     assert!(!log.contains('\u{1b}'), "ANSI codes in a log file");
     // The handler's "checkin" line runs in the request's span: the same
     // request ID as the checkin's audit entry.
-    let checkin_ids: Vec<String> = entries(&a)
+    let checkin_ids: Vec<String> = a
+        .audit_entries()
         .into_iter()
         .filter(|e| e.action == "checkout.checkin")
         .map(|e| e.request_id)

@@ -103,14 +103,9 @@ fn a_prefix_gated_before_its_secrets_exist_gates_every_later_secret() {
     assert_eq!(code(&set("prod/", json!([]))), (404, "not_found".into()));
     let r = checkout(&pam, "prod/db/root");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let c = rusqlite::Connection::open(a.db_path()).unwrap();
-    let mut st = c
-        .prepare("SELECT entry FROM audit_log ORDER BY idx")
-        .unwrap();
-    let sets: Vec<vault_core::audit::entry::Entry> = st
-        .query_map([], |r| r.get::<_, Vec<u8>>(0))
-        .unwrap()
-        .map(|b| vault_core::audit::entry::Entry::parse(&b.unwrap()).unwrap())
+    let sets: Vec<vault_core::audit::entry::Entry> = a
+        .audit_entries()
+        .into_iter()
         .filter(|e| {
             e.action == "policy.set"
                 && e.target == "prod/"

@@ -457,6 +457,9 @@ fn renewals(b: &dyn Backend, kr: &Keyring, expired_open: &str) {
         "lease_max_exceeded"
     );
     assert_eq!(b.checkout(id).unwrap().unwrap().expires_at, 1_500);
+    // Asking for less shortens it.
+    let r = lease(renew(id, "pam01", 540, 900).unwrap());
+    assert_eq!((r.expires_at, r.renewals), (900, 3));
     // A secret's own maximum bounds checkout and renewal.
     b.write(WriteOp::PutSecret {
         path: "c/short".into(),

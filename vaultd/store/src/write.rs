@@ -151,9 +151,10 @@ pub enum WriteOp {
         id: String,
         now: i64,
     },
-    /// The owner extends an open lease to `expires_at`, at most to
-    /// `created_at` + the secret's maximum lease (`max_lease` if it has
-    /// none); `lease_max_exceeded` if that leaves no extension.
+    /// The owner (that certificate) moves an open lease's end to
+    /// `expires_at`, at most to `created_at` + the secret's maximum lease
+    /// (`max_lease` if it has none); `lease_max_exceeded` if it asks for an
+    /// extension and that leaves none. An earlier end shortens it.
     RenewCheckout {
         id: String,
         principal: String,
@@ -1057,8 +1058,10 @@ fn renew_checkout(
     let limit = row
         .created_at
         .saturating_add(per_secret.unwrap_or(max_lease));
+    // A renewal may also shorten the lease (narrowing needs no limit); one
+    // that asks for more but can get none is refused.
     let expires_at = wanted.min(limit);
-    if expires_at <= row.expires_at {
+    if wanted > row.expires_at && expires_at <= row.expires_at {
         return Err(StoreError::Conflict(Conflict::LeaseMaxExceeded));
     }
     c.execute(

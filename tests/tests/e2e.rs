@@ -591,3 +591,37 @@ fn missing_token_and_corrupt_blob_have_their_own_reasons() {
     assert_eq!(s["reason"]["code"], "seal_blob_corrupt", "{s}");
     assert_eq!(checkout(&pam, "x").error_code().as_deref(), Some("sealed"));
 }
+
+/// Issue 11, finding 9: a secret whose last segment is `checkout` is checked
+/// out, and named, by its whole path (the route strips one `/checkout`).
+#[test]
+fn a_secret_named_checkout_keeps_its_whole_path() {
+    let a = Appliance::start(Options::default());
+    let writer = a.issue("writer", "w1");
+    let pam = a.issue("pam", "p1");
+    assert_eq!(put(&writer, "db", "the-db", false).status, 200);
+    assert_eq!(
+        put(&writer, "db/checkout", "the-checkout", false).status,
+        200
+    );
+    let r = checkout(&pam, "db/checkout");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = json_of(&r);
+    assert_eq!(
+        (v["path"].as_str(), v["value"].as_str()),
+        (Some("db/checkout"), Some("the-checkout"))
+    );
+    let v = json_of(&checkout(&pam, "db"));
+    assert_eq!(
+        (v["path"].as_str(), v["value"].as_str()),
+        (Some("db"), Some("the-db"))
+    );
+    // A checkout of a path ending in /checkout/checkout is not a checkout of `db`.
+    let r = req(
+        &pam,
+        Method::POST,
+        "/v1/secrets/db/checkout/checkout/checkout",
+        Some(json!({"reason": "x"})),
+    );
+    assert_eq!(r.error_code().as_deref(), Some("not_found"));
+}

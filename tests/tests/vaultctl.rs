@@ -278,3 +278,46 @@ fn scripts_get_stable_exit_codes_and_json_errors() {
         (Some(4), Some("sealed"), Some(503))
     );
 }
+
+/// Issue 14, item 1: long work shows progress on a terminal, and `--quiet`
+/// (or a pipe, or `--json`) turns it off. The terminal is a pseudo-terminal
+/// from util-linux `script`.
+#[test]
+fn progress_only_on_a_terminal_and_not_with_quiet() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/compat-0.1.0");
+    let verify = |extra: &str| -> String {
+        let cmd = format!(
+            "{} {extra} audit verify {} --key {}",
+            vault_e2e::vaultctl_bin().display(),
+            root.join("export").display(),
+            root.join("audit-key.pem").display()
+        );
+        let o = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let shown = verify("");
+    assert!(shown.contains("verifying 18/18"), "{shown}");
+    assert!(shown.contains("OK"), "{shown}");
+    for flag in ["--quiet", "-q", "--json"] {
+        let quiet = verify(flag);
+        assert!(!quiet.contains("verifying"), "{flag}: {quiet}");
+    }
+    // Piped (no terminal): no progress either.
+    let o = Command::new(vault_e2e::vaultctl_bin())
+        .args(["audit", "verify"])
+        .arg(root.join("export"))
+        .arg("--key")
+        .arg(root.join("audit-key.pem"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("verifying"));
+}

@@ -23,6 +23,10 @@ pub struct Cli {
     /// Print the server's JSON instead of human text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// No progress display (progress is shown only on a terminal, on
+    /// stderr, and never with --json).
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
     pub cmd: Cmd,
 }

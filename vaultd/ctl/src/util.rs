@@ -104,6 +104,20 @@ pub fn decode(resp: &vault_client::Response) -> anyhow::Result<Result<Value, Ser
     }
 }
 
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--quiet`: no progress display.
+pub fn set_quiet(q: bool) {
+    QUIET.store(q, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether long work shows its progress: on stderr, only when it is a
+/// terminal, never with `--json` or `--quiet`.
+pub fn show_progress(json: bool) -> bool {
+    use std::io::IsTerminal as _;
+    !json && !QUIET.load(std::sync::atomic::Ordering::Relaxed) && std::io::stderr().is_terminal()
+}
+
 /// The version of vaultctl's `--json` output, in every object it prints
 /// (`schema_version`); it goes up when a field changes meaning or goes away.
 pub const JSON_SCHEMA: u32 = 1;

@@ -12,7 +12,7 @@
 //! checkpoint. Verification (`verify.rs`) needs nothing but the directory and
 //! the key.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _};
@@ -154,7 +154,7 @@ pub async fn export(c: &ConnArgs, json: bool, dir: &Path) -> Outcome {
         bail!("the local export has {next} entries but the appliance's newest checkpoint is of size {size}: the log was truncated or this directory belongs to another appliance");
     }
     let start = next;
-    let tty = std::io::stderr().is_terminal() && !json;
+    let tty = crate::util::show_progress(json);
     let next = append_entries(c, &mut f, start, size, tty).await?;
     f.sync_all()?;
     if tty {

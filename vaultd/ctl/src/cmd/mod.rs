@@ -30,6 +30,7 @@ use update::UpdateCmd;
 /// Runs one command: `Err` is a local or usage error, `Ok(Err)` a refusal.
 pub async fn run(cli: Cli) -> Outcome {
     let j = cli.json;
+    crate::util::set_quiet(cli.quiet);
     let c = &cli.conn;
     match cli.cmd {
         Cmd::Init(a) => init::init(c, j, a).await,

@@ -19,7 +19,6 @@ use super::extract::{Auth, JsonBody};
 use crate::state::AppState;
 use crate::timefmt::rfc3339;
 
-const MAX_REASON_CHARS: usize = 1024;
 const MAX_LIST: usize = 1000;
 
 fn check_id(id: &str) -> ApiResult<()> {
@@ -173,13 +172,7 @@ pub async fn renew(
 ) -> ApiResult<Json<Value>> {
     check_id(&id)?;
     let limits = &st.config.limits;
-    let ttl = req.ttl_seconds.unwrap_or(limits.default_ttl_seconds);
-    if ttl == 0 || ttl > limits.max_ttl_seconds {
-        return Err(ApiError::new(
-            Code::InvalidTtl,
-            format!("ttl_seconds must be 1..={}", limits.max_ttl_seconds),
-        ));
-    }
+    let ttl = super::secrets::check_ttl(limits, req.ttl_seconds)?;
     let now = st.now();
     let op = WriteOp::RenewCheckout {
         id: id.clone(),
@@ -213,13 +206,7 @@ pub async fn revoke(
     JsonBody(req): JsonBody<RevokeRequest>,
 ) -> ApiResult<Json<Value>> {
     check_id(&id)?;
-    let reason = req.reason.trim().to_owned();
-    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
-        return Err(ApiError::new(
-            Code::InvalidReason,
-            "reason must be 1-1024 characters",
-        ));
-    }
+    let reason = super::secrets::check_reason(&req.reason)?;
     let now = st.now();
     let op = WriteOp::RevokeCheckout {
         id: id.clone(),

@@ -31,6 +31,32 @@ use vault_core::custodian::sealed;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 const MAX_REASON_CHARS: usize = 1024;
 
+/// A reason given for a checkout or a revocation: 1-1024 characters after
+/// trimming.
+pub(crate) fn check_reason(r: &str) -> ApiResult<String> {
+    let r = r.trim();
+    if r.is_empty() || r.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::new(
+            Code::InvalidReason,
+            "reason must be 1-1024 characters",
+        ));
+    }
+    Ok(r.to_owned())
+}
+
+/// A lease length asked for (a checkout or a renewal): the default if
+/// none, else 1..=`limits.max_ttl_seconds`.
+pub(crate) fn check_ttl(limits: &crate::config::Limits, ttl: Option<u64>) -> ApiResult<u64> {
+    let ttl = ttl.unwrap_or(limits.default_ttl_seconds);
+    if ttl == 0 || ttl > limits.max_ttl_seconds {
+        return Err(ApiError::new(
+            Code::InvalidTtl,
+            format!("ttl_seconds must be 1..={}", limits.max_ttl_seconds),
+        ));
+    }
+    Ok(ttl)
+}
+
 fn check_path(p: &str) -> ApiResult<()> {
     validate_path(p).map_err(|e| ApiError::new(Code::InvalidPath, e.to_string()))
 }
@@ -399,21 +425,8 @@ impl CheckoutInput {
             }
         };
         check_path(path)?;
-        let reason = req.reason.trim().to_owned();
-        if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
-            return Err(ApiError::new(
-                Code::InvalidReason,
-                "reason must be 1-1024 characters",
-            ));
-        }
-        let limits = &st.config.limits;
-        let ttl = req.ttl_seconds.unwrap_or(limits.default_ttl_seconds);
-        if ttl == 0 || ttl > limits.max_ttl_seconds {
-            return Err(ApiError::new(
-                Code::InvalidTtl,
-                format!("ttl_seconds must be 1..={}", limits.max_ttl_seconds),
-            ));
-        }
+        let reason = check_reason(&req.reason)?;
+        let ttl = check_ttl(&st.config.limits, req.ttl_seconds)?;
         let recipient_key = match (breakglass, &req.recipient_key) {
             (true, Some(k)) => Some(recipient_key(k)?),
             (true, None) => {

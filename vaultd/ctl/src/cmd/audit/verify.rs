@@ -2,7 +2,7 @@
 //! nothing but the directory and the pinned checkpoint key(s); and reading
 //! that directory's `entries.log`, which `export` extends.
 
-use std::io::{IsTerminal as _, Read as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _};
@@ -107,7 +107,7 @@ pub fn verify_dir(
         Some(p) => Some(std::fs::read_to_string(p).with_context(|| p.display().to_string())?),
         None => None,
     };
-    let tty = std::io::stderr().is_terminal() && !json;
+    let tty = crate::util::show_progress(json);
     let total = recs.len();
     let refs: Vec<&[u8]> = (0..total).map(|i| recs.get(i)).collect();
     let nrefs: Vec<&str> = notes.iter().map(|n| n.as_str()).collect();

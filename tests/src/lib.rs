@@ -596,6 +596,109 @@ pub mod piv {
         })
     }
 
+    /// The request as the custodian's tool rebuilds it from what it was
+    /// shown (`GET /v1/requests/{id}`).
+    pub fn shown(v: &Value) -> vault_core::custodian::approval::Request {
+        vault_core::custodian::approval::Request {
+            request_id: v["request_id"].as_str().unwrap().into(),
+            appliance_id: v["appliance_id"].as_str().unwrap().into(),
+            path: v["path"].as_str().unwrap().into(),
+            version: v["version"].as_u64().unwrap(),
+            requester: v["requester"].as_str().unwrap().into(),
+            reason: v["reason"].as_str().unwrap().into(),
+            created_at: v["created_at"].as_i64().unwrap(),
+            expires_at: v["expires_at"].as_i64().unwrap(),
+            nonce: B64
+                .decode(v["nonce"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap(),
+            recipient_key: v["recipient_key"].as_str().map(|k| B64.decode(k).unwrap()),
+            change: v["change"].as_str().map(String::from),
+        }
+    }
+
+    /// A custodian's signed vote on request `id`, as `vaultctl approve`
+    /// casts it (with `share`: a break-glass share re-sealed already).
+    pub fn vote(
+        c: &vault_client::Client,
+        t: &mut SoftToken,
+        who: &str,
+        id: &str,
+        d: vault_core::custodian::approval::Decision,
+        share: Option<Vec<u8>>,
+    ) -> vault_client::Response {
+        use hyper::Method;
+        let v = crate::json_of(&crate::req(
+            c,
+            Method::GET,
+            &format!("/v1/requests/{id}"),
+            None,
+        ));
+        let sig = t.sign(&shown(&v).message(d, who)).unwrap();
+        let mut body = json!({"decision": d.as_str(), "signature": B64.encode(sig)});
+        if let Some(s) = share {
+            body["share"] = json!(B64.encode(s));
+        }
+        crate::req(
+            c,
+            Method::POST,
+            &format!("/v1/requests/{id}/vote"),
+            Some(body),
+        )
+    }
+
+    /// The custodians approve governance request `id` (each with its
+    /// custodian certificate and token) and the admin applies it: the
+    /// apply's response.
+    pub fn approve_and_apply(
+        a: &crate::Appliance,
+        id: &str,
+        voters: &mut [(&str, &mut SoftToken)],
+    ) -> vault_client::Response {
+        use vault_core::custodian::approval::Decision;
+        for (who, t) in voters.iter_mut() {
+            let r = vote(&a.client(who), t, who, id, Decision::Approve, None);
+            assert_eq!(r.status, 200, "{who}: {}", String::from_utf8_lossy(&r.body));
+        }
+        crate::req(
+            &a.admin(),
+            hyper::Method::POST,
+            &format!("/v1/requests/{id}/apply"),
+            None,
+        )
+    }
+
+    /// Genesis with the enrolled custodians `members` (each already has a
+    /// custodian certificate of its name): the admin proposes `rule`, every
+    /// member signs, the admin applies.
+    pub fn genesis(a: &crate::Appliance, rule: Value, members: &mut [(&str, &mut SoftToken)]) {
+        let r = crate::req(
+            &a.admin(),
+            hyper::Method::POST,
+            "/v1/governance/genesis",
+            Some(json!({"rule": rule, "reason": "initial custodian set"})),
+        );
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        let id = crate::json_of(&r)["request_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r = approve_and_apply(a, &id, members);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+
+    /// Proposes `POST path body` as a governance change (202) and returns
+    /// its request id.
+    pub fn propose(a: &crate::Appliance, method: hyper::Method, path: &str, body: Value) -> String {
+        let r = crate::req(&a.admin(), method, path, Some(body));
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        crate::json_of(&r)["request_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// What `vaultctl recover share` does on a YubiKey, with a software
     /// token: the signed approval and the share re-sealed to the operator's
     /// one-time key.

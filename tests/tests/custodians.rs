@@ -12,54 +12,12 @@ use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use p256::{PublicKey, SecretKey};
 use serde_json::{json, Value};
 use vault_client::Client;
-use vault_core::custodian::approval::{Decision, Request};
+use vault_core::custodian::approval::Decision;
 use vault_core::custodian::token::{CustodianToken, Slot, SoftToken};
 use vault_core::custodian::{recovery, sealed};
 use vault_core::secret::Pin;
-use vault_e2e::piv::{enroll_body, TestRoot};
+use vault_e2e::piv::{enroll_body, genesis, propose, shown, vote, TestRoot};
 use vault_e2e::{json_of, put, req, Appliance};
-
-/// The request as the custodian's tool rebuilds it from what it was shown.
-fn shown(v: &Value) -> Request {
-    Request {
-        request_id: v["request_id"].as_str().unwrap().into(),
-        appliance_id: v["appliance_id"].as_str().unwrap().into(),
-        path: v["path"].as_str().unwrap().into(),
-        version: v["version"].as_u64().unwrap(),
-        requester: v["requester"].as_str().unwrap().into(),
-        reason: v["reason"].as_str().unwrap().into(),
-        created_at: v["created_at"].as_i64().unwrap(),
-        expires_at: v["expires_at"].as_i64().unwrap(),
-        nonce: B64
-            .decode(v["nonce"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap(),
-        recipient_key: v["recipient_key"].as_str().map(|k| B64.decode(k).unwrap()),
-    }
-}
-
-fn vote(
-    c: &Client,
-    t: &mut SoftToken,
-    who: &str,
-    id: &str,
-    d: Decision,
-    share: Option<Vec<u8>>,
-) -> vault_client::Response {
-    let v = json_of(&req(c, Method::GET, &format!("/v1/requests/{id}"), None));
-    let sig = t.sign(&shown(&v).message(d, who)).unwrap();
-    let mut body = json!({"decision": d.as_str(), "signature": B64.encode(sig)});
-    if let Some(s) = share {
-        body["share"] = json!(B64.encode(s));
-    }
-    req(
-        c,
-        Method::POST,
-        &format!("/v1/requests/{id}/vote"),
-        Some(body),
-    )
-}
 
 fn code(r: &vault_client::Response) -> String {
     r.error_code().unwrap_or_default()
@@ -147,7 +105,8 @@ fn attested_enrolment_signed_quorum_and_break_glass() {
     let list = json_of(&req(&auditor, Method::GET, "/v1/custodians", None));
     assert_eq!(list["custodians"].as_array().unwrap().len(), 3);
 
-    // ---- the root key split 2-of-3 among security (recovery bundle)
+    // ---- the root key split 2-of-3 among security (recovery bundle), a
+    // governance change: refused before genesis.
     let r = req(
         &admin,
         Method::POST,
@@ -168,6 +127,24 @@ fn attested_enrolment_signed_quorum_and_break_glass() {
         "/v1/sys/recovery",
         Some(json!({"group": "security", "k": 2})),
     );
+    assert_eq!((r.status, code(&r).as_str()), (409, "governance_required"));
+    genesis(
+        &a,
+        json!([{"group": "security", "k": 2}]),
+        &mut [
+            ("alice", &mut alice),
+            ("bob", &mut bob),
+            ("carol", &mut carol),
+        ],
+    );
+    let id = propose(
+        &a,
+        Method::POST,
+        "/v1/sys/recovery",
+        json!({"group": "security", "k": 2, "reason": "first bundle"}),
+    );
+    let r =
+        vault_e2e::piv::approve_and_apply(&a, &id, &mut [("alice", &mut alice), ("bob", &mut bob)]);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let v = json_of(&req(&c_bob, Method::GET, "/v1/sys/recovery", None));
     let bundle = recovery::Bundle::from_json(&v).unwrap();
@@ -515,7 +492,9 @@ fn attested_enrolment_signed_quorum_and_break_glass() {
         ("request.collect", "already_collected"),
         ("breakglass.request", ""),
         ("breakglass.collect", ""),
-        ("recovery.configure", ""),
+        ("recovery.configure", "governance_required"),
+        ("governance.propose", ""),
+        ("governance.apply", ""),
         ("secret.checkout", "sealed_tier"),
     ] {
         assert!(

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use vault_core::custodian::approval::Decision;
 use vault_core::custodian::recovery::RecoveryRequest;
 use vault_core::custodian::token::{CustodianToken, SoftToken};
-use vault_e2e::piv::{enroll_body, recovery_answer, TestRoot};
+use vault_e2e::piv::{approve_and_apply, enroll_body, genesis, propose, recovery_answer, TestRoot};
 use vault_e2e::{checkout, json_of, ok, put, req, vaultctl_bin, Appliance};
 
 #[test]
@@ -41,13 +41,22 @@ fn k_custodians_restore_the_vault_on_new_hardware() {
         put(&writer, "prod/db", "before-the-fire", false).status,
         200
     );
-    let r = req(
-        &admin,
-        Method::POST,
-        "/v1/sys/recovery",
-        Some(json!({"group": "security", "k": 2})),
-    );
-    assert_eq!(r.status, 200);
+    for (n, _) in &tokens {
+        old.issue("custodian", n);
+    }
+    {
+        let mut members: Vec<(&str, &mut SoftToken)> =
+            tokens.iter_mut().map(|(n, t)| (*n, t)).collect();
+        genesis(&old, json!([{"group": "security", "k": 2}]), &mut members);
+        let id = propose(
+            &old,
+            Method::POST,
+            "/v1/sys/recovery",
+            json!({"group": "security", "k": 2}),
+        );
+        let r = approve_and_apply(&old, &id, &mut members[..2]);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
     let old_key = json_of(&req(&auditor, Method::GET, "/v1/audit/public-key", None))
         ["public_key_pem"]
         .as_str()

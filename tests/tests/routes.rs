@@ -79,6 +79,13 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Who> {
         ),
         (("POST", "/v1/requests/{id}/vote"), Roles(&["custodian"])),
         (("POST", "/v1/requests/{id}/collect"), Roles(&["pam"])),
+        (("POST", "/v1/requests/{id}/apply"), Roles(&["admin"])),
+        (
+            ("GET", "/v1/governance"),
+            Roles(&["admin", "auditor", "custodian"]),
+        ),
+        (("POST", "/v1/governance/genesis"), Roles(&["admin"])),
+        (("PUT", "/v1/governance/rule"), Roles(&["admin"])),
         (
             ("GET", "/v1/sys/recovery"),
             Roles(&["admin", "auditor", "custodian"]),

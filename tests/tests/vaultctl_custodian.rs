@@ -355,14 +355,72 @@ fn three_yubikeys_through_vaultctl() {
         );
     }
 
-    // ---- recovery onto a new swtpm and SoftHSM token, with two cards
-    let r = req(
-        &a.admin(),
-        Method::POST,
-        "/v1/sys/recovery",
-        Some(json!({"group": "security", "k": 2})),
+    // ---- the governance quorum, on the cards: the genesis needs all three.
+    let refused_recovery = ctl(
+        &a,
+        "admin",
+        &["governance", "recovery", "--group", "security", "--k", "2"],
+        None,
     );
-    assert_eq!(r.status, 200);
+    refused(&refused_recovery, "governance_required");
+    let g = json(&ok(&ctl(
+        &a,
+        "admin",
+        &[
+            "--json",
+            "governance",
+            "genesis",
+            "--rule",
+            "security:2",
+            "--reason",
+            "ceremony",
+        ],
+        None,
+    )));
+    let gid = g["request_id"].as_str().unwrap().to_owned();
+    let shown = ok(&ctl(&a, "alice", &["governance", "show", &gid], None));
+    assert!(
+        shown.contains("change    genesis (SHA-256 ") && shown.contains("\"name\": \"carol\""),
+        "the custodian sees the whole set before signing: {shown}"
+    );
+    for who in 0..2 {
+        ok(&approve(&a, who, &gid, &[]));
+    }
+    refused(
+        &ctl(&a, "admin", &["governance", "apply", &gid], None),
+        "pending_approval",
+    );
+    ok(&approve(&a, 2, &gid, &[]));
+    let o = ok(&ctl(&a, "admin", &["governance", "apply", &gid], None));
+    assert!(o.contains("applied governance/rule (genesis)"), "{o}");
+    let st = ok(&ctl(&a, "aud", &["governance", "status"], None));
+    assert!(st.contains("governance established"), "{st}");
+
+    // ---- recovery onto a new swtpm and SoftHSM token, with two cards
+    let r = json(&ok(&ctl(
+        &a,
+        "admin",
+        &[
+            "--json",
+            "governance",
+            "recovery",
+            "--group",
+            "security",
+            "--k",
+            "2",
+        ],
+        None,
+    )));
+    let rid = r["request_id"].as_str().unwrap().to_owned();
+    let listed = ok(&ctl(&a, "bob", &["governance", "list"], None));
+    assert!(
+        listed.contains(&rid) && listed.contains("recovery/security"),
+        "{listed}"
+    );
+    for who in [0, 1] {
+        ok(&approve(&a, who, &rid, &[]));
+    }
+    ok(&ctl(&a, "admin", &["governance", "apply", &rid], None));
     a.stop();
     let mut new = Appliance::create(options(&root));
     let data = new.dir.path().join("data");

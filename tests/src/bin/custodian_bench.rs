@@ -24,10 +24,10 @@ use hyper::Method;
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use serde_json::{json, Value};
 use vault_client::{Client, Conn};
-use vault_core::custodian::approval::{Decision, Request};
+use vault_core::custodian::approval::Decision;
 use vault_core::custodian::sealed;
 use vault_core::custodian::token::{CustodianToken, Slot, SoftToken};
-use vault_e2e::piv::{enroll_body, TestRoot};
+use vault_e2e::piv::{enroll_body, shown, TestRoot};
 use vault_e2e::{put, req, Appliance};
 
 #[derive(Parser)]
@@ -61,25 +61,6 @@ async fn call(c: &mut Conn, m: Method, path: &str, body: Option<Value>, t: &mut 
         String::from_utf8_lossy(&r.body)
     );
     r.json().expect("JSON")
-}
-
-fn shown(v: &Value) -> Request {
-    Request {
-        request_id: v["request_id"].as_str().unwrap().into(),
-        appliance_id: v["appliance_id"].as_str().unwrap().into(),
-        path: v["path"].as_str().unwrap().into(),
-        version: v["version"].as_u64().unwrap(),
-        requester: v["requester"].as_str().unwrap().into(),
-        reason: v["reason"].as_str().unwrap().into(),
-        created_at: v["created_at"].as_i64().unwrap(),
-        expires_at: v["expires_at"].as_i64().unwrap(),
-        nonce: B64
-            .decode(v["nonce"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap(),
-        recipient_key: v["recipient_key"].as_str().map(|k| B64.decode(k).unwrap()),
-    }
 }
 
 fn main() {

@@ -66,6 +66,8 @@ pub mod label {
     pub const APPROVAL: &[u8] = b"vaultd approval v1";
     /// Prefix of the message a custodian signs for a break-glass request.
     pub const BREAKGLASS_APPROVAL: &[u8] = b"vaultd breakglass approval v1";
+    /// Prefix of the message a custodian signs for a governance change.
+    pub const GOVERNANCE_APPROVAL: &[u8] = b"vaultd governance approval v1";
 
     /// Every label, for the uniqueness test.
     pub const ALL: &[&[u8]] = &[
@@ -83,6 +85,7 @@ pub mod label {
         BREAKGLASS_SHARE_AAD,
         APPROVAL,
         BREAKGLASS_APPROVAL,
+        GOVERNANCE_APPROVAL,
     ];
 }
 

@@ -23,6 +23,7 @@ fn request(id: &str, appliance: &str) -> Request {
         expires_at: 2_000,
         nonce: [7u8; 32],
         recipient_key: None,
+        change: None,
     }
 }
 
@@ -473,4 +474,49 @@ fn the_recovery_request_file_round_trips_and_binds_one_appliance() {
         parse_request_file(&broken),
         Err(RecoveryError::Malformed(_))
     ));
+}
+
+/// A governance vote signs the change text: a signature over one change
+/// does not verify for another, nor as a plain approval of the same
+/// request.
+#[test]
+fn a_governance_vote_binds_the_change() {
+    let mut alice = person("alice", &["security"], 11);
+    let mut req = request("g1", "app-1");
+    req.change = Some(r#"{"change":"recovery","group":"security","k":2,"recipients":[]}"#.into());
+    let sig = sign(&mut alice, &req, Decision::Approve);
+    let mut other = req.clone();
+    other.change = Some(r#"{"change":"recovery","group":"security","k":3,"recipients":[]}"#.into());
+    let mut plain = req.clone();
+    plain.change = None;
+    for (r, ok) in [(&req, true), (&other, false), (&plain, false)] {
+        let mut t = Tally::new(r.clone(), policy());
+        assert_eq!(
+            t.vote(&alice.who, Decision::Approve, &sig, 1_100).is_ok(),
+            ok,
+            "{:?}",
+            r.change
+        );
+    }
+}
+
+/// Genesis: every named custodian must approve; others may not vote.
+#[test]
+fn a_genesis_tally_needs_everyone() {
+    let mut alice = person("alice", &["security"], 21);
+    let mut bob = person("bob", &["dba"], 22);
+    let mut mallory = person("mallory", &["security"], 23);
+    let req = request("g2", "app-1");
+    let mut t = Tally::with_everyone(req.clone(), vec!["alice".into(), "bob".into()]);
+    assert_eq!(
+        cast(&mut t, &mut mallory, &req, Decision::Approve, 1_100).err(),
+        Some(VoteError::NotInPolicy)
+    );
+    let s = cast(&mut t, &mut alice, &req, Decision::Approve, 1_100).unwrap();
+    assert_eq!(s, Status::Pending(vec![("all-custodians".into(), 1)]));
+    let s = cast(&mut t, &mut bob, &req, Decision::Approve, 1_200).unwrap();
+    assert_eq!(s, Status::Approved);
+    // Nobody to sign is never approved.
+    let empty = Tally::with_everyone(req.clone(), vec![]);
+    assert!(matches!(empty.status(1_100), Status::Pending(_)));
 }

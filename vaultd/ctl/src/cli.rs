@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::cmd::{
-    audit, breakglass, cert, checkout, custodian, init, keyring, lease, recover, requests, secret,
-    update,
+    audit, breakglass, cert, checkout, custodian, governance, init, keyring, lease, recover,
+    requests, secret, update,
 };
 
 #[derive(Parser)]
@@ -93,6 +93,10 @@ pub enum Cmd {
     /// path ending with `/` sets them for every secret under that prefix,
     /// also those written later.
     Policy(custodian::PolicyArgs),
+    /// The custodian quorum over the control plane: genesis, rule, recovery
+    /// bundle (admin proposes and applies; custodians approve).
+    #[command(subcommand)]
+    Governance(governance::GovernanceCmd),
     /// Approval and break-glass requests.
     #[command(subcommand)]
     Requests(requests::RequestsCmd),

@@ -40,6 +40,7 @@ pub fn exercise(h: &dyn Harness) {
         prefix_policies(&*b, &kr);
         principals(&*b);
         custodians_and_requests(&*b, &kr);
+        governance(&*b);
         concurrent_writers(&*b, &kr);
         audit_log(&*b);
         let root = b.audit_log().read().root();
@@ -704,7 +705,20 @@ fn custodians_and_requests(b: &dyn Backend, kr: &Keyring) {
         status: RequestStatus::Pending,
         collected_at: None,
         checkout_id: None,
+        change: None,
     };
+    // Only a governance request carries a change, and it must.
+    let with_change = RequestRow {
+        change: Some("{}".into()),
+        ..req.clone()
+    };
+    assert_eq!(
+        b.write(WriteOp::OpenRequest(with_change))
+            .err()
+            .unwrap()
+            .code(),
+        "forbidden"
+    );
     b.write(WriteOp::OpenRequest(req.clone())).unwrap();
     assert_eq!(
         b.request(&req.id).unwrap().unwrap(),
@@ -770,6 +784,161 @@ fn custodians_and_requests(b: &dyn Backend, kr: &Keyring) {
         .requests(Some(RequestStatus::Pending), 10)
         .unwrap()
         .is_empty());
+}
+
+/// A governance change applies once, approved, by its proposer's
+/// certificate, under the rule and custodian set it was proposed under.
+fn governance(b: &dyn Backend) {
+    let custodians = crate::custodian_set(&b.custodians().unwrap());
+    let open = |id: &str, kind: RequestKind, status: RequestStatus, expires_at: i64| {
+        let row = RequestRow {
+            id: id.into(),
+            kind,
+            path: "governance/rule".into(),
+            version: 0,
+            requester: "admin".into(),
+            requester_fingerprint: "0a".repeat(32),
+            reason: "r".into(),
+            created_at: 1,
+            expires_at,
+            nonce: [3; 32],
+            recipient_key: None,
+            policy: r#"[{"group":"security","k":2}]"#.into(),
+            ttl_seconds: 0,
+            status: RequestStatus::Pending,
+            collected_at: None,
+            checkout_id: None,
+            change: (kind == RequestKind::Governance).then(|| r#"{"change":"genesis"}"#.into()),
+        };
+        b.write(WriteOp::OpenRequest(row)).unwrap();
+        if status != RequestStatus::Pending {
+            for (n, who) in ["alice", "bob"].into_iter().enumerate() {
+                b.write(WriteOp::Vote {
+                    row: VoteRow {
+                        request_id: id.into(),
+                        custodian: who.into(),
+                        decision: Decision::Approve,
+                        signature: vec![1],
+                        share: None,
+                        created_at: 2,
+                    },
+                    status,
+                    expect_votes: n,
+                })
+                .unwrap();
+            }
+        }
+    };
+    let set_rule = || {
+        Box::new(WriteOp::SetMeta {
+            key: crate::GOVERNANCE_RULE.into(),
+            value: br#"[{"group":"security","k":2}]"#.to_vec(),
+        })
+    };
+    let apply = |id: &str, genesis: bool, custodians: &str, op: Box<WriteOp>| {
+        b.write(WriteOp::ApplyGovernance {
+            request_id: id.into(),
+            requester: "admin".into(),
+            fingerprint: "0a".repeat(32),
+            now: 10,
+            genesis,
+            custodians: custodians.into(),
+            op,
+        })
+        .map(|_| ())
+        .map_err(|e| e.code())
+    };
+    let g = "00000000-0000-4000-8000-0000000000c1";
+    open(g, RequestKind::Governance, RequestStatus::Pending, 1_000);
+    assert_eq!(
+        apply(g, true, &custodians, set_rule()),
+        Err("pending_approval")
+    );
+    let g2 = "00000000-0000-4000-8000-0000000000c2";
+    open(g2, RequestKind::Governance, RequestStatus::Approved, 1_000);
+    // Before genesis only a genesis applies.
+    assert_eq!(
+        apply(g2, false, &custodians, set_rule()),
+        Err("governance_required")
+    );
+    // Computed from another custodian set.
+    assert_eq!(apply(g2, true, "[]", set_rule()), Err("custodians_changed"));
+    // Another certificate of the proposer's name.
+    assert_eq!(
+        b.write(WriteOp::ApplyGovernance {
+            request_id: g2.into(),
+            requester: "admin".into(),
+            fingerprint: "bb".repeat(32),
+            now: 10,
+            genesis: true,
+            custodians: custodians.clone(),
+            op: set_rule(),
+        })
+        .err()
+        .unwrap()
+        .code(),
+        "forbidden"
+    );
+    // Only enrolment and meta writes ride on a governance change.
+    assert_eq!(
+        apply(
+            g2,
+            true,
+            &custodians,
+            Box::new(WriteOp::RevokeName { name: "x".into() })
+        ),
+        Err("forbidden")
+    );
+    assert_eq!(
+        b.get_meta(crate::GOVERNANCE_RULE).unwrap(),
+        None,
+        "nothing applied"
+    );
+    apply(g2, true, &custodians, set_rule()).unwrap();
+    assert!(b.get_meta(crate::GOVERNANCE_RULE).unwrap().is_some());
+    assert_eq!(
+        apply(g2, true, &custodians, set_rule()),
+        Err("already_collected")
+    );
+    // A second genesis is refused once a rule exists.
+    let g3 = "00000000-0000-4000-8000-0000000000c3";
+    open(g3, RequestKind::Governance, RequestStatus::Approved, 1_000);
+    assert_eq!(
+        apply(g3, true, &custodians, set_rule()),
+        Err("governance_established")
+    );
+    // Approved under another rule than the stored one.
+    b.write(WriteOp::SetMeta {
+        key: crate::GOVERNANCE_RULE.into(),
+        value: br#"[{"group":"security","k":1},{"group":"dba","k":1}]"#.to_vec(),
+    })
+    .unwrap();
+    assert_eq!(
+        apply(g3, false, &custodians, set_rule()),
+        Err("governance_changed")
+    );
+    // Expired, and the wrong kind.
+    let g4 = "00000000-0000-4000-8000-0000000000c4";
+    open(g4, RequestKind::Governance, RequestStatus::Approved, 5);
+    assert_eq!(
+        apply(g4, false, &custodians, set_rule()),
+        Err("request_expired")
+    );
+    let g5 = "00000000-0000-4000-8000-0000000000c5";
+    open(g5, RequestKind::Breakglass, RequestStatus::Approved, 1_000);
+    assert_eq!(
+        apply(g5, false, &custodians, set_rule()),
+        Err("wrong_request_kind")
+    );
+    b.write(WriteOp::SetMeta {
+        key: crate::GOVERNANCE_RULE.into(),
+        value: br#"[{"group":"security","k":2}]"#.to_vec(),
+    })
+    .unwrap();
+    assert_eq!(
+        b.request(g3).unwrap().unwrap().change.as_deref(),
+        Some(r#"{"change":"genesis"}"#)
+    );
 }
 
 fn concurrent_writers(b: &dyn Backend, kr: &Arc<Keyring>) {

@@ -36,10 +36,34 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use vault_core::keyring::{KeyringVersion, SealedValue};
 
+/// The canonical form of a custodian set, which a governance change is
+/// computed from and checked against when it is applied: each custodian's
+/// name, groups, serial and the SHA-256 of its two keys, by name.
+pub fn custodian_set(rows: &[CustodianRow]) -> String {
+    serde_json::to_string(&members(rows)).expect("members serialise")
+}
+
+/// The governance form of custodian rows, by name.
+pub fn members(rows: &[CustodianRow]) -> Vec<vault_core::custodian::governance::Member> {
+    use vault_core::custodian::governance::{sha256_hex, Member};
+    let mut m: Vec<Member> = rows
+        .iter()
+        .map(|c| Member {
+            name: c.name.clone(),
+            groups: c.groups.clone(),
+            serial: c.serial,
+            signature_key_sha256: sha256_hex(&c.sig_key),
+            key_management_key_sha256: sha256_hex(&c.kex_key),
+        })
+        .collect();
+    m.sort_by(|a, b| a.name.cmp(&b.name));
+    m
+}
+
 pub use schema::SCHEMA_VERSION;
 pub use types::*;
 pub use vault_core::audit::entry::AuditDrafts;
-pub use write::{WriteOp, WriteOutcome};
+pub use write::{WriteOp, WriteOutcome, GOVERNANCE_RULE};
 
 macro_rules! conflicts {
     ($($(#[$doc:meta])* $name:ident = $code:literal;)+) => {
@@ -105,6 +129,14 @@ conflicts! {
     VersionChanged = "version_changed";
     /// A request collected as the other kind.
     WrongRequestKind = "wrong_request_kind";
+    /// The custodians changed since the governance change was proposed.
+    CustodiansChanged = "custodians_changed";
+    /// The governance rule changed since the change was proposed.
+    GovernanceChanged = "governance_changed";
+    /// A genesis when the custodians' governance is established already.
+    GovernanceEstablished = "governance_established";
+    /// A governance change before genesis.
+    GovernanceRequired = "governance_required";
 }
 
 impl std::fmt::Display for Conflict {
@@ -572,39 +604,7 @@ impl Backend for Store {
     }
 
     fn custodians(&self) -> Result<Vec<CustodianRow>, StoreError> {
-        self.read(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT name, groups, serial, firmware, pin_policy, touch_policy, sig_key, kex_key,
-                        attestation, enrolled_at, enrolled_by FROM custodians ORDER BY name",
-            )?;
-            let rows = st.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(1)?,
-                    CustodianRow {
-                        name: r.get(0)?,
-                        groups: Vec::new(),
-                        serial: r.get::<_, i64>(2)? as u32,
-                        firmware: r.get(3)?,
-                        pin_policy: r.get(4)?,
-                        touch_policy: r.get(5)?,
-                        sig_key: r.get(6)?,
-                        kex_key: r.get(7)?,
-                        attestation: r.get(8)?,
-                        enrolled_at: r.get(9)?,
-                        enrolled_by: r.get(10)?,
-                    },
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (groups, mut c) = row?;
-                c.groups = serde_json::from_str(&groups).map_err(|e| {
-                    StoreError::Corrupt(format!("custodian {}: groups: {e}", c.name))
-                })?;
-                out.push(c);
-            }
-            Ok(out)
-        })
+        self.read(write::read_custodians)
     }
 
     fn request(&self, id: &str) -> Result<Option<RequestRow>, StoreError> {

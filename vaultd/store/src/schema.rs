@@ -156,6 +156,11 @@ const MIGRATIONS: &[&str] = &[
         set_by    TEXT NOT NULL
     ) STRICT;
     "#,
+    // 7: governance requests carry the canonical control-plane change that
+    // custodians sign (NULL for every other kind).
+    r#"
+    ALTER TABLE requests ADD COLUMN change TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

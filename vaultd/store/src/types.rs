@@ -157,8 +157,8 @@ pub struct CustodianRow {
     pub enrolled_by: String,
 }
 
-/// A request that needs custodians' approval (a gated checkout or a
-/// break-glass opening).
+/// A request that needs custodians' approval (a gated checkout, a
+/// break-glass opening or a governance change).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestRow {
     pub id: String,
@@ -182,6 +182,9 @@ pub struct RequestRow {
     pub status: RequestStatus,
     pub collected_at: Option<i64>,
     pub checkout_id: Option<String>,
+    /// Governance requests only: the canonical change custodians sign
+    /// ([`vault_core::custodian::governance`]).
+    pub change: Option<String>,
 }
 
 /// One custodian's signed decision (and, for break-glass, their share

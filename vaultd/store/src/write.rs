@@ -110,7 +110,24 @@ pub enum WriteOp {
         by: String,
         now: i64,
     },
+    /// Only a governance request carries a change, and it must.
     OpenRequest(RequestRow),
+    /// The proposer applies an approved governance change, once, in the
+    /// transaction that checks: the request is approved, unexpired, not
+    /// applied and made by that certificate; the governance rule it was
+    /// approved under is still the stored one (`genesis`: no rule may exist
+    /// yet); the custodian set ([`crate::custodian_set`]) is still
+    /// `custodians`. `op` is the change's own write: an enrolment or a meta
+    /// value, nothing else.
+    ApplyGovernance {
+        request_id: String,
+        requester: String,
+        fingerprint: String,
+        now: i64,
+        genesis: bool,
+        custodians: String,
+        op: Box<WriteOp>,
+    },
     /// Records a vote decided on `expect_votes` earlier votes, and the
     /// request's status after it.
     Vote {
@@ -624,10 +641,15 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             Ok(WriteOutcome::Done)
         }
         WriteOp::OpenRequest(r) => {
+            if (r.kind == RequestKind::Governance) != r.change.is_some() {
+                return Err(StoreError::Forbidden(
+                    "a governance request, and only one, carries a change",
+                ));
+            }
             c.execute(
                 "INSERT INTO requests (id, kind, path, version, requester, reason, created_at, expires_at,
-                   nonce, recipient_key, policy, ttl_seconds, status, requester_fingerprint)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                   nonce, recipient_key, policy, ttl_seconds, status, requester_fingerprint, change)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     r.id,
                     Text(r.kind),
@@ -642,7 +664,8 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                     r.policy,
                     r.ttl_seconds as i64,
                     Text(RequestStatus::Pending),
-                    holder_fingerprint(&r.requester_fingerprint)?
+                    holder_fingerprint(&r.requester_fingerprint)?,
+                    r.change
                 ],
             )?;
             Ok(WriteOutcome::Done)
@@ -682,31 +705,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             now,
             checkout,
         } => {
-            let req = read_request(c, &request_id)?.ok_or(StoreError::NotFound)?;
-            if !same_holder(
-                &req.requester,
-                &req.requester_fingerprint,
-                &requester,
-                &fingerprint,
-            ) {
-                return Err(StoreError::Forbidden(
-                    "only the certificate that made the request can collect it",
-                ));
-            }
-            if req.collected_at.is_some() {
-                return Err(StoreError::Conflict(Conflict::AlreadyCollected));
-            }
-            match req.status {
-                RequestStatus::Approved => {}
-                RequestStatus::Denied => return Err(StoreError::Conflict(Conflict::RequestDenied)),
-                _ if now >= req.expires_at => {
-                    return Err(StoreError::Conflict(Conflict::RequestExpired))
-                }
-                _ => return Err(StoreError::Conflict(Conflict::PendingApproval)),
-            }
-            if now >= req.expires_at {
-                return Err(StoreError::Conflict(Conflict::RequestExpired));
-            }
+            let req = claim_approved(c, &request_id, &requester, &fingerprint, now)?;
             let checkout_id = match (req.kind, checkout) {
                 (RequestKind::Checkout, Some((id, expires_at))) => {
                     insert_checkout(
@@ -736,6 +735,49 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 checkout_id,
                 ..req
             }))
+        }
+        WriteOp::ApplyGovernance {
+            request_id,
+            requester,
+            fingerprint,
+            now,
+            genesis,
+            custodians,
+            op,
+        } => {
+            let req = claim_approved(c, &request_id, &requester, &fingerprint, now)?;
+            if req.kind != RequestKind::Governance {
+                return Err(StoreError::Conflict(Conflict::WrongRequestKind));
+            }
+            let rule = read_meta(c, GOVERNANCE_RULE)?;
+            match (genesis, rule) {
+                (true, Some(_)) => {
+                    return Err(StoreError::Conflict(Conflict::GovernanceEstablished))
+                }
+                (false, None) => return Err(StoreError::Conflict(Conflict::GovernanceRequired)),
+                (false, Some(r)) if r != req.policy.as_bytes() => {
+                    return Err(StoreError::Conflict(Conflict::GovernanceChanged))
+                }
+                _ => {}
+            }
+            if crate::custodian_set(&read_custodians(c)?) != custodians {
+                return Err(StoreError::Conflict(Conflict::CustodiansChanged));
+            }
+            match *op {
+                inner @ (WriteOp::EnrollCustodian(_) | WriteOp::SetMeta { .. }) => {
+                    apply(c, inner)?;
+                }
+                _ => {
+                    return Err(StoreError::Forbidden(
+                        "a governance change enrols a custodian or sets governance metadata",
+                    ))
+                }
+            }
+            c.execute(
+                "UPDATE requests SET collected_at = ?2 WHERE id = ?1",
+                params![request_id, now],
+            )?;
+            Ok(WriteOutcome::Done)
         }
         WriteOp::Checkout {
             id,
@@ -1302,12 +1344,50 @@ fn insert_checkout(c: &Connection, n: NewCheckout<'_>) -> Result<WriteOutcome, S
     Ok(WriteOutcome::CheckedOut { version, exclusive })
 }
 
+/// The meta key of the governance rule (JSON rules; absent before genesis).
+pub const GOVERNANCE_RULE: &str = "governance_rule";
+
+/// The request `id`, approved and unexpired, claimed by the certificate
+/// that made it, and not collected (or applied) before.
+fn claim_approved(
+    c: &Connection,
+    id: &str,
+    requester: &str,
+    fingerprint: &str,
+    now: i64,
+) -> Result<RequestRow, StoreError> {
+    let req = read_request(c, id)?.ok_or(StoreError::NotFound)?;
+    if !same_holder(
+        &req.requester,
+        &req.requester_fingerprint,
+        requester,
+        fingerprint,
+    ) {
+        return Err(StoreError::Forbidden(
+            "only the certificate that made the request can collect it",
+        ));
+    }
+    if req.collected_at.is_some() {
+        return Err(StoreError::Conflict(Conflict::AlreadyCollected));
+    }
+    match req.status {
+        RequestStatus::Approved => {}
+        RequestStatus::Denied => return Err(StoreError::Conflict(Conflict::RequestDenied)),
+        _ if now >= req.expires_at => return Err(StoreError::Conflict(Conflict::RequestExpired)),
+        _ => return Err(StoreError::Conflict(Conflict::PendingApproval)),
+    }
+    if now >= req.expires_at {
+        return Err(StoreError::Conflict(Conflict::RequestExpired));
+    }
+    Ok(req)
+}
+
 /// `SELECT` of every request column, in the order [`request_from_row`] reads.
 macro_rules! select_requests {
     () => {
         "SELECT id, kind, path, version, requester, reason, created_at, expires_at, nonce,
                 recipient_key, policy, ttl_seconds, status, collected_at, checkout_id,
-                requester_fingerprint
+                requester_fingerprint, change
          FROM requests "
     };
 }
@@ -1349,6 +1429,7 @@ pub(crate) fn request_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowRes
         collected_at: r.get(13)?,
         checkout_id: r.get(14)?,
         requester_fingerprint: r.get::<_, Option<String>>(15)?.unwrap_or_default(),
+        change: r.get(16)?,
     }))
 }
 
@@ -1368,6 +1449,47 @@ pub(crate) fn read_votes(c: &Connection, request_id: &str) -> Result<Vec<VoteRow
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Every enrolled custodian, by name.
+pub(crate) fn read_custodians(c: &Connection) -> Result<Vec<CustodianRow>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT name, groups, serial, firmware, pin_policy, touch_policy, sig_key, kex_key,
+                attestation, enrolled_at, enrolled_by FROM custodians ORDER BY name",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(1)?,
+            CustodianRow {
+                name: r.get(0)?,
+                groups: Vec::new(),
+                serial: r.get::<_, i64>(2)? as u32,
+                firmware: r.get(3)?,
+                pin_policy: r.get(4)?,
+                touch_policy: r.get(5)?,
+                sig_key: r.get(6)?,
+                kex_key: r.get(7)?,
+                attestation: r.get(8)?,
+                enrolled_at: r.get(9)?,
+                enrolled_by: r.get(10)?,
+            },
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (groups, mut c) = row?;
+        c.groups = serde_json::from_str(&groups)
+            .map_err(|e| StoreError::Corrupt(format!("custodian {}: groups: {e}", c.name)))?;
+        out.push(c);
+    }
+    Ok(out)
+}
+
+pub(crate) fn read_meta(c: &Connection, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(
+        c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?,
+    )
 }
 
 /// The newest fencing epoch written (0 before any take-over).

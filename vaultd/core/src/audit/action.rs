@@ -82,6 +82,9 @@ actions! {
     ApprovalVote => "approval.vote",
     BreakglassRequest => "breakglass.request",
     BreakglassCollect => "breakglass.collect",
+    GovernancePropose => "governance.propose",
+    GovernanceApply => "governance.apply",
+    GovernanceRead => "governance.read",
     /// A refused request that matched no route.
     Request => "request",
 }

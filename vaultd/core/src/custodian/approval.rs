@@ -17,6 +17,11 @@
 //! its own key: the label is then `"vaultd breakglass approval v1"` and
 //! `‖ field(recipient key, SEC1 uncompressed)` follows the custodian.
 //!
+//! A governance request binds the canonical text of the control-plane
+//! change it asks for ([`super::governance`]): the label is then
+//! `"vaultd governance approval v1"` and `‖ field(change)` follows the
+//! custodian.
+//!
 //! A policy `[{group, k}, …]` is met when every group has k approvals from
 //! distinct members (AND across groups) **and one person counts once across
 //! all of them**: each approval is assigned to at most one rule. A custodian
@@ -48,6 +53,8 @@ pub struct Request {
     pub nonce: [u8; 32],
     /// Break-glass only: the requester's one-time P-256 key (SEC1).
     pub recipient_key: Option<Vec<u8>>,
+    /// Governance only: the canonical change text.
+    pub change: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +80,10 @@ fn field(out: &mut Vec<u8>, b: &[u8]) {
 impl Request {
     /// The bytes a custodian signs for `decision`.
     pub fn message(&self, decision: Decision, custodian: &str) -> Vec<u8> {
-        let mut m = match self.recipient_key {
-            None => crate::keys::label::APPROVAL.to_vec(),
-            Some(_) => crate::keys::label::BREAKGLASS_APPROVAL.to_vec(),
+        let mut m = match (&self.recipient_key, &self.change) {
+            (_, Some(_)) => crate::keys::label::GOVERNANCE_APPROVAL.to_vec(),
+            (Some(_), None) => crate::keys::label::BREAKGLASS_APPROVAL.to_vec(),
+            (None, None) => crate::keys::label::APPROVAL.to_vec(),
         };
         field(&mut m, self.request_id.as_bytes());
         field(&mut m, self.appliance_id.as_bytes());
@@ -90,6 +98,9 @@ impl Request {
         field(&mut m, custodian.as_bytes());
         if let Some(k) = &self.recipient_key {
             field(&mut m, k);
+        }
+        if let Some(c) = &self.change {
+            field(&mut m, c.as_bytes());
         }
         m
     }
@@ -262,14 +273,31 @@ pub fn shortfall<'a>(
 pub struct Tally {
     pub request: Request,
     pub policy: Vec<GroupRule>,
+    /// Genesis: every one of these custodians must approve (and only they
+    /// may vote); `policy` is then unused.
+    everyone: Option<Vec<String>>,
     votes: BTreeMap<String, (Decision, Vec<String>)>,
 }
+
+/// The pseudo-group a genesis tally reports as still short of approvals.
+pub const EVERYONE: &str = "all-custodians";
 
 impl Tally {
     pub fn new(request: Request, policy: Vec<GroupRule>) -> Tally {
         Tally {
             request,
             policy,
+            everyone: None,
+            votes: BTreeMap::new(),
+        }
+    }
+
+    /// A tally that is met only when every one of `names` approves.
+    pub fn with_everyone(request: Request, names: Vec<String>) -> Tally {
+        Tally {
+            request,
+            policy: Vec::new(),
+            everyone: Some(names),
             votes: BTreeMap::new(),
         }
     }
@@ -278,18 +306,19 @@ impl Tally {
         if let Some((id, _)) = self.votes.iter().find(|(_, (d, _))| *d == Decision::Deny) {
             return Status::Denied { by: id.clone() };
         }
-        let approvers = self
-            .votes
-            .values()
-            .filter(|(d, _)| *d == Decision::Approve)
-            .map(|(_, groups)| groups.as_slice());
-        let missing: Vec<(String, usize)> = self
-            .policy
-            .iter()
-            .zip(shortfall(&self.policy, approvers))
-            .filter(|(_, short)| *short > 0)
-            .map(|(r, short)| (r.group.clone(), short))
-            .collect();
+        let missing: Vec<(String, usize)> = if let Some(names) = &self.everyone {
+            let short = names
+                .iter()
+                .filter(|n| !matches!(self.votes.get(*n), Some((Decision::Approve, _))))
+                .count();
+            if short > 0 || names.is_empty() {
+                vec![(EVERYONE.to_string(), short.max(1))]
+            } else {
+                Vec::new()
+            }
+        } else {
+            self.missing()
+        };
         if missing.is_empty() {
             Status::Approved
         } else if now >= self.request.expires_at {
@@ -299,8 +328,29 @@ impl Tally {
         }
     }
 
+    fn missing(&self) -> Vec<(String, usize)> {
+        let approvers = self
+            .votes
+            .values()
+            .filter(|(d, _)| *d == Decision::Approve)
+            .map(|(_, groups)| groups.as_slice());
+        self.policy
+            .iter()
+            .zip(shortfall(&self.policy, approvers))
+            .filter(|(_, short)| *short > 0)
+            .map(|(r, short)| (r.group.clone(), short))
+            .collect()
+    }
+
     /// The custodian's groups that this request's policy names.
     fn policy_groups(&self, custodian: &Custodian) -> Vec<String> {
+        if let Some(names) = &self.everyone {
+            return if names.contains(&custodian.id) {
+                vec![EVERYONE.to_string()]
+            } else {
+                Vec::new()
+            };
+        }
         custodian
             .groups
             .iter()

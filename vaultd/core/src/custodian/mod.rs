@@ -5,6 +5,7 @@
 //! * [`ecies`]: ECDH P-256 + HKDF-SHA256 + AES-256-GCM envelopes.
 //! * [`token`]: the custodian-token trait (PIV 9c/9d) and a software token.
 //! * [`approval`]: canonical signed approvals and the quorum rules.
+//! * [`governance`]: control-plane changes under the custodian quorum.
 //! * [`policy`]: approval policies and custody (strict JSON), reachability.
 //! * [`request`]: request kinds, stored statuses and phases (the lifecycle).
 //! * [`recovery`]: the root key split k-of-n to custodians, and its recovery.
@@ -14,6 +15,7 @@
 pub mod approval;
 pub mod attestation;
 pub mod ecies;
+pub mod governance;
 pub mod policy;
 pub mod recovery;
 pub mod request;

@@ -167,6 +167,7 @@ impl RecoveryRequest {
             expires_at: self.expires_at,
             nonce: self.nonce,
             recipient_key: Some(self.recipient_key.clone()),
+            change: None,
         }
     }
 }

@@ -14,21 +14,28 @@
 use super::approval::{Decision, Status};
 use crate::audit::action::AuditAction;
 
-/// A gated checkout of a standard-tier secret, or the opening of a
-/// sealed-tier (break-glass) secret.
+/// A gated checkout of a standard-tier secret, the opening of a
+/// sealed-tier (break-glass) secret, or a control-plane change under the
+/// governance quorum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RequestKind {
     Checkout,
     Breakglass,
+    Governance,
 }
 
 impl RequestKind {
-    pub const ALL: [RequestKind; 2] = [RequestKind::Checkout, RequestKind::Breakglass];
+    pub const ALL: [RequestKind; 3] = [
+        RequestKind::Checkout,
+        RequestKind::Breakglass,
+        RequestKind::Governance,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             RequestKind::Checkout => "checkout",
             RequestKind::Breakglass => "breakglass",
+            RequestKind::Governance => "governance",
         }
     }
 
@@ -41,6 +48,7 @@ impl RequestKind {
         match self {
             RequestKind::Checkout => AuditAction::ApprovalRequest,
             RequestKind::Breakglass => AuditAction::BreakglassRequest,
+            RequestKind::Governance => AuditAction::GovernancePropose,
         }
     }
 }
@@ -146,7 +154,7 @@ mod tests {
         // These strings are in data files and audit logs already written:
         // they must never change.
         let kinds: Vec<_> = RequestKind::ALL.iter().map(|k| k.as_str()).collect();
-        assert_eq!(kinds, ["checkout", "breakglass"]);
+        assert_eq!(kinds, ["checkout", "breakglass", "governance"]);
         let statuses: Vec<_> = RequestStatus::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(statuses, ["pending", "approved", "denied"]);
         let decisions: Vec<_> = Decision::ALL.iter().map(|k| k.as_str()).collect();

@@ -5,6 +5,7 @@ pub mod breakglass;
 pub mod cert;
 pub mod checkout;
 pub mod custodian;
+pub mod governance;
 pub mod init;
 pub mod keyring;
 pub mod lease;
@@ -67,6 +68,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Cmd::Custodian(CustodianCmd::Enroll(a)) => custodian::enroll(c, j, a).await,
         Cmd::Custodian(CustodianCmd::List) => custodian::list(c, j).await,
         Cmd::Policy(a) => custodian::policy(c, j, a).await,
+        Cmd::Governance(g) => governance::run(c, j, g).await,
         Cmd::Requests(RequestsCmd::List { status }) => requests::list(c, j, &status).await,
         Cmd::Requests(RequestsCmd::Show { id }) => requests::show(c, j, &id).await,
         Cmd::Approve(a) => requests::approve(c, j, a).await,

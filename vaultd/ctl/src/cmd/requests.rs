@@ -13,6 +13,7 @@ use p256::PublicKey;
 use serde_json::{json, Value};
 use vault_core::custodian::approval::{Decision, Request};
 use vault_core::custodian::ecies::key_fingerprint;
+use vault_core::custodian::governance;
 use vault_core::custodian::sealed;
 use vault_core::custodian::token::{CustodianToken, Slot};
 use vault_core::secret::Pin;
@@ -161,6 +162,15 @@ pub fn request_from(v: &Value) -> anyhow::Result<Request> {
         Some(k) => Some(B64.decode(k).context("recipient_key")?),
         None => None,
     };
+    let change = match v["change"].as_str() {
+        // Only the canonical text of a known change is signed: what
+        // `describe` showed is exactly what the signature covers.
+        Some(c) => {
+            governance::parse(c).map_err(|e| anyhow!("the request's change: {e}"))?;
+            Some(c.to_owned())
+        }
+        None => None,
+    };
     Ok(Request {
         request_id: s("request_id")?,
         appliance_id: s("appliance_id")?,
@@ -174,18 +184,55 @@ pub fn request_from(v: &Value) -> anyhow::Result<Request> {
         expires_at: i("expires_at")?,
         nonce,
         recipient_key,
+        change,
     })
+}
+
+/// A governance change as shown before signing: every field, with the
+/// attestation certificates of an enrolment shortened to their size and
+/// SHA-256 (they were checked by the appliance against the attestation
+/// roots; the keys they attest are shown in full).
+pub fn describe_change(text: &str) -> String {
+    let Ok(change) = governance::parse(text) else {
+        return "change    (not a valid change: do not approve)\n".into();
+    };
+    let mut v = serde_json::to_value(&change).unwrap_or(Value::Null);
+    if let Some(a) = v.pointer_mut("/custodian/attestation") {
+        let raw = a.as_str().unwrap_or_default().to_owned();
+        *a = json!(format!(
+            "({} bytes, SHA-256 {})",
+            raw.len(),
+            governance::sha256_hex(raw.as_bytes())
+        ));
+    }
+    let pretty = serde_json::to_string_pretty(&v).unwrap_or_default();
+    let mut s = format!(
+        "change    {} (SHA-256 {})\n",
+        change.name(),
+        governance::sha256_hex(text.as_bytes())
+    );
+    for line in pretty.lines() {
+        s.push_str(&format!("  {line}\n"));
+    }
+    s
 }
 
 /// What the custodian is asked to approve, in full.
 pub fn describe(v: &Value) -> String {
+    let what = if v["kind"] == "governance" {
+        format!("subject   {}", v["path"].as_str().unwrap_or("?"))
+    } else {
+        format!(
+            "secret    {} (version {})",
+            v["path"].as_str().unwrap_or("?"),
+            v["version"]
+        )
+    };
     let mut s = format!(
-        "request   {}\nkind      {}\nstatus    {}\nsecret    {} (version {})\nrequester {}\nreason    {}\ncreated   {}\nexpires   {}\nappliance {}\npolicy    {}\n",
+        "request   {}\nkind      {}\nstatus    {}\n{what}\nrequester {}\nreason    {}\ncreated   {}\nexpires   {}\nappliance {}\npolicy    {}\n",
         v["request_id"].as_str().unwrap_or("?"),
         v["kind"].as_str().unwrap_or("?"),
         v["status"].as_str().unwrap_or("?"),
-        v["path"].as_str().unwrap_or("?"),
-        v["version"],
         v["requester"].as_str().unwrap_or("?"),
         v["reason"].as_str().unwrap_or("?"),
         v["created"].as_str().unwrap_or("?"),
@@ -198,6 +245,9 @@ pub fn describe(v: &Value) -> String {
         s.push_str(&format!(
             "one-time key SHA-256 {fp}\n  (compare with the requester out of band: your share is sealed to this key)\n"
         ));
+    }
+    if let Some(c) = v["change"].as_str() {
+        s.push_str(&describe_change(c));
     }
     for vote in v["votes"].as_array().into_iter().flatten() {
         s.push_str(&format!(

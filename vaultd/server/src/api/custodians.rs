@@ -54,7 +54,7 @@ fn sec1(p: &PublicKey) -> Vec<u8> {
     p.to_encoded_point(false).as_bytes().to_vec()
 }
 
-fn check_name(n: &str, what: &str) -> ApiResult<()> {
+pub(crate) fn check_name(n: &str, what: &str) -> ApiResult<()> {
     if validate_name(n) {
         Ok(())
     } else {
@@ -83,13 +83,13 @@ pub(crate) fn rules_json(rules: &[GroupRule]) -> String {
     policy::stored_rules(rules)
 }
 
-fn stored_rules(s: &str) -> ApiResult<Vec<GroupRule>> {
+pub(crate) fn stored_rules(s: &str) -> ApiResult<Vec<GroupRule>> {
     let v: Value = serde_json::from_str(s).map_err(|_| ApiError::integrity())?;
     parse_rules(&v).map_err(|_| ApiError::integrity())
 }
 
 /// The core's view of an enrolled custodian.
-fn as_custodian(c: &CustodianRow) -> ApiResult<Custodian> {
+pub(crate) fn as_custodian(c: &CustodianRow) -> ApiResult<Custodian> {
     Ok(Custodian {
         id: c.name.clone(),
         groups: c.groups.clone(),
@@ -98,7 +98,7 @@ fn as_custodian(c: &CustodianRow) -> ApiResult<Custodian> {
 }
 
 /// Refuses rules that enrolled custodians can never satisfy.
-fn check_reachable(rules: &[GroupRule], custodians: &[CustodianRow]) -> ApiResult<()> {
+pub(crate) fn check_reachable(rules: &[GroupRule], custodians: &[CustodianRow]) -> ApiResult<()> {
     policy::check_reachable(rules, custodians.iter().map(|c| c.groups.as_slice()))
         .map_err(|e| ApiError::new(Code::QuorumUnreachable, e.to_string()))
 }
@@ -117,6 +117,10 @@ pub struct EnrollRequest {
     /// Base64 DER: the device's f9 certificate first, then any further
     /// intermediates towards the root.
     intermediates: Vec<String>,
+    /// Why (recorded with the governance request once the governance is
+    /// established).
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 fn pin_str(p: PinPolicy) -> String {
@@ -153,14 +157,30 @@ fn custodian_json(c: &CustodianRow) -> Value {
 }
 
 /// `POST /v1/custodians` (admin): enrol a custodian's attested YubiKey keys.
+/// Before genesis the enrolment is immediate (the initial set, which every
+/// member then signs); after it, it is a governance change (202).
 pub async fn enroll(
     State(st): State<Arc<AppState>>,
     auth: Auth,
     JsonBody(req): JsonBody<EnrollRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     check_name(&req.name, "name")?;
     let groups = parse_groups(&req.groups)?;
+    let reason = match &req.reason {
+        Some(r) => super::secrets::check_reason(r)?,
+        None => format!("enrol custodian {}", req.name),
+    };
     let row = attested_row(&st, &req, groups, &auth.principal.name)?;
+    let s = st.clone();
+    let rule = blocking(move || super::governance::current_rule(&s)).await??;
+    if let Some(rule) = rule {
+        let change = vault_core::custodian::governance::Change::EnrollCustodian {
+            custodian: super::governance::enrollee(&row),
+        };
+        let s = st.clone();
+        return blocking(move || super::governance::propose(&s, &auth, &change, rule, &reason))
+            .await?;
+    }
     let out = custodian_json(&row);
     let audit = auth
         .audit(&st, "custodian.enroll", &req.name)
@@ -174,7 +194,7 @@ pub async fn enroll(
     auth.after_write(&r);
     r?;
     tracing::info!(custodian = %req.name, by = %auth.principal.name, "custodian enrolled");
-    Ok(Json(out))
+    Ok(Json(out).into_response())
 }
 
 /// 1..=16 valid group names, sorted, without duplicates.
@@ -376,11 +396,12 @@ pub fn core_request(st: &AppState, r: &RequestRow) -> approval::Request {
         expires_at: r.expires_at,
         nonce: r.nonce,
         recipient_key: r.recipient_key.clone(),
+        change: r.change.clone(),
     }
 }
 
 /// Rebuilds the tally of a request from its stored votes.
-fn tally(
+pub(crate) fn tally(
     st: &AppState,
     r: &RequestRow,
     votes: &[VoteRow],
@@ -388,7 +409,10 @@ fn tally(
 ) -> Result<Tally, StoreError> {
     let policy = stored_rules(&r.policy)
         .map_err(|_| StoreError::Corrupt(format!("request {}: policy", r.id)))?;
-    let mut t = Tally::new(core_request(st, r), policy);
+    let mut t = match super::governance::genesis_signers(r)? {
+        Some(names) => Tally::with_everyone(core_request(st, r), names),
+        None => Tally::new(core_request(st, r), policy),
+    };
     for v in votes {
         let c = custodians
             .iter()
@@ -425,7 +449,7 @@ fn request_json(
         Err(_) => ("unknown".into(), json!([])),
     };
     let policy: Value = serde_json::from_str(&r.policy).unwrap_or(Value::Null);
-    json!({
+    let mut v = json!({
         "request_id": r.id,
         "kind": r.kind.as_str(),
         "status": status,
@@ -450,10 +474,16 @@ fn request_json(
             "at": rfc3339(v.created_at),
             "signature": B64.encode(&v.signature),
         })).collect::<Vec<_>>(),
-    })
+    });
+    if let Some(c) = &r.change {
+        v["change"] = json!(c);
+        v["change_sha256"] = json!(vault_core::custodian::governance::sha256_hex(c.as_bytes()));
+    }
+    v
 }
 
-/// Opens a request for a gated checkout or a break-glass opening.
+/// Opens a request for a gated checkout, a break-glass opening or (with
+/// `change`) a governance change.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn open_request(
     st: &Arc<AppState>,
@@ -465,6 +495,7 @@ pub(crate) fn open_request(
     ttl_seconds: u64,
     policy: Vec<GroupRule>,
     recipient_key: Option<Vec<u8>>,
+    change: Option<String>,
 ) -> ApiResult<Response> {
     let now = st.now();
     let mut nonce = [0u8; 32];
@@ -486,39 +517,52 @@ pub(crate) fn open_request(
         status: RequestStatus::Pending,
         collected_at: None,
         checkout_id: None,
+        change,
     };
     let id = row.id.clone();
     let action = kind.open_action().as_str();
     let (rid, pol, rsn) = (id.clone(), row.policy.clone(), reason.to_owned());
-    let audit = auth
+    let mut audit = auth
         .audit(st, action, path)
         .on_success("request_id", rid)
         .on_success("version", version.to_string())
         .on_success("policy", pol)
         .on_success("reason", rsn);
+    if let Some(c) = &row.change {
+        let name = vault_core::custodian::governance::parse(c)
+            .map(|c| c.name())
+            .unwrap_or("invalid");
+        audit = audit.on_success("change", name).on_success(
+            "change_sha256",
+            vault_core::custodian::governance::sha256_hex(c.as_bytes()),
+        );
+    }
     let r = st
         .store
         .write_audited(WriteOp::OpenRequest(row.clone()), audit);
     auth.after_write(&r);
     r?;
     tracing::info!(principal = %auth.principal.name, %path, request_id = %id, kind = kind.as_str(), "approval request opened");
-    let needs: Vec<Value> = policy
-        .iter()
-        .map(|r| json!({"group": r.group, "remaining": r.k}))
-        .collect();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "request_id": id,
-            "kind": kind.as_str(),
-            "status": Phase::PendingApproval.as_str(),
-            "path": path,
-            "version": version,
-            "expires_at": rfc3339(row.expires_at),
-            "needs": needs,
-        })),
-    )
-        .into_response())
+    let needs: Vec<Value> = match super::governance::genesis_signers(&row)? {
+        Some(names) => vec![json!({"group": approval::EVERYONE, "remaining": names.len()})],
+        None => policy
+            .iter()
+            .map(|r| json!({"group": r.group, "remaining": r.k}))
+            .collect(),
+    };
+    let mut out = json!({
+        "request_id": id,
+        "kind": kind.as_str(),
+        "status": Phase::PendingApproval.as_str(),
+        "path": path,
+        "version": version,
+        "expires_at": rfc3339(row.expires_at),
+        "needs": needs,
+    });
+    if let Some(c) = row.change {
+        out["change"] = json!(c);
+    }
+    Ok((StatusCode::ACCEPTED, Json(out)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -691,7 +735,7 @@ fn voter(
     let me = as_custodian(me)?;
     let sealed = match row.kind {
         RequestKind::Breakglass => st.store.sealed_version(&row.path, row.version)?,
-        RequestKind::Checkout => None,
+        RequestKind::Checkout | RequestKind::Governance => None,
     };
     let holds_share = sealed
         .as_ref()
@@ -824,6 +868,10 @@ pub async fn collect(
     match row.kind {
         RequestKind::Checkout => super::secrets::collect_checkout(st, auth, row).await,
         RequestKind::Breakglass => collect_breakglass(st, auth, row).await,
+        RequestKind::Governance => Err(ApiError::new(
+            Code::WrongRequestKind,
+            "a governance change is applied with POST /v1/requests/{id}/apply",
+        )),
     }
 }
 
@@ -891,73 +939,51 @@ async fn collect_breakglass(
 pub struct RecoveryRequest {
     group: String,
     k: usize,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
-/// `POST /v1/sys/recovery` (admin): split the root key k-of-n among a
-/// group's custodians (their 9d keys), replacing any earlier bundle.
+/// `POST /v1/sys/recovery` (admin): propose splitting the root key k-of-n
+/// among a group's custodians (their 9d keys), replacing any earlier
+/// bundle. A governance change (202): refused before genesis, applied with
+/// `POST /v1/requests/{id}/apply` once the custodians approve.
 pub async fn configure_recovery(
     State(st): State<Arc<AppState>>,
     auth: Auth,
     JsonBody(req): JsonBody<RecoveryRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     check_name(&req.group, "group")?;
     if req.k < 2 {
         // One custodian alone must never be able to rebuild the root key.
         return Err(ApiError::new(Code::InvalidCustody, "recovery needs k >= 2"));
     }
-    let s = st.clone();
-    let custodians = blocking(move || s.store.custodians()).await??;
-    let mut recipients = Vec::new();
-    for c in custodians.iter().filter(|c| c.groups.contains(&req.group)) {
-        recipients.push((
-            c.name.clone(),
-            PublicKey::from_sec1_bytes(&c.kex_key).map_err(|_| ApiError::integrity())?,
-        ));
-    }
-    check_reachable(
-        &[GroupRule {
-            group: req.group.clone(),
-            k: req.k,
-        }],
-        &custodians,
-    )?;
-    let bundle = {
-        let vault = st.vault.read().unwrap_or_else(|e| e.into_inner());
-        let crate::state::Vault::Unsealed(u) = &*vault else {
-            return Err(ApiError::sealed());
-        };
-        vault_core::custodian::recovery::split(
-            &u.rk,
-            &st.appliance_id,
-            &recipients,
-            req.k,
-            &mut rand::rngs::OsRng,
-        )
-        .map_err(|e| ApiError::new(Code::InvalidCustody, e.to_string()))?
+    let reason = match &req.reason {
+        Some(r) => super::secrets::check_reason(r)?,
+        None => format!("recovery bundle for {}, k = {}", req.group, req.k),
     };
-    let v = bundle.to_json();
-    let (g, k, n) = (req.group.clone(), req.k, recipients.len());
-    let audit = auth
-        .audit(&st, "recovery.configure", &req.group)
-        .on_success("k", k.to_string())
-        .on_success("n", n.to_string())
-        .on_success("group", g);
     let s = st.clone();
-    let value = v.to_string().into_bytes();
-    let r = blocking(move || {
-        s.store.write_audited(
-            WriteOp::SetMeta {
-                key: "recovery_bundle".into(),
-                value,
-            },
-            audit,
-        )
+    blocking(move || {
+        let rule = super::governance::require_established(&s)?;
+        let custodians = s.store.custodians()?;
+        check_reachable(
+            &[GroupRule {
+                group: req.group.clone(),
+                k: req.k,
+            }],
+            &custodians,
+        )?;
+        let in_group: Vec<CustodianRow> = custodians
+            .into_iter()
+            .filter(|c| c.groups.contains(&req.group))
+            .collect();
+        let change = vault_core::custodian::governance::Change::Recovery {
+            group: req.group.clone(),
+            k: req.k as u64,
+            recipients: vault_store::members(&in_group),
+        };
+        super::governance::propose(&s, &auth, &change, rule, &reason)
     })
-    .await?;
-    auth.after_write(&r);
-    r?;
-    tracing::info!(group = %req.group, k = req.k, n, "recovery bundle configured");
-    Ok(Json(v))
+    .await?
 }
 
 /// `GET /v1/sys/recovery`: the recovery bundle.

@@ -139,6 +139,12 @@ codes! {
     PendingApproval = "pending_approval", CONFLICT;
     RequestDenied = "request_denied", CONFLICT;
     AlreadyCollected = "already_collected", CONFLICT;
+    // Governance (the custodian quorum over the control plane).
+    GovernanceRequired = "governance_required", CONFLICT;
+    GovernanceEstablished = "governance_established", CONFLICT;
+    GovernanceChanged = "governance_changed", CONFLICT;
+    CustodiansChanged = "custodians_changed", CONFLICT;
+    InvalidChange = "invalid_change", BAD_REQUEST;
     // Unavailable services, failures.
     Sealed = "sealed", SERVICE_UNAVAILABLE;
     AuditUnavailable = "audit_unavailable", SERVICE_UNAVAILABLE;

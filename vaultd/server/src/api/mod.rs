@@ -11,6 +11,8 @@
 //!   staging and verification are [`crate::update`]'s.
 //! * [`secrets`]: secrets, checkout and check-in.
 //! * [`checkouts`]: the leases: list, renew, revoke.
+//! * [`governance`]: the custodian quorum over the control plane (genesis,
+//!   rule, applying approved changes).
 //! * [`custodians`]: custodians, approval policies, requests and votes,
 //!   recovery.
 //! * [`audit`]: the auditor's API (checkpoints, entries, proofs, value hashes).
@@ -29,6 +31,7 @@ pub mod custodians;
 mod disclose;
 pub mod error;
 pub mod extract;
+pub mod governance;
 pub mod routes;
 pub mod secrets;
 pub mod sys;

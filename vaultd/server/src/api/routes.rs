@@ -16,7 +16,7 @@ use vault_core::policy::Action;
 
 use super::error::ApiError;
 use super::extract::Auth;
-use super::{audit, checkouts, custodians, secrets, sys, update};
+use super::{audit, checkouts, custodians, governance, secrets, sys, update};
 use crate::state::AppState;
 
 /// Who may call a route.
@@ -94,6 +94,10 @@ pub fn table() -> Vec<Route> {
         GET "/v1/requests/{id}" P(Action::ReadRequests), Refuse, RequestRead => get(custodians::get_request);
         POST "/v1/requests/{id}/vote" P(Action::Vote), Refuse, ApprovalVote => post(custodians::vote);
         POST "/v1/requests/{id}/collect" P(Action::Checkout), Refuse, RequestCollect => post(custodians::collect);
+        POST "/v1/requests/{id}/apply" P(Action::EnrollCustodian), Refuse, GovernanceApply => post(governance::apply);
+        GET "/v1/governance" P(Action::ListCustodians), Refuse, GovernanceRead => get(governance::status);
+        POST "/v1/governance/genesis" P(Action::EnrollCustodian), Refuse, GovernancePropose => post(governance::genesis);
+        PUT "/v1/governance/rule" P(Action::EnrollCustodian), Refuse, GovernancePropose => put(governance::set_rule);
         GET "/v1/sys/recovery" P(Action::ListCustodians), Serve, SysRead => get(custodians::get_recovery);
         POST "/v1/sys/recovery" P(Action::EnrollCustodian), Refuse, RecoveryConfigure => post(custodians::configure_recovery);
         GET "/v1/audit/checkpoint" P(Action::ReadAudit), Serve, AuditRead => get(audit::checkpoint);

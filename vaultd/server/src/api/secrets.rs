@@ -572,7 +572,7 @@ fn checkout(
         if kind == RequestKind::Breakglass || !rules.is_empty() {
             let key = input.recipient_key.clone();
             return custodians::open_request(
-                st, auth, kind, path, version, reason, *ttl, rules, key,
+                st, auth, kind, path, version, reason, *ttl, rules, key, None,
             )
             .map(Attempt::Request);
         }

@@ -1,0 +1,378 @@
+//! The custodian quorum over the control plane, tried as the attacker in
+//! each role (issue 11, findings 1 and 2): an admin alone cannot configure
+//! the recovery bundle, enrol a custodian or change the governance rule; a
+//! custodian cannot approve for another or apply; someone who edits the
+//! data file cannot turn a pending or edited change into an applied one.
+//! Against the real vaultd, with software tokens attested by a test root.
+
+use hyper::Method;
+use serde_json::{json, Value};
+use vault_core::custodian::approval::Decision;
+use vault_core::custodian::token::SoftToken;
+use vault_e2e::piv::{approve_and_apply, enroll_body, genesis, propose, vote, TestRoot};
+use vault_e2e::{json_of, req, Appliance};
+
+fn code(r: &vault_client::Response) -> (u16, String) {
+    (r.status, r.error_code().unwrap_or_default())
+}
+
+fn apply(a: &Appliance, id: &str) -> vault_client::Response {
+    req(
+        &a.admin(),
+        Method::POST,
+        &format!("/v1/requests/{id}/apply"),
+        None,
+    )
+}
+
+fn custodian_names(a: &Appliance) -> Vec<String> {
+    json_of(&req(&a.admin(), Method::GET, "/v1/custodians", None))["custodians"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn sql(a: &Appliance, statement: &str, id: &str) {
+    let c = rusqlite::Connection::open(a.db_path()).unwrap();
+    assert_eq!(c.execute(statement, [id]).unwrap(), 1, "{statement}");
+}
+
+#[test]
+fn no_admin_alone_changes_who_holds_the_root_key_or_who_approves() {
+    let root = TestRoot::new("Test PIV Root");
+    let mut a = Appliance::start(root.options());
+    let admin = a.admin();
+    let mut alice = root.token(4001);
+    let mut bob = root.token(4002);
+    let mut carol = root.token(4003);
+    for (n, t) in [
+        ("alice", &mut alice),
+        ("bob", &mut bob),
+        ("carol", &mut carol),
+    ] {
+        let r = req(
+            &admin,
+            Method::POST,
+            "/v1/custodians",
+            Some(enroll_body(n, &["security"], t)),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        a.issue("custodian", n);
+    }
+    let c_alice = a.client("alice");
+
+    // ---- before genesis: nothing that needs the quorum goes through.
+    let st = json_of(&req(&c_alice, Method::GET, "/v1/governance", None));
+    assert_eq!(st["established"], false);
+    assert_eq!(st["custodians"].as_array().unwrap().len(), 3);
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/sys/recovery",
+        Some(json!({"group": "security", "k": 2})),
+    );
+    assert_eq!(code(&r), (409, "governance_required".into()));
+    let r = req(
+        &admin,
+        Method::PUT,
+        "/v1/governance/rule",
+        Some(json!({"rule": [{"group": "security", "k": 2}], "reason": "r"})),
+    );
+    assert_eq!(code(&r), (409, "governance_required".into()));
+    // A rule one person meets, or one nobody can meet, is refused.
+    for (rule, want) in [
+        (json!([{"group": "security", "k": 1}]), "invalid_policy"),
+        (json!([]), "invalid_policy"),
+        (json!([{"group": "security", "k": 4}]), "quorum_unreachable"),
+    ] {
+        let r = req(
+            &admin,
+            Method::POST,
+            "/v1/governance/genesis",
+            Some(json!({"rule": rule, "reason": "ceremony"})),
+        );
+        assert_eq!(code(&r).1, want, "{rule}");
+    }
+    // Genesis needs every member: two of three is not enough.
+    let g = propose(
+        &a,
+        Method::POST,
+        "/v1/governance/genesis",
+        json!({"rule": [{"group": "security", "k": 2}], "reason": "ceremony"}),
+    );
+    for (who, t) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let r = vote(&a.client(who), t, who, &g, Decision::Approve, None);
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(code(&apply(&a, &g)), (409, "pending_approval".into()));
+    // A custodian may not apply, nor collect it as a checkout.
+    let r = req(
+        &c_alice,
+        Method::POST,
+        &format!("/v1/requests/{g}/apply"),
+        None,
+    );
+    assert_eq!(r.status, 403);
+    // A status edited in the data file is not a quorum: the apply counts
+    // the signed votes again.
+    a.stop();
+    sql(
+        &a,
+        "UPDATE requests SET status = 'approved' WHERE id = ?1",
+        &g,
+    );
+    a.spawn();
+    a.wait_ready();
+    assert_eq!(code(&apply(&a, &g)), (409, "pending_approval".into()));
+    let st = json_of(&req(&admin, Method::GET, "/v1/governance", None));
+    assert_eq!(st["established"], false, "{st}");
+    sql(
+        &a,
+        "UPDATE requests SET status = 'pending' WHERE id = ?1",
+        &g,
+    );
+    let r = vote(
+        &a.client("carol"),
+        &mut carol,
+        "carol",
+        &g,
+        Decision::Approve,
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let r = apply(&a, &g);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(json_of(&r)["change"], "genesis");
+    assert_eq!(code(&apply(&a, &g)), (409, "already_collected".into()));
+    let st = json_of(&req(&admin, Method::GET, "/v1/governance", None));
+    assert_eq!(st["established"], true);
+    assert_eq!(st["rule"], json!([{"group": "security", "k": 2}]));
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/governance/genesis",
+        Some(json!({"rule": [{"group": "security", "k": 2}], "reason": "again"})),
+    );
+    assert_eq!(code(&r), (409, "governance_established".into()));
+
+    // ---- an admin enrols a YubiKey it holds: only a proposal.
+    let mut mallory = root.token(4666);
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/custodians",
+        Some(enroll_body("mallory", &["security"], &mut mallory)),
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let enrol = json_of(&r)["request_id"].as_str().unwrap().to_owned();
+    assert!(!custodian_names(&a).contains(&"mallory".to_string()));
+    assert_eq!(code(&apply(&a, &enrol)), (409, "pending_approval".into()));
+    // The shown change carries the keys that would be enrolled.
+    let shown = json_of(&req(
+        &c_alice,
+        Method::GET,
+        &format!("/v1/requests/{enrol}"),
+        None,
+    ));
+    let change: Value = serde_json::from_str(shown["change"].as_str().unwrap()).unwrap();
+    assert_eq!(change["change"], "enroll_custodian");
+    assert_eq!(change["custodian"]["name"], "mallory");
+    // One custodian denies: vetoed, whatever the others say.
+    let r = vote(
+        &a.client("bob"),
+        &mut bob,
+        "bob",
+        &enrol,
+        Decision::Deny,
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let r = vote(
+        &c_alice,
+        &mut alice,
+        "alice",
+        &enrol,
+        Decision::Approve,
+        None,
+    );
+    assert_eq!(code(&r).1, "request_closed");
+    assert_eq!(code(&apply(&a, &enrol)), (409, "request_denied".into()));
+    assert!(!custodian_names(&a).contains(&"mallory".to_string()));
+
+    // ---- the recovery bundle: proposed, approved by two, then the data
+    // file is edited to send the shares elsewhere: the signatures no
+    // longer cover the change, and nothing is applied.
+    let rec = propose(
+        &a,
+        Method::POST,
+        "/v1/sys/recovery",
+        json!({"group": "security", "k": 2, "reason": "bundle"}),
+    );
+    for (who, t) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let r = vote(&a.client(who), t, who, &rec, Decision::Approve, None);
+        assert_eq!(r.status, 200);
+    }
+    a.stop();
+    sql(
+        &a,
+        "UPDATE requests SET change = replace(change, '\"k\":2', '\"k\":3') WHERE id = ?1",
+        &rec,
+    );
+    a.spawn();
+    a.wait_ready();
+    assert_eq!(code(&apply(&a, &rec)), (500, "integrity".into()));
+    let r = req(&admin, Method::GET, "/v1/sys/recovery", None);
+    assert_eq!(r.status, 404, "no bundle was made");
+    a.stop();
+    sql(
+        &a,
+        "UPDATE requests SET change = replace(change, '\"k\":3', '\"k\":2') WHERE id = ?1",
+        &rec,
+    );
+    a.spawn();
+    a.wait_ready();
+    // Another admin certificate cannot apply what the first proposed.
+    let other = a.issue("admin", "admin2");
+    let r = req(
+        &other,
+        Method::POST,
+        &format!("/v1/requests/{rec}/apply"),
+        None,
+    );
+    assert_eq!(r.status, 403);
+    let r = apply(&a, &rec);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(json_of(&r)["result"]["k"], 2);
+    assert_eq!(
+        req(&admin, Method::GET, "/v1/sys/recovery", None).status,
+        200
+    );
+
+    // ---- a change computed from an older custodian set is refused: a
+    // recovery bundle proposed before dave joined would leave him out.
+    let stale = propose(
+        &a,
+        Method::POST,
+        "/v1/sys/recovery",
+        json!({"group": "security", "k": 2, "reason": "rebuild"}),
+    );
+    let mut dave = root.token(4004);
+    let enrol_dave = propose(
+        &a,
+        Method::POST,
+        "/v1/custodians",
+        enroll_body("dave", &["security"], &mut dave),
+    );
+    let r = approve_and_apply(
+        &a,
+        &enrol_dave,
+        &mut [("alice", &mut alice), ("carol", &mut carol)],
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(custodian_names(&a).contains(&"dave".to_string()));
+    let r = approve_and_apply(&a, &stale, &mut [("alice", &mut alice), ("bob", &mut bob)]);
+    assert_eq!(code(&r), (409, "custodians_changed".into()));
+
+    // ---- the rule itself: approved under the current rule.
+    let rule = propose(
+        &a,
+        Method::PUT,
+        "/v1/governance/rule",
+        json!({"rule": [{"group": "security", "k": 3}], "reason": "four of us now"}),
+    );
+    let r = approve_and_apply(&a, &rule, &mut [("bob", &mut bob), ("carol", &mut carol)]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let st = json_of(&req(&admin, Method::GET, "/v1/governance", None));
+    assert_eq!(st["rule"], json!([{"group": "security", "k": 3}]));
+
+    // ---- every step is in the audit log.
+    let entries = a.audit_entries();
+    let has = |action: &str, change: &str, error: &str| {
+        entries.iter().any(|e| {
+            e.action == action
+                && e.error == error
+                && (change.is_empty()
+                    || e.details.get("change").map(String::as_str) == Some(change))
+        })
+    };
+    for (action, change, error) in [
+        ("governance.propose", "genesis", ""),
+        ("governance.propose", "enroll_custodian", ""),
+        ("governance.propose", "recovery", ""),
+        ("governance.propose", "set_rule", ""),
+        ("governance.apply", "genesis", ""),
+        ("governance.apply", "recovery", ""),
+        ("governance.apply", "enroll_custodian", ""),
+        ("governance.apply", "set_rule", ""),
+        ("governance.apply", "", "pending_approval"),
+        ("governance.apply", "", "request_denied"),
+        ("governance.apply", "", "integrity"),
+        ("governance.apply", "", "custodians_changed"),
+        ("recovery.configure", "", "governance_required"),
+    ] {
+        assert!(
+            has(action, change, error),
+            "no audit entry {action} {change} {error:?}"
+        );
+    }
+}
+
+/// A custodian token that is not one of the custodians cannot vote on a
+/// genesis; a genesis computed before another enrolment is refused.
+#[test]
+fn genesis_is_signed_by_exactly_the_enrolled_set() {
+    let root = TestRoot::new("Test PIV Root");
+    let a = Appliance::start(root.options());
+    let admin = a.admin();
+    let mut tokens: Vec<(&str, SoftToken)> = ["alice", "bob"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (*n, root.token(5000 + i as u32)))
+        .collect();
+    for (n, t) in tokens.iter_mut() {
+        let r = req(
+            &admin,
+            Method::POST,
+            "/v1/custodians",
+            Some(enroll_body(n, &["security"], t)),
+        );
+        assert_eq!(r.status, 200);
+        a.issue("custodian", n);
+    }
+    let g = propose(
+        &a,
+        Method::POST,
+        "/v1/governance/genesis",
+        json!({"rule": [{"group": "security", "k": 2}], "reason": "ceremony"}),
+    );
+    // Carol is enrolled after the genesis was proposed: she is not in it,
+    // may not sign it, and the genesis no longer matches the set.
+    let mut carol = root.token(5009);
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/custodians",
+        Some(enroll_body("carol", &["security"], &mut carol)),
+    );
+    assert_eq!(r.status, 200);
+    a.issue("custodian", "carol");
+    let r = vote(
+        &a.client("carol"),
+        &mut carol,
+        "carol",
+        &g,
+        Decision::Approve,
+        None,
+    );
+    assert_eq!(code(&r), (403, "not_in_policy".into()));
+    let mut members: Vec<(&str, &mut SoftToken)> =
+        tokens.iter_mut().map(|(n, t)| (*n, t)).collect();
+    let r = approve_and_apply(&a, &g, &mut members);
+    assert_eq!(code(&r), (409, "custodians_changed".into()));
+    members.push(("carol", &mut carol));
+    genesis(&a, json!([{"group": "security", "k": 2}]), &mut members);
+    let st = json_of(&req(&admin, Method::GET, "/v1/governance", None));
+    assert_eq!(st["custodians"].as_array().unwrap().len(), 3);
+}

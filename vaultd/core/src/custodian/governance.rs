@@ -1,0 +1,260 @@
+//! Governance: the changes to the control plane that a custodian quorum
+//! approves, in the one canonical form that is stored, shown and signed.
+//!
+//! A change that could widen access (who the custodians are, where the root
+//! key's recovery shares go, the governance rule itself) is not applied by
+//! the admin who asks for it. It becomes a `governance` request whose
+//! [`Change`] is bound into every custodian's signature
+//! ([`super::approval::Request::message`], label
+//! `"vaultd governance approval v1"`), and is applied only when the
+//! governance rule is met, in the transaction that checks it.
+//!
+//! The text of a change is its canonical JSON: fields in the order of the
+//! types below, no whitespace, at most [`MAX_CHANGE`] bytes. [`parse`]
+//! refuses anything else (unknown fields, another order, a stored row that
+//! was edited into a different but equivalent document), so what a custodian
+//! was shown is byte for byte what the appliance applies.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::approval::GroupRule;
+use super::policy::ApprovalPolicy;
+
+/// The longest change text accepted (an enrolment carries its attestation
+/// certificates).
+pub const MAX_CHANGE: usize = 96 * 1024;
+
+/// One rule of a governance rule or policy: `k` approvals from `group`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub group: String,
+    pub k: u64,
+}
+
+/// A custodian as a change names it: its groups and the SHA-256 (hex) of
+/// its two public keys, which the custodian can check against its YubiKey.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub serial: u32,
+    pub signature_key_sha256: String,
+    pub key_management_key_sha256: String,
+}
+
+/// A custodian to enrol, with everything its row will hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrollee {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub serial: u32,
+    pub firmware: String,
+    pub pin_policy: String,
+    pub touch_policy: String,
+    /// Base64 SEC1 public keys of slots 9c and 9d.
+    pub signature_key: String,
+    pub key_management_key: String,
+    /// The attestation certificates as submitted (JSON, base64 DER).
+    pub attestation: String,
+}
+
+/// A change to the control plane under the governance quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Change {
+    /// The initial custodian set and governance rule. Every member signs it.
+    Genesis {
+        rule: Vec<Rule>,
+        custodians: Vec<Member>,
+    },
+    /// A new governance rule.
+    SetRule {
+        previous: Vec<Rule>,
+        rule: Vec<Rule>,
+    },
+    /// The root key split `k` of the group's members, replacing any earlier
+    /// recovery bundle.
+    Recovery {
+        group: String,
+        k: u64,
+        recipients: Vec<Member>,
+    },
+    /// A new custodian.
+    EnrollCustodian { custodian: Enrollee },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("the change is longer than {MAX_CHANGE} bytes")]
+    TooLong,
+    #[error("the change is not a valid change document: {0}")]
+    Invalid(String),
+    #[error("the change is not in canonical form")]
+    NotCanonical,
+}
+
+impl Change {
+    /// The canonical text: what is stored, shown and signed.
+    pub fn text(&self) -> String {
+        serde_json::to_string(self).expect("a change always serialises")
+    }
+
+    /// The audit action's target and a request's `path`: which control-plane
+    /// object the change is about.
+    pub fn subject(&self) -> String {
+        match self {
+            Change::Genesis { .. } | Change::SetRule { .. } => "governance/rule".into(),
+            Change::Recovery { group, .. } => format!("recovery/{group}"),
+            Change::EnrollCustodian { custodian } => format!("custodians/{}", custodian.name),
+        }
+    }
+
+    /// The change's name, as in its `change` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Change::Genesis { .. } => "genesis",
+            Change::SetRule { .. } => "set_rule",
+            Change::Recovery { .. } => "recovery",
+            Change::EnrollCustodian { .. } => "enroll_custodian",
+        }
+    }
+}
+
+/// Parses a stored or submitted change, refusing any text that is not the
+/// canonical form of the change it decodes to.
+pub fn parse(text: &str) -> Result<Change, ChangeError> {
+    if text.len() > MAX_CHANGE {
+        return Err(ChangeError::TooLong);
+    }
+    let c: Change = serde_json::from_str(text).map_err(|e| ChangeError::Invalid(e.to_string()))?;
+    if c.text() != text {
+        return Err(ChangeError::NotCanonical);
+    }
+    Ok(c)
+}
+
+/// The rule list of a change, validated as an approval policy.
+pub fn rules_of(rules: &[Rule]) -> Result<Vec<GroupRule>, String> {
+    let v = serde_json::to_value(rules).map_err(|e| e.to_string())?;
+    ApprovalPolicy::from_json(&v)
+        .map(ApprovalPolicy::into_rules)
+        .map_err(|e| e.to_string())
+}
+
+/// The change's form of validated rules.
+pub fn rules(rules: &[GroupRule]) -> Vec<Rule> {
+    rules
+        .iter()
+        .map(|r| Rule {
+            group: r.group.clone(),
+            k: r.k as u64,
+        })
+        .collect()
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// A governance rule must never be met by one person: its places (the sum
+/// of k) are at least two.
+pub fn check_rule_size(rules: &[GroupRule]) -> Result<(), String> {
+    let places: usize = rules.iter().map(|r| r.k).sum();
+    if places < 2 {
+        return Err("a governance rule needs at least two approvals in all".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(n: &str) -> Member {
+        Member {
+            name: n.into(),
+            groups: vec!["security".into()],
+            serial: 7,
+            signature_key_sha256: sha256_hex(b"sig"),
+            key_management_key_sha256: sha256_hex(b"kex"),
+        }
+    }
+
+    #[test]
+    fn the_text_is_canonical_and_parses_back() {
+        let c = Change::Recovery {
+            group: "security".into(),
+            k: 2,
+            recipients: vec![member("alice"), member("bob")],
+        };
+        let t = c.text();
+        assert!(
+            t.starts_with(r#"{"change":"recovery","group":"security","k":2,"#),
+            "{t}"
+        );
+        assert_eq!(parse(&t).unwrap(), c);
+        assert_eq!(c.subject(), "recovery/security");
+    }
+
+    #[test]
+    fn equivalent_but_different_texts_are_refused() {
+        let c = Change::SetRule {
+            previous: vec![Rule {
+                group: "a".into(),
+                k: 2,
+            }],
+            rule: vec![Rule {
+                group: "a".into(),
+                k: 3,
+            }],
+        };
+        let t = c.text();
+        // Whitespace, another field order, an unknown field, another tag.
+        let spaced = t.replace(',', ", ");
+        assert_eq!(parse(&spaced), Err(ChangeError::NotCanonical));
+        let reordered = r#"{"change":"set_rule","rule":[{"group":"a","k":3}],"previous":[{"group":"a","k":2}]}"#;
+        assert_eq!(parse(reordered), Err(ChangeError::NotCanonical));
+        let extra = t.replacen('{', r#"{"x":1,"#, 1);
+        assert!(matches!(parse(&extra), Err(ChangeError::Invalid(_))));
+        assert!(matches!(
+            parse(r#"{"change":"drop_everything"}"#),
+            Err(ChangeError::Invalid(_))
+        ));
+        assert_eq!(
+            parse(&" ".repeat(MAX_CHANGE + 1)),
+            Err(ChangeError::TooLong)
+        );
+    }
+
+    #[test]
+    fn a_rule_of_one_place_is_refused() {
+        let one = rules_of(&[Rule {
+            group: "a".into(),
+            k: 1,
+        }])
+        .unwrap();
+        assert!(check_rule_size(&one).is_err());
+        let two = rules_of(&[
+            Rule {
+                group: "a".into(),
+                k: 1,
+            },
+            Rule {
+                group: "b".into(),
+                k: 1,
+            },
+        ])
+        .unwrap();
+        assert!(check_rule_size(&two).is_ok());
+        assert!(rules_of(&[Rule {
+            group: "a".into(),
+            k: 0
+        }])
+        .is_err());
+    }
+}

@@ -351,10 +351,7 @@ level = "info"
 
     /// Issues a client certificate through the API and returns its client.
     pub fn issue(&self, role: &str, name: &str) -> Client {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut p = rcgen::CertificateParams::default();
-        p.distinguished_name.push(rcgen::DnType::CommonName, name);
-        let csr = p.serialize_request(&key).unwrap().pem().unwrap();
+        let (key, csr) = key_and_csr(name);
         let r = runtime()
             .block_on(self.admin().request(
                 Method::POST,
@@ -369,7 +366,12 @@ level = "info"
             String::from_utf8_lossy(&r.body)
         );
         let v = r.json().unwrap();
-        let cert = v["certificate_pem"].as_str().unwrap();
+        self.keep(name, v["certificate_pem"].as_str().unwrap(), &key)
+    }
+
+    /// Writes a principal's certificate and key where [`Appliance::client`]
+    /// finds them, and returns its client.
+    pub fn keep(&self, name: &str, cert: &str, key: &rcgen::KeyPair) -> Client {
         std::fs::write(self.certs.join(format!("{name}.pem")), cert).unwrap();
         std::fs::write(
             self.certs.join(format!("{name}-key.pem")),
@@ -383,6 +385,15 @@ level = "info"
         )
         .unwrap()
     }
+}
+
+/// A new P-256 key and a CSR for it with `CN=name`.
+pub fn key_and_csr(name: &str) -> (rcgen::KeyPair, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let csr = p.serialize_request(&key).unwrap().pem().unwrap();
+    (key, csr)
 }
 
 impl Drop for Appliance {
@@ -686,6 +697,28 @@ pub mod piv {
             .to_owned();
         let r = approve_and_apply(a, &id, members);
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+
+    /// A certificate of a role under the governance (pam, admin,
+    /// custodian) after genesis: proposed, approved by `voters`, applied;
+    /// its client.
+    pub fn issue_governed(
+        a: &crate::Appliance,
+        role: &str,
+        name: &str,
+        voters: &mut [(&str, &mut SoftToken)],
+    ) -> vault_client::Client {
+        let (key, csr) = crate::key_and_csr(name);
+        let id = propose(
+            a,
+            hyper::Method::POST,
+            "/v1/sys/certs",
+            json!({"name": name, "role": role, "csr_pem": csr}),
+        );
+        let r = approve_and_apply(a, &id, voters);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v = crate::json_of(&r);
+        a.keep(name, v["result"]["certificate_pem"].as_str().unwrap(), &key)
     }
 
     /// Proposes `POST path body` as a governance change (202) and returns

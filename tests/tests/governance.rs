@@ -9,8 +9,10 @@ use hyper::Method;
 use serde_json::{json, Value};
 use vault_core::custodian::approval::Decision;
 use vault_core::custodian::token::SoftToken;
-use vault_e2e::piv::{approve_and_apply, enroll_body, genesis, propose, vote, TestRoot};
-use vault_e2e::{json_of, req, Appliance};
+use vault_e2e::piv::{
+    approve_and_apply, enroll_body, genesis, issue_governed, propose, vote, TestRoot,
+};
+use vault_e2e::{checkout, json_of, key_and_csr, put, req, Appliance};
 
 fn code(r: &vault_client::Response) -> (u16, String) {
     (r.status, r.error_code().unwrap_or_default())
@@ -62,6 +64,9 @@ fn no_admin_alone_changes_who_holds_the_root_key_or_who_approves() {
         a.issue("custodian", n);
     }
     let c_alice = a.client("alice");
+    // A second admin, issued before genesis (after it, an admin certificate
+    // is itself a governance change).
+    let other = a.issue("admin", "admin2");
 
     // ---- before genesis: nothing that needs the quorum goes through.
     let st = json_of(&req(&c_alice, Method::GET, "/v1/governance", None));
@@ -234,7 +239,6 @@ fn no_admin_alone_changes_who_holds_the_root_key_or_who_approves() {
     a.spawn();
     a.wait_ready();
     // Another admin certificate cannot apply what the first proposed.
-    let other = a.issue("admin", "admin2");
     let r = req(
         &other,
         Method::POST,
@@ -375,4 +379,220 @@ fn genesis_is_signed_by_exactly_the_enrolled_set() {
     genesis(&a, json!([{"group": "security", "k": 2}]), &mut members);
     let st = json_of(&req(&admin, Method::GET, "/v1/governance", None));
     assert_eq!(st["custodians"].as_array().unwrap().len(), 3);
+}
+
+/// After genesis one admin can no longer issue itself a PAM (or admin)
+/// certificate, nor remove or lower the approvals a secret needs: those are
+/// governance changes. Issuing a writer or a custodian certificate and
+/// narrowing a policy stay immediate.
+#[test]
+fn certificates_that_disclose_and_relaxed_policies_need_the_quorum() {
+    let root = TestRoot::new("Test PIV Root");
+    let a = Appliance::start(root.options());
+    let admin = a.admin();
+    let writer = a.issue("writer", "w1");
+    let mut alice = root.token(6001);
+    let mut bob = root.token(6002);
+    for (n, t) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let r = req(
+            &admin,
+            Method::POST,
+            "/v1/custodians",
+            Some(enroll_body(n, &["security"], t)),
+        );
+        assert_eq!(r.status, 200);
+        a.issue("custodian", n);
+    }
+    assert_eq!(put(&writer, "prod/db", "db-pw", false).status, 200);
+    let r = req(
+        &admin,
+        Method::PUT,
+        "/v1/policies/prod/db",
+        Some(json!({"approvals": [{"group": "security", "k": 2}]})),
+    );
+    assert_eq!(r.status, 200);
+    genesis(
+        &a,
+        json!([{"group": "security", "k": 2}]),
+        &mut [("alice", &mut alice), ("bob", &mut bob)],
+    );
+
+    // ---- a PAM certificate for a key the admin holds: only a proposal.
+    let (_key, csr) = key_and_csr("evil-pam");
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/sys/certs",
+        Some(json!({"name": "evil-pam", "role": "pam", "csr_pem": csr})),
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let v = json_of(&r);
+    assert!(v.get("certificate_pem").is_none(), "no certificate: {v}");
+    let evil = v["request_id"].as_str().unwrap().to_owned();
+    let principals = json_of(&req(&admin, Method::GET, "/v1/sys/principals", None));
+    assert!(
+        !principals.to_string().contains("evil-pam"),
+        "no principal before approval"
+    );
+    assert_eq!(code(&apply(&a, &evil)), (409, "pending_approval".into()));
+    let r = vote(
+        &a.client("alice"),
+        &mut alice,
+        "alice",
+        &evil,
+        Decision::Deny,
+        None,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(code(&apply(&a, &evil)), (409, "request_denied".into()));
+    // An admin certificate too; a CSR that does not parse is refused before
+    // anything is proposed.
+    let (_, csr) = key_and_csr("admin2");
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/sys/certs",
+        Some(json!({"name": "admin2", "role": "admin", "csr_pem": csr})),
+    );
+    assert_eq!(r.status, 202);
+    // A custodian certificate is issued at once, and is worth nothing
+    // without the YubiKey enrolled under its name: the admin holding one
+    // for alice cannot vote as her.
+    // (Its files replace alice's own in the test's certificate directory:
+    // both certificates are alice's, her votes still need her token.)
+    let fake_alice = a.issue("custodian", "alice");
+    let mut mallory = root.token(6666);
+    let (_, csr) = key_and_csr("pam-x");
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/sys/certs",
+        Some(json!({"name": "pam-x", "role": "pam", "csr_pem": csr})),
+    );
+    let pending = json_of(&r)["request_id"].as_str().unwrap().to_owned();
+    let r = vote(
+        &fake_alice,
+        &mut mallory,
+        "alice",
+        &pending,
+        Decision::Approve,
+        None,
+    );
+    assert_eq!(code(&r), (400, "bad_signature".into()));
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/sys/certs",
+        Some(json!({"name": "p9", "role": "pam", "csr_pem": "not a CSR"})),
+    );
+    assert_eq!(code(&r), (400, "invalid_csr".into()));
+    // A writer or an auditor is still issued at once.
+    a.issue("writer", "w2");
+    a.issue("auditor", "aud2");
+    // With the quorum, the PAM server gets its certificate, and it works.
+    let pam = issue_governed(
+        &a,
+        "pam",
+        "pam01",
+        &mut [("alice", &mut alice), ("bob", &mut bob)],
+    );
+    let r = checkout(&pam, "prod/db");
+    assert_eq!(r.status, 202, "the secret still needs its approvals");
+
+    // ---- policies: asking for more is immediate, asking for less is not.
+    let r = req(
+        &admin,
+        Method::PUT,
+        "/v1/policies/prod/db",
+        Some(json!({"approvals": [{"group": "security", "k": 2}, {"group": "ops", "k": 0}]})),
+    );
+    assert_eq!(r.status, 400, "k = 0 is not a rule");
+    for (approvals, want) in [
+        (json!([]), 202),
+        (json!([{"group": "security", "k": 1}]), 202),
+        (json!([{"group": "security", "k": 2}]), 200),
+    ] {
+        let r = req(
+            &admin,
+            Method::PUT,
+            "/v1/policies/prod/db",
+            Some(json!({"approvals": approvals, "reason": "maintenance"})),
+        );
+        assert_eq!(
+            r.status,
+            want,
+            "{approvals}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let info = json_of(&req(&admin, Method::GET, "/v1/secrets/prod/db", None));
+    assert_eq!(
+        info["approvals"],
+        json!([{"group": "security", "k": 2}]),
+        "nothing relaxed without the quorum: {info}"
+    );
+    // A prefix policy removed: also a relaxation.
+    let r = req(
+        &admin,
+        Method::PUT,
+        "/v1/policies/prod/",
+        Some(json!({"approvals": [{"group": "security", "k": 1}]})),
+    );
+    assert_eq!(r.status, 200, "a new prefix policy asks for more");
+    let id = propose(
+        &a,
+        Method::PUT,
+        "/v1/policies/prod/",
+        json!({"approvals": []}),
+    );
+    let r = approve_and_apply(&a, &id, &mut [("alice", &mut alice), ("bob", &mut bob)]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let pp = json_of(&req(&admin, Method::GET, "/v1/policies", None));
+    assert_eq!(pp["prefix_policies"], json!([]), "{pp}");
+    // A relaxation approved for one policy does not apply over another:
+    // the admin narrows after the proposal, the apply is refused.
+    let id = propose(
+        &a,
+        Method::PUT,
+        "/v1/policies/prod/db",
+        json!({"approvals": [{"group": "security", "k": 1}], "reason": "night shift"}),
+    );
+    let r = req(
+        &admin,
+        Method::PUT,
+        "/v1/policies/prod/db",
+        Some(json!({"approvals": [{"group": "security", "k": 2}, {"group": "dba", "k": 1}]})),
+    );
+    assert_eq!(r.status, 409, "dba has no custodians: unreachable");
+    let mut carol = root.token(6003);
+    let enrol = propose(
+        &a,
+        Method::POST,
+        "/v1/custodians",
+        enroll_body("carol", &["dba"], &mut carol),
+    );
+    let r = approve_and_apply(&a, &enrol, &mut [("alice", &mut alice), ("bob", &mut bob)]);
+    assert_eq!(r.status, 200);
+    let r = req(
+        &admin,
+        Method::PUT,
+        "/v1/policies/prod/db",
+        Some(json!({"approvals": [{"group": "security", "k": 2}, {"group": "dba", "k": 1}]})),
+    );
+    assert_eq!(r.status, 200, "narrowing is immediate");
+    let r = approve_and_apply(&a, &id, &mut [("alice", &mut alice), ("bob", &mut bob)]);
+    assert_eq!(code(&r), (409, "policy_changed".into()));
+    let info = json_of(&req(&admin, Method::GET, "/v1/secrets/prod/db", None));
+    assert_eq!(
+        info["approvals"],
+        json!([{"group": "security", "k": 2}, {"group": "dba", "k": 1}])
+    );
+    let entries = a.audit_entries();
+    for change in ["issue_certificate", "set_approvals"] {
+        assert!(
+            entries.iter().any(|e| e.action == "governance.apply"
+                && e.details.get("change").map(String::as_str) == Some(change)),
+            "no governance.apply of {change}"
+        );
+    }
 }

@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use vault_core::custodian::approval::Decision;
 use vault_core::custodian::recovery::RecoveryRequest;
 use vault_core::custodian::token::{CustodianToken, SoftToken};
-use vault_e2e::piv::{approve_and_apply, enroll_body, genesis, propose, recovery_answer, TestRoot};
+use vault_e2e::piv::{
+    approve_and_apply, enroll_body, genesis, issue_governed, propose, recovery_answer, TestRoot,
+};
 use vault_e2e::{checkout, json_of, ok, put, req, vaultctl_bin, Appliance};
 
 #[test]
@@ -173,7 +175,17 @@ fn k_custodians_restore_the_vault_on_new_hardware() {
     new.wait_ready();
     let s = json_of(&req(&new.admin(), Method::GET, "/v1/sys/seal-status", None));
     assert_eq!(s["sealed"], false, "{s}");
-    let pam = new.issue("pam", "pam01");
+    // Every earlier principal was revoked; the custodians' governance
+    // survives the recovery. Custodians get new certificates (their
+    // YubiKeys are their credential), and approve the new PAM server's.
+    for (n, _) in &tokens {
+        new.issue("custodian", n);
+    }
+    let pam = {
+        let mut voters: Vec<(&str, &mut SoftToken)> =
+            tokens.iter_mut().map(|(n, t)| (*n, t)).take(2).collect();
+        issue_governed(&new, "pam", "pam01", &mut voters)
+    };
     let r = checkout(&pam, "prod/db");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(json_of(&r)["value"], "before-the-fire");

@@ -200,6 +200,14 @@ fn client_params(
     p
 }
 
+/// Checks that a client CSR parses and is self-signed by its key (what
+/// [`issue_client_csr`] will accept), without signing anything.
+pub fn check_csr(csr_pem: &str) -> Result<(), CaError> {
+    CertificateSigningRequestParams::from_pem(csr_pem)
+        .map(|_| ())
+        .map_err(|e| CaError::BadCsr(e.to_string()))
+}
+
 /// Signs a client CSR. The subject is set here (`CN=name, OU=role`); whatever
 /// the CSR asked for is ignored except its public key.
 pub fn issue_client_csr(

@@ -843,6 +843,7 @@ fn governance(b: &dyn Backend) {
             now: 10,
             genesis,
             custodians: custodians.into(),
+            expect_approvals: None,
             op,
         })
         .map(|_| ())
@@ -872,6 +873,7 @@ fn governance(b: &dyn Backend) {
             now: 10,
             genesis: true,
             custodians: custodians.clone(),
+            expect_approvals: None,
             op: set_rule(),
         })
         .err()
@@ -939,6 +941,45 @@ fn governance(b: &dyn Backend) {
         b.request(g3).unwrap().unwrap().change.as_deref(),
         Some(r#"{"change":"genesis"}"#)
     );
+    // A relaxed policy applies only over the approvals it was proposed
+    // against.
+    let g6 = "00000000-0000-4000-8000-0000000000c6";
+    open(g6, RequestKind::Governance, RequestStatus::Approved, 1_000);
+    let relax = |expect: &str| {
+        b.write(WriteOp::ApplyGovernance {
+            request_id: g6.into(),
+            requester: "admin".into(),
+            fingerprint: "0a".repeat(32),
+            now: 10,
+            genesis: false,
+            custodians: custodians.clone(),
+            expect_approvals: Some(("gov/".into(), expect.into())),
+            op: Box::new(WriteOp::SetPrefixApprovals {
+                prefix: "gov/".into(),
+                approvals: r#"[{"group":"security","k":1}]"#.into(),
+                by: "admin".into(),
+                now: 10,
+            }),
+        })
+        .map(|_| ())
+        .map_err(|e| e.code())
+    };
+    assert_eq!(
+        relax(r#"[{"group":"security","k":2}]"#),
+        Err("policy_changed")
+    );
+    relax("[]").unwrap();
+    assert_eq!(
+        b.prefix_policies_over("gov/x").unwrap()[0].approvals,
+        r#"[{"group":"security","k":1}]"#
+    );
+    b.write(WriteOp::SetPrefixApprovals {
+        prefix: "gov/".into(),
+        approvals: "[]".into(),
+        by: "admin".into(),
+        now: 11,
+    })
+    .unwrap();
 }
 
 fn concurrent_writers(b: &dyn Backend, kr: &Arc<Keyring>) {

@@ -137,6 +137,8 @@ conflicts! {
     GovernanceEstablished = "governance_established";
     /// A governance change before genesis.
     GovernanceRequired = "governance_required";
+    /// The approvals a change relaxes changed since it was proposed.
+    PolicyChanged = "policy_changed";
 }
 
 impl std::fmt::Display for Conflict {

@@ -117,8 +117,11 @@ pub enum WriteOp {
     /// applied and made by that certificate; the governance rule it was
     /// approved under is still the stored one (`genesis`: no rule may exist
     /// yet); the custodian set ([`crate::custodian_set`]) is still
-    /// `custodians`. `op` is the change's own write: an enrolment or a meta
-    /// value, nothing else.
+    /// `custodians`; with `expect_approvals` = (path, approvals), the
+    /// secret's (or, for a path ending with `/`, the prefix's; `[]` if it
+    /// has none) stored approvals are still exactly those. `op` is the
+    /// change's own write: an enrolment, a meta value, approvals or a
+    /// principal, nothing else.
     ApplyGovernance {
         request_id: String,
         requester: String,
@@ -126,6 +129,7 @@ pub enum WriteOp {
         now: i64,
         genesis: bool,
         custodians: String,
+        expect_approvals: Option<(String, String)>,
         op: Box<WriteOp>,
     },
     /// Records a vote decided on `expect_votes` earlier votes, and the
@@ -743,6 +747,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             now,
             genesis,
             custodians,
+            expect_approvals,
             op,
         } => {
             let req = claim_approved(c, &request_id, &requester, &fingerprint, now)?;
@@ -763,13 +768,22 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             if crate::custodian_set(&read_custodians(c)?) != custodians {
                 return Err(StoreError::Conflict(Conflict::CustodiansChanged));
             }
+            if let Some((path, previous)) = expect_approvals {
+                if stored_approvals(c, &path)? != previous {
+                    return Err(StoreError::Conflict(Conflict::PolicyChanged));
+                }
+            }
             match *op {
-                inner @ (WriteOp::EnrollCustodian(_) | WriteOp::SetMeta { .. }) => {
+                inner @ (WriteOp::EnrollCustodian(_)
+                | WriteOp::SetMeta { .. }
+                | WriteOp::SetApprovals { .. }
+                | WriteOp::SetPrefixApprovals { .. }
+                | WriteOp::AddPrincipal(_)) => {
                     apply(c, inner)?;
                 }
                 _ => {
                     return Err(StoreError::Forbidden(
-                        "a governance change enrols a custodian or sets governance metadata",
+                        "a governance change enrols a custodian, sets governance metadata or approvals, or adds a principal",
                     ))
                 }
             }
@@ -1342,6 +1356,28 @@ fn insert_checkout(c: &Connection, n: NewCheckout<'_>) -> Result<WriteOutcome, S
         ],
     )?;
     Ok(WriteOutcome::CheckedOut { version, exclusive })
+}
+
+/// The approvals stored for a secret, or for a prefix (`path` ending with
+/// `/`; `[]` when it has none). Not found: no secret at `path`.
+fn stored_approvals(c: &Connection, path: &str) -> Result<String, StoreError> {
+    if path.ends_with('/') {
+        Ok(c.query_row(
+            "SELECT approvals FROM prefix_policies WHERE prefix = ?1",
+            [path],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or_else(|| "[]".into()))
+    } else {
+        c.query_row(
+            "SELECT approvals FROM secrets WHERE path = ?1",
+            [path],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or(StoreError::NotFound)
+    }
 }
 
 /// The meta key of the governance rule (JSON rules; absent before genesis).

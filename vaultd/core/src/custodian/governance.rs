@@ -2,7 +2,9 @@
 //! approves, in the one canonical form that is stored, shown and signed.
 //!
 //! A change that could widen access (who the custodians are, where the root
-//! key's recovery shares go, the governance rule itself) is not applied by
+//! key's recovery shares go, the governance rule itself, who holds a role
+//! that can disclose a secret or change who approves, approvals relaxed) is
+//! not applied by
 //! the admin who asks for it. It becomes a `governance` request whose
 //! [`Change`] is bound into every custodian's signature
 //! ([`super::approval::Request::message`], label
@@ -85,6 +87,34 @@ pub enum Change {
     },
     /// A new custodian.
     EnrollCustodian { custodian: Enrollee },
+    /// Approvals that ask for less than `previous` (a secret's own, or a
+    /// prefix's when `path` ends with `/`; `[]` removes them).
+    SetApprovals {
+        path: String,
+        previous: Vec<Rule>,
+        approvals: Vec<Rule>,
+    },
+    /// A client certificate of a role that can disclose a secret or run the
+    /// control plane ([`role_needs_quorum`]), for the key of `csr_pem`.
+    IssueCertificate {
+        name: String,
+        role: String,
+        validity_days: u32,
+        csr_pem: String,
+    },
+}
+
+/// Whether issuing a certificate of `role` is a governance change: `pam`
+/// (checks out values) and `admin` (runs the control plane, proposes
+/// changes). A `custodian` certificate only carries votes and share
+/// envelopes that need the enrolled YubiKey of its name (its signature is
+/// checked against the attested key; its envelopes are sealed to it), so it
+/// stays immediate, which also lets custodians get new certificates after a
+/// recovery revoked every earlier one. `writer`, `auditor` and `metrics`
+/// can neither read a value nor change who approves, and stay immediate.
+pub fn role_needs_quorum(role: crate::policy::Role) -> bool {
+    use crate::policy::Role;
+    matches!(role, Role::Pam | Role::Admin)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +140,8 @@ impl Change {
             Change::Genesis { .. } | Change::SetRule { .. } => "governance/rule".into(),
             Change::Recovery { group, .. } => format!("recovery/{group}"),
             Change::EnrollCustodian { custodian } => format!("custodians/{}", custodian.name),
+            Change::SetApprovals { path, .. } => format!("policies/{path}"),
+            Change::IssueCertificate { name, .. } => format!("principals/{name}"),
         }
     }
 
@@ -120,6 +152,8 @@ impl Change {
             Change::SetRule { .. } => "set_rule",
             Change::Recovery { .. } => "recovery",
             Change::EnrollCustodian { .. } => "enroll_custodian",
+            Change::SetApprovals { .. } => "set_approvals",
+            Change::IssueCertificate { .. } => "issue_certificate",
         }
     }
 }

@@ -151,6 +151,17 @@ impl ApprovalPolicy {
     }
 }
 
+/// Whether `new` asks at least what `old` asks: every rule of `old` has a
+/// rule of the same group in `new` with at least its k (groups are unique
+/// within a policy). Any approvals that meet `new` then meet `old` (keep
+/// the assignment's places in `old`'s groups), so such a change can only
+/// narrow who gets a checkout and stays an immediate admin action; any
+/// other change relaxes the policy and is a governance change.
+pub fn narrows(old: &[GroupRule], new: &[GroupRule]) -> bool {
+    old.iter()
+        .all(|o| new.iter().any(|n| n.group == o.group && n.k >= o.k))
+}
+
 /// The stored form of rules taken from a parsed policy or custody.
 pub fn stored_rules(rules: &[GroupRule]) -> String {
     let docs: Vec<RuleDoc> = rules
@@ -283,6 +294,24 @@ mod tests {
         assert_eq!(ApprovalPolicy::from_stored(&s).unwrap(), p);
         assert!(parse(json!([])).unwrap().is_empty());
         assert_eq!(ApprovalPolicy::default().to_stored(), "[]");
+    }
+
+    #[test]
+    fn narrowing_means_asking_at_least_as_much() {
+        let r = |v: serde_json::Value| parse(v).unwrap().into_rules();
+        let old = r(json!([{"group": "security", "k": 2}]));
+        // Same, more k, another group on top: narrower.
+        assert!(narrows(&old, &old));
+        assert!(narrows(&old, &r(json!([{"group": "security", "k": 3}]))));
+        assert!(narrows(
+            &old,
+            &r(json!([{"group": "dba", "k": 1}, {"group": "security", "k": 2}]))
+        ));
+        assert!(narrows(&[], &old));
+        // Less k, another group instead, nothing at all: relaxed.
+        assert!(!narrows(&old, &r(json!([{"group": "security", "k": 1}]))));
+        assert!(!narrows(&old, &r(json!([{"group": "dba", "k": 5}]))));
+        assert!(!narrows(&old, &[]));
     }
 
     #[test]

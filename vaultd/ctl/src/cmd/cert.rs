@@ -67,6 +67,27 @@ pub async fn issue(c: &ConnArgs, j: bool, a: IssueArgs) -> Outcome {
     let v = server!(call(c, Method::POST, "/v1/sys/certs", Some(body)).await?);
     let out_dir = &a.out_dir;
     std::fs::create_dir_all(out_dir).with_context(|| out_dir.display().to_string())?;
+    if v.get("request_id").is_some() {
+        // A pam or admin certificate after genesis: a governance
+        // change. The key stays here; `governance apply` writes the
+        // certificate next to it once the custodians approve.
+        let key_path = out_dir.join(format!("{}-key.pem", a.name));
+        if let Some(k) = &key_pem {
+            write_private(&key_path, k)?;
+        }
+        out(j, &v, |v| {
+            crate::cmd::governance::print_proposal(v);
+            if key_pem.is_some() {
+                println!("  key         : {}", key_path.display());
+            }
+            println!(
+                "  after approval: vaultctl governance apply {} --out-dir {}",
+                v["request_id"].as_str().unwrap_or("?"),
+                out_dir.display()
+            );
+        });
+        return Ok(Ok(()));
+    }
     let cert_path = out_dir.join(format!("{}.pem", a.name));
     write_public(
         &cert_path,
@@ -94,7 +115,7 @@ pub async fn issue(c: &ConnArgs, j: bool, a: IssueArgs) -> Outcome {
     Ok(Ok(()))
 }
 
-fn print_issued(r: &Value, cert_path: &Path, key_path: Option<&Path>) {
+pub fn print_issued(r: &Value, cert_path: &Path, key_path: Option<&Path>) {
     println!(
         "issued {} certificate for {}",
         r["role"].as_str().unwrap_or("?"),

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use crate::cli::ConnArgs;
 use crate::cmd::custodian::parse_approvals;
 use crate::cmd::requests::{self, ApproveArgs};
-use crate::util::{call, enc, out, server, Outcome};
+use crate::util::{call, enc, out, server, write_public, Outcome};
+use anyhow::Context as _;
 
 #[derive(Subcommand)]
 pub enum GovernanceCmd {
@@ -59,8 +60,13 @@ pub enum GovernanceCmd {
     /// Approve (or with --deny, deny) a change with your YubiKey
     /// (custodian), after it is shown in full: as `vaultctl approve`.
     Approve(ApproveArgs),
-    /// Apply an approved change (the admin who proposed it).
-    Apply { id: String },
+    /// Apply an approved change (the admin who proposed it). A certificate
+    /// is written to --out-dir as NAME.pem, with ca.pem.
+    Apply {
+        id: String,
+        #[arg(long, default_value = ".")]
+        out_dir: std::path::PathBuf,
+    },
 }
 
 pub async fn run(c: &ConnArgs, j: bool, cmd: GovernanceCmd) -> Outcome {
@@ -84,7 +90,7 @@ pub async fn run(c: &ConnArgs, j: bool, cmd: GovernanceCmd) -> Outcome {
         GovernanceCmd::List { status } => list(c, j, &status).await,
         GovernanceCmd::Show { id } => requests::show(c, j, &id).await,
         GovernanceCmd::Approve(a) => requests::approve(c, j, a).await,
-        GovernanceCmd::Apply { id } => apply(c, j, &id).await,
+        GovernanceCmd::Apply { id, out_dir } => apply(c, j, &id, &out_dir).await,
     }
 }
 
@@ -184,7 +190,7 @@ async fn list(c: &ConnArgs, j: bool, status: &str) -> Outcome {
     Ok(Ok(()))
 }
 
-async fn apply(c: &ConnArgs, j: bool, id: &str) -> Outcome {
+async fn apply(c: &ConnArgs, j: bool, id: &str, out_dir: &std::path::Path) -> Outcome {
     let v = server!(
         call(
             c,
@@ -194,12 +200,27 @@ async fn apply(c: &ConnArgs, j: bool, id: &str) -> Outcome {
         )
         .await?
     );
+    let cert = v["result"]["certificate_pem"].as_str().map(|c| {
+        let name = v["result"]["name"].as_str().unwrap_or("client");
+        (out_dir.join(format!("{name}.pem")), c.to_owned())
+    });
+    if let Some((path, pem)) = &cert {
+        std::fs::create_dir_all(out_dir).with_context(|| out_dir.display().to_string())?;
+        write_public(path, pem)?;
+        write_public(
+            &out_dir.join("ca.pem"),
+            v["result"]["ca_pem"].as_str().unwrap_or_default(),
+        )?;
+    }
     out(j, &v, |v| {
         println!(
             "applied {} ({})",
             v["subject"].as_str().unwrap_or("?"),
             v["change"].as_str().unwrap_or("?")
-        )
+        );
+        if let Some((path, _)) = &cert {
+            crate::cmd::cert::print_issued(&v["result"], path, None);
+        }
     });
     Ok(Ok(()))
 }

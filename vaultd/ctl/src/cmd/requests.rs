@@ -189,21 +189,25 @@ pub fn request_from(v: &Value) -> anyhow::Result<Request> {
 }
 
 /// A governance change as shown before signing: every field, with the
-/// attestation certificates of an enrolment shortened to their size and
-/// SHA-256 (they were checked by the appliance against the attestation
-/// roots; the keys they attest are shown in full).
+/// attestation certificates of an enrolment (checked by the appliance
+/// against the attestation roots; the keys they attest are shown in full)
+/// and a certificate's CSR shortened to their size and SHA-256.
 pub fn describe_change(text: &str) -> String {
     let Ok(change) = governance::parse(text) else {
         return "change    (not a valid change: do not approve)\n".into();
     };
     let mut v = serde_json::to_value(&change).unwrap_or(Value::Null);
-    if let Some(a) = v.pointer_mut("/custodian/attestation") {
-        let raw = a.as_str().unwrap_or_default().to_owned();
-        *a = json!(format!(
-            "({} bytes, SHA-256 {})",
-            raw.len(),
-            governance::sha256_hex(raw.as_bytes())
-        ));
+    // Long fields are shown by size and SHA-256: compare a CSR's with
+    // `sha256sum` of the file its owner made.
+    for field in ["/custodian/attestation", "/csr_pem"] {
+        if let Some(a) = v.pointer_mut(field) {
+            let raw = a.as_str().unwrap_or_default().to_owned();
+            *a = json!(format!(
+                "({} bytes, SHA-256 {})",
+                raw.len(),
+                governance::sha256_hex(raw.as_bytes())
+            ));
+        }
     }
     let pretty = serde_json::to_string_pretty(&v).unwrap_or_default();
     let mut s = format!(

@@ -313,6 +313,9 @@ pub async fn list(State(st): State<Arc<AppState>>, _auth: Auth) -> ApiResult<Jso
 #[serde(deny_unknown_fields)]
 pub struct PolicyRequest {
     approvals: Value,
+    /// Why (recorded with the governance request of a relaxation).
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// `PUT /v1/policies/{path}` (admin): the approvals a secret's checkouts
@@ -324,7 +327,7 @@ pub async fn set_policy(
     auth: Auth,
     Path(path): Path<String>,
     JsonBody(req): JsonBody<PolicyRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let prefix = path.ends_with('/');
     vault_core::policy::validate_path(path.strip_suffix('/').unwrap_or(&path))
         .map_err(|e| ApiError::new(Code::InvalidPath, e.to_string()))?;
@@ -332,6 +335,33 @@ pub async fn set_policy(
     let s = st.clone();
     let custodians = blocking(move || s.store.custodians()).await??;
     check_reachable(&rules, &custodians)?;
+    let reason = match &req.reason {
+        Some(r) => super::secrets::check_reason(r)?,
+        None => format!("approvals of {path}"),
+    };
+    // Once the governance is established, a change that asks for less than
+    // the stored approvals is a governance change; one that asks at least
+    // as much stays immediate.
+    let (s, p2, r2, auth2) = (st.clone(), path.clone(), rules.clone(), auth.clone());
+    let proposed = blocking(move || -> ApiResult<Option<Response>> {
+        let Some(rule) = super::governance::current_rule(&s)? else {
+            return Ok(None);
+        };
+        let previous = stored_approvals(&s, &p2)?;
+        if policy::narrows(&previous, &r2) {
+            return Ok(None);
+        }
+        let change = vault_core::custodian::governance::Change::SetApprovals {
+            path: p2,
+            previous: vault_core::custodian::governance::rules(&previous),
+            approvals: vault_core::custodian::governance::rules(&r2),
+        };
+        super::governance::propose(&s, &auth2, &change, rule, &reason).map(Some)
+    })
+    .await??;
+    if let Some(r) = proposed {
+        return Ok(r);
+    }
     let approvals = rules_json(&rules);
     let audit = auth
         .audit(&st, "policy.set", &path)
@@ -357,7 +387,30 @@ pub async fn set_policy(
     Ok(Json(json!({
         "path": path,
         "approvals": rules.iter().map(|r| json!({"group": r.group, "k": r.k})).collect::<Vec<_>>(),
-    })))
+    }))
+    .into_response())
+}
+
+/// The approvals stored for a secret (not found if there is none) or a
+/// prefix (none if it has no policy).
+fn stored_approvals(st: &AppState, path: &str) -> ApiResult<Vec<GroupRule>> {
+    if path.ends_with('/') {
+        match st
+            .store
+            .prefix_policies()?
+            .into_iter()
+            .find(|p| p.prefix == path)
+        {
+            Some(p) => stored_rules(&p.approvals),
+            None => Ok(Vec::new()),
+        }
+    } else {
+        let info = st
+            .store
+            .secret(path)?
+            .ok_or_else(|| ApiError::not_found(format!("no secret at {path}")))?;
+        stored_rules(&info.policy.approvals)
+    }
 }
 
 /// `GET /v1/policies` (admin, auditor, custodian): the prefix policies.

@@ -144,6 +144,7 @@ codes! {
     GovernanceEstablished = "governance_established", CONFLICT;
     GovernanceChanged = "governance_changed", CONFLICT;
     CustodiansChanged = "custodians_changed", CONFLICT;
+    PolicyChanged = "policy_changed", CONFLICT;
     InvalidChange = "invalid_change", BAD_REQUEST;
     // Unavailable services, failures.
     Sealed = "sealed", SERVICE_UNAVAILABLE;

@@ -5,14 +5,16 @@
 //! enrolled set, which every one of those custodians signs with their
 //! YubiKey. From then on a change that could widen access is not applied
 //! by the admin who asks for it: enrolling a custodian, configuring the
-//! recovery bundle and changing the rule itself each open a `governance`
+//! recovery bundle, changing the rule itself, issuing a `pam` or `admin`
+//! certificate and relaxing approvals each open a `governance`
 //! request whose canonical change text ([`vault_core::custodian::governance`])
 //! custodians sign, and that the proposer applies
 //! (`POST /v1/requests/{id}/apply`) once the rule is met. The apply checks
 //! every vote's signature again, and the store applies the change in the
 //! transaction that checks the request is approved, unexpired, unapplied,
-//! made by that certificate, and that neither the rule nor the custodian
-//! set changed since ([`WriteOp::ApplyGovernance`]).
+//! made by that certificate, and that neither the rule, the custodian set
+//! nor (for a relaxation) the approvals changed since
+//! ([`WriteOp::ApplyGovernance`]).
 
 use std::sync::Arc;
 
@@ -334,7 +336,7 @@ fn apply_now(st: &Arc<AppState>, auth: &Auth, id: &str) -> ApiResult<Json<Value>
         }
         Err(e) => return refuse(e),
     }
-    let (op, genesis, result) = match change_op(st, auth, &change, &custodians) {
+    let w = match change_op(st, auth, &change, &custodians) {
         Ok(x) => x,
         Err(e) => return refuse(e),
     };
@@ -349,14 +351,18 @@ fn apply_now(st: &Arc<AppState>, auth: &Auth, id: &str) -> ApiResult<Json<Value>
             requester: auth.principal.name.clone(),
             fingerprint: auth.principal.fingerprint.clone(),
             now: st.now(),
-            genesis,
+            genesis: w.genesis,
             custodians: custodian_set(&custodians),
-            op: Box::new(op),
+            expect_approvals: w.expect_approvals,
+            op: Box::new(w.op),
         },
         audit,
     );
     auth.after_write(&r);
     r?;
+    if w.principal {
+        st.reload_principals()?;
+    }
     tracing::info!(request_id = %id, change = change.name(), subject = %target, by = %auth.principal.name, "governance change applied");
     let mut out = json!({
         "request_id": id,
@@ -364,21 +370,53 @@ fn apply_now(st: &Arc<AppState>, auth: &Auth, id: &str) -> ApiResult<Json<Value>
         "change": change.name(),
         "subject": target,
     });
-    if let Some(v) = result {
+    if let Some(v) = w.result {
         out["result"] = v;
     }
     Ok(Json(out))
 }
 
+/// What applying a change writes.
+struct ChangeWrite {
+    /// The change's own write.
+    op: WriteOp,
+    /// A genesis (no rule may exist yet).
+    genesis: bool,
+    /// The approvals a relaxation was proposed against, checked by the store.
+    expect_approvals: Option<(String, String)>,
+    /// What the response shows of it (the bundle, the certificate…).
+    result: Option<Value>,
+    /// A principal is added: the principal cache is reloaded after.
+    principal: bool,
+}
+
+impl ChangeWrite {
+    fn new(op: WriteOp) -> ChangeWrite {
+        ChangeWrite {
+            op,
+            genesis: false,
+            expect_approvals: None,
+            result: None,
+            principal: false,
+        }
+    }
+
+    fn showing(self, v: Value) -> ChangeWrite {
+        ChangeWrite {
+            result: Some(v),
+            ..self
+        }
+    }
+}
+
 /// The write a change makes, checked against the custodians as they are
-/// now (the store refuses it if they change before it commits), whether it
-/// is the genesis, and what the response shows of it.
+/// now (the store refuses it if they change before it commits).
 fn change_op(
     st: &AppState,
     auth: &Auth,
     change: &Change,
     custodians: &[CustodianRow],
-) -> ApiResult<(WriteOp, bool, Option<Value>)> {
+) -> ApiResult<ChangeWrite> {
     let changed = || {
         ApiError::new(
             Code::CustodiansChanged,
@@ -400,7 +438,10 @@ fn change_op(
             if *m != members(custodians) {
                 return Err(changed());
             }
-            Ok((rule_meta(rule)?, true, None))
+            Ok(ChangeWrite {
+                genesis: true,
+                ..ChangeWrite::new(rule_meta(rule)?)
+            })
         }
         Change::SetRule { previous, rule } => {
             let current = require_established(st)?;
@@ -410,7 +451,7 @@ fn change_op(
                     "the governance rule changed since this change was proposed",
                 ));
             }
-            Ok((rule_meta(rule)?, false, None))
+            Ok(ChangeWrite::new(rule_meta(rule)?))
         }
         Change::Recovery {
             group,
@@ -448,19 +489,58 @@ fn change_op(
                 .map_err(|e| ApiError::new(Code::InvalidCustody, e.to_string()))?
             };
             let v = bundle.to_json();
-            Ok((
-                WriteOp::SetMeta {
-                    key: "recovery_bundle".into(),
-                    value: v.to_string().into_bytes(),
-                },
-                false,
-                Some(v),
-            ))
+            Ok(ChangeWrite::new(WriteOp::SetMeta {
+                key: "recovery_bundle".into(),
+                value: v.to_string().into_bytes(),
+            })
+            .showing(v))
         }
         Change::EnrollCustodian { custodian } => {
             let row = enrollee_row(custodian, &auth.principal.name, st.now())?;
             let v = json!({"name": row.name, "groups": row.groups, "serial": row.serial});
-            Ok((WriteOp::EnrollCustodian(row), false, Some(v)))
+            Ok(ChangeWrite::new(WriteOp::EnrollCustodian(row)).showing(v))
+        }
+        Change::SetApprovals {
+            path,
+            previous,
+            approvals,
+        } => {
+            let previous = governance::rules_of(previous).map_err(|_| ApiError::integrity())?;
+            let rules = governance::rules_of(approvals).map_err(|_| ApiError::integrity())?;
+            let stored = rules_json(&rules);
+            let op = if path.ends_with('/') {
+                WriteOp::SetPrefixApprovals {
+                    prefix: path.clone(),
+                    approvals: stored.clone(),
+                    by: auth.principal.name.clone(),
+                    now: st.now(),
+                }
+            } else {
+                WriteOp::SetApprovals {
+                    path: path.clone(),
+                    approvals: stored.clone(),
+                }
+            };
+            Ok(ChangeWrite {
+                expect_approvals: Some((path.clone(), rules_json(&previous))),
+                ..ChangeWrite::new(op)
+                    .showing(json!({"path": path, "approvals": rule_json(&rules)}))
+            })
+        }
+        Change::IssueCertificate {
+            name,
+            role,
+            validity_days,
+            csr_pem,
+        } => {
+            let role = vault_core::policy::Role::parse(role).ok_or_else(ApiError::integrity)?;
+            let issued = super::sys::sign_client_cert_now(st, csr_pem, name, role, *validity_days)?;
+            let row = super::sys::principal_row(st, &issued, name, role);
+            Ok(ChangeWrite {
+                principal: true,
+                ..ChangeWrite::new(WriteOp::AddPrincipal(row))
+                    .showing(super::sys::issued_json(st, &issued, name, role))
+            })
         }
     }
 }

@@ -98,6 +98,10 @@ pub struct IssueRequest {
     csr_pem: String,
     #[serde(default)]
     validity_days: Option<u32>,
+    /// Why (recorded with the governance request of a pam, admin or
+    /// custodian certificate once the governance is established).
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
@@ -111,11 +115,14 @@ fn check_name(name: &str) -> ApiResult<()> {
     }
 }
 
+/// `POST /v1/sys/certs` (admin). A `pam` or `admin` certificate is a governance change once the custodians' governance is
+/// established (202); the others, and every role before genesis, are
+/// issued at once.
 pub async fn issue_cert(
     State(st): State<Arc<AppState>>,
     auth: Auth,
     JsonBody(req): JsonBody<IssueRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     check_name(&req.name)?;
     let role = Role::parse(&req.role).ok_or_else(|| {
         ApiError::new(
@@ -131,16 +138,30 @@ pub async fn issue_cert(
             format!("validity_days must be 1..={max}"),
         ));
     }
+    if vault_core::custodian::governance::role_needs_quorum(role) {
+        let s = st.clone();
+        if let Some(rule) = blocking(move || super::governance::current_rule(&s)).await?? {
+            ca::check_csr(&req.csr_pem).map_err(|e| match e {
+                ca::CaError::BadCsr(m) => ApiError::new(Code::InvalidCsr, m),
+                _ => ApiError::new(Code::InvalidCsr, "the CSR does not parse"),
+            })?;
+            let reason = match &req.reason {
+                Some(r) => super::secrets::check_reason(r)?,
+                None => format!("{} certificate for {}", role.as_str(), req.name),
+            };
+            let change = vault_core::custodian::governance::Change::IssueCertificate {
+                name: req.name.clone(),
+                role: role.as_str().into(),
+                validity_days: days,
+                csr_pem: req.csr_pem.clone(),
+            };
+            let s = st.clone();
+            return blocking(move || super::governance::propose(&s, &auth, &change, rule, &reason))
+                .await?;
+        }
+    }
     let issued = sign_client_cert(&st, req.csr_pem, &req.name, role, days).await?;
-    let row = PrincipalRow {
-        fingerprint: issued.fingerprint.clone(),
-        name: req.name.clone(),
-        role,
-        serial: issued.serial.clone(),
-        not_after: issued.not_after,
-        issued_at: st.now(),
-        revoked: false,
-    };
+    let row = principal_row(&st, &issued, &req.name, role);
     let s = st.clone();
     let (fp, serial) = (issued.fingerprint.clone(), issued.serial.clone());
     let audit = auth
@@ -157,15 +178,38 @@ pub async fn issue_cert(
     r?;
     st.reload_principals()?;
     tracing::info!(issuer = %auth.principal.name, name = %req.name, %role, fingerprint = %issued.fingerprint, "client certificate issued");
-    Ok(Json(json!({
-        "name": req.name,
+    Ok(Json(issued_json(&st, &issued, &req.name, role)).into_response())
+}
+
+/// The principal row of a certificate just signed.
+pub(crate) fn principal_row(
+    st: &AppState,
+    issued: &ca::Issued,
+    name: &str,
+    role: Role,
+) -> PrincipalRow {
+    PrincipalRow {
+        fingerprint: issued.fingerprint.clone(),
+        name: name.to_owned(),
+        role,
+        serial: issued.serial.clone(),
+        not_after: issued.not_after,
+        issued_at: st.now(),
+        revoked: false,
+    }
+}
+
+/// What the issuer is given: the certificate and the CA.
+pub(crate) fn issued_json(st: &AppState, issued: &ca::Issued, name: &str, role: Role) -> Value {
+    json!({
+        "name": name,
         "role": role,
         "certificate_pem": issued.cert_pem,
         "ca_pem": st.ca_pem,
         "fingerprint": issued.fingerprint,
         "serial": issued.serial,
         "not_after": rfc3339(issued.not_after),
-    })))
+    })
 }
 
 /// Signs a client certificate for `name` and `role` from a CSR with the CA
@@ -177,36 +221,47 @@ async fn sign_client_cert(
     role: Role,
     days: u32,
 ) -> ApiResult<ca::Issued> {
+    let s = st.clone();
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || sign_client_cert_now(&s, &csr_pem, &name, role, days))
+        .await
+        .map_err(|_| ApiError::internal("issuance task failed"))?
+}
+
+/// [`sign_client_cert`] on the calling (blocking) thread.
+pub(crate) fn sign_client_cert_now(
+    st: &AppState,
+    csr_pem: &str,
+    name: &str,
+    role: Role,
+    days: u32,
+) -> ApiResult<ca::Issued> {
     let key = st.ca().ok_or_else(|| {
         ApiError::new(
             Code::CaUnavailable,
             "the CA key in the token is not available",
         )
     })?;
-    let s = st.clone();
-    let name = name.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let now = OffsetDateTime::from_unix_timestamp(s.now())
-            .unwrap_or_else(|_| OffsetDateTime::now_utc());
-        let issuer = ca::issuer(&s.ca_pem, &key)?;
-        ca::issue_client_csr(
-            &issuer,
-            &csr_pem,
-            &name,
-            role,
-            now - Duration::minutes(5),
-            now + Duration::days(i64::from(days)),
-        )
-    })
-    .await
-    .map_err(|_| ApiError::internal("issuance task failed"))?
-    .map_err(|e| match e {
-        ca::CaError::BadCsr(m) => ApiError::new(Code::InvalidCsr, m),
-        other => {
-            tracing::error!(error = %other, "certificate issuance failed");
-            ApiError::new(Code::CaUnavailable, "certificate issuance failed")
-        }
-    })
+    let now =
+        OffsetDateTime::from_unix_timestamp(st.now()).unwrap_or_else(|_| OffsetDateTime::now_utc());
+    ca::issuer(&st.ca_pem, &key)
+        .and_then(|issuer| {
+            ca::issue_client_csr(
+                &issuer,
+                csr_pem,
+                name,
+                role,
+                now - Duration::minutes(5),
+                now + Duration::days(i64::from(days)),
+            )
+        })
+        .map_err(|e| match e {
+            ca::CaError::BadCsr(m) => ApiError::new(Code::InvalidCsr, m),
+            other => {
+                tracing::error!(error = %other, "certificate issuance failed");
+                ApiError::new(Code::CaUnavailable, "certificate issuance failed")
+            }
+        })
 }
 
 pub async fn list_principals(

@@ -596,3 +596,51 @@ fn certificates_that_disclose_and_relaxed_policies_need_the_quorum() {
         );
     }
 }
+
+/// Genesis starts with an admin whose key never existed on the box:
+/// `vaultd init --admin-csr` signs the operator's CSR and writes only the
+/// certificate and the CA (THREAT-MODEL item 21).
+#[test]
+fn the_first_admin_key_is_made_off_the_box() {
+    let mut a = Appliance::create(vault_e2e::Options::default());
+    let operator = tempfile::tempdir().unwrap();
+    let (key, csr) = key_and_csr("admin");
+    let csr_file = operator.path().join("admin.csr");
+    std::fs::write(&csr_file, &csr).unwrap();
+    let bad = operator.path().join("bad.csr");
+    std::fs::write(&bad, "not a CSR").unwrap();
+    let init = |csr: &std::path::Path| {
+        a.command(vault_e2e::vaultd_bin())
+            .arg("--config")
+            .arg(&a.config)
+            .args(["init", "--json", "--out"])
+            .arg(&a.certs)
+            .arg("--admin-csr")
+            .arg(csr)
+            .output()
+            .unwrap()
+    };
+    let o = init(&bad);
+    assert!(!o.status.success(), "a bad CSR is refused");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("certificate request"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Nothing was initialised by the refused attempt: this one succeeds.
+    let o = init(&csr_file);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["admin_key"], Value::Null, "{report}");
+    assert!(a.certs.join("admin.pem").exists() && a.certs.join("ca.pem").exists());
+    assert!(
+        !a.certs.join("admin-key.pem").exists(),
+        "no admin key on the box"
+    );
+    // The operator's own key (from their machine) and the certificate.
+    std::fs::write(a.certs.join("admin-key.pem"), key.serialize_pem()).unwrap();
+    a.spawn();
+    a.wait_ready();
+    let r = req(&a.admin(), Method::GET, "/v1/sys/principals", None);
+    assert_eq!(r.status, 200);
+}

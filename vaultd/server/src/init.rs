@@ -69,6 +69,9 @@ pub enum FirstAdmin<'a> {
     /// The remote ceremony: the operator's CSR (the key never leaves the
     /// operator's machine); nothing is written besides the vault itself.
     Csr(&'a str),
+    /// `vaultd init --admin-csr`: the operator's CSR; the certificate and
+    /// the CA are written to the directory, and no key exists here.
+    CsrTo(&'a Path, &'a str),
 }
 
 /// Writes `data` to `path` atomically with `mode` permissions.
@@ -116,7 +119,7 @@ pub fn initialize_with(
         return Err(InitError::BadName(admin_name.to_owned()));
     }
     mkdir(&config.data_dir)?;
-    if let FirstAdmin::Generate(out_dir) = admin {
+    if let FirstAdmin::Generate(out_dir) | FirstAdmin::CsrTo(out_dir, _) = admin {
         mkdir(out_dir)?;
     }
     let store = Store::open(&config.db_path(), StoreOptions::default())?;
@@ -342,7 +345,7 @@ fn make_pki(
             ca::issue_client_keypair(&issuer, admin_name, Role::Admin, not_before, not_after)
                 .map(|(i, k)| (i, Some(k)))
         }
-        FirstAdmin::Csr(csr) => {
+        FirstAdmin::Csr(csr) | FirstAdmin::CsrTo(_, csr) => {
             ca::issue_client_csr(&issuer, csr, admin_name, Role::Admin, not_before, not_after)
                 .map(|i| (i, None))
         }
@@ -364,7 +367,7 @@ fn make_pki(
         0o600,
     )?;
     let out_dir = match first_admin {
-        FirstAdmin::Generate(d) => d.to_owned(),
+        FirstAdmin::Generate(d) | FirstAdmin::CsrTo(d, _) => d.to_owned(),
         FirstAdmin::Csr(_) => PathBuf::new(),
     };
     let report = InitReport {
@@ -381,6 +384,9 @@ fn make_pki(
         write_file(&report.ca_cert, ca_pem.as_bytes(), 0o644)?;
         write_file(&report.admin_cert, admin.cert_pem.as_bytes(), 0o644)?;
         write_file(&report.admin_key, admin_key.expose_pem().as_bytes(), 0o600)?;
+    } else if let FirstAdmin::CsrTo(..) = first_admin {
+        write_file(&report.ca_cert, ca_pem.as_bytes(), 0o644)?;
+        write_file(&report.admin_cert, admin.cert_pem.as_bytes(), 0o644)?;
     }
     let admin = PrincipalRow {
         fingerprint: admin.fingerprint,

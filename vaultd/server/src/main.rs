@@ -40,6 +40,11 @@ enum Cmd {
         out: PathBuf,
         #[arg(long, default_value = "admin")]
         admin_name: String,
+        /// The first admin's CSR (PEM), made off the box (`vaultctl`'s
+        /// `key_and_csr`, `openssl req -new`): only the certificate and the
+        /// CA are written to --out, and the admin's key never exists here.
+        #[arg(long)]
+        admin_csr: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -102,6 +107,27 @@ enum RecoverCmd {
 }
 
 /// The result of a ceremony (init, recovery): JSON, or lines for a person.
+/// `vaultd init`, with the first admin's key made here or (`--admin-csr`)
+/// off the box.
+fn init_with(
+    config: &Config,
+    out: &std::path::Path,
+    admin_name: &str,
+    admin_csr: Option<&std::path::Path>,
+) -> Result<vaultd::init::InitReport, vaultd::init::InitError> {
+    use vaultd::init::{initialize_with, FirstAdmin, InitError};
+    match admin_csr {
+        None => initialize_with(config, FirstAdmin::Generate(out), admin_name),
+        Some(p) => {
+            let csr = std::fs::read_to_string(p).map_err(|e| InitError::Io(p.to_owned(), e))?;
+            let mut r = initialize_with(config, FirstAdmin::CsrTo(out, &csr), admin_name)?;
+            // No key was made here.
+            r.admin_key = std::path::PathBuf::new();
+            Ok(r)
+        }
+    }
+}
+
 fn print_ceremony(json: bool, r: &vaultd::init::InitReport, what: &str, footer: &str) {
     if json {
         println!(
@@ -111,7 +137,7 @@ fn print_ceremony(json: bool, r: &vaultd::init::InitReport, what: &str, footer: 
                 "seal_mode": r.seal_mode,
                 "ca_cert": r.ca_cert,
                 "admin_cert": r.admin_cert,
-                "admin_key": r.admin_key,
+                "admin_key": (!r.admin_key.as_os_str().is_empty()).then_some(&r.admin_key),
                 "admin_fingerprint": r.admin_fingerprint,
             })
         );
@@ -121,7 +147,11 @@ fn print_ceremony(json: bool, r: &vaultd::init::InitReport, what: &str, footer: 
         println!("  seal mode    : {}", r.seal_mode);
         println!("  CA           : {}", r.ca_cert.display());
         println!("  admin cert   : {}", r.admin_cert.display());
-        println!("  admin key    : {}", r.admin_key.display());
+        if r.admin_key.as_os_str().is_empty() {
+            println!("  admin key    : (made off the box, with the CSR)");
+        } else {
+            println!("  admin key    : {}", r.admin_key.display());
+        }
         println!("  admin sha256 : {}", r.admin_fingerprint);
         print!("{footer}");
     }
@@ -318,8 +348,9 @@ fn main() -> ExitCode {
         Cmd::Init {
             out,
             admin_name,
+            admin_csr,
             json,
-        } => match vaultd::init::initialize(&config, &out, &admin_name) {
+        } => match init_with(&config, &out, &admin_name, admin_csr.as_deref()) {
             Ok(r) => {
                 print_ceremony(json, &r, "vault initialised", "");
                 ExitCode::SUCCESS

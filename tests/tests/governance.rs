@@ -644,3 +644,171 @@ fn the_first_admin_key_is_made_off_the_box() {
     let r = req(&a.admin(), Method::GET, "/v1/sys/principals", None);
     assert_eq!(r.status, 200);
 }
+
+/// Removing a custodian or changing its groups is a governance change after
+/// genesis, and is refused when it would leave something that needs
+/// custodians unable ever to be approved. A removed custodian no longer
+/// votes, and its keys never come back under another name.
+#[test]
+fn removing_and_regrouping_custodians() {
+    let root = TestRoot::new("Test PIV Root");
+    let a = Appliance::start(root.options());
+    let admin = a.admin();
+    let writer = a.issue("writer", "w1");
+    let mut alice = root.token(7001);
+    let mut bob = root.token(7002);
+    let mut carol = root.token(7003);
+    let mut dave = root.token(7004);
+    for (n, g, t) in [
+        ("alice", "security", &mut alice),
+        ("bob", "security", &mut bob),
+        ("carol", "security", &mut carol),
+        ("dave", "dba", &mut dave),
+    ] {
+        let r = req(
+            &admin,
+            Method::POST,
+            "/v1/custodians",
+            Some(enroll_body(n, &[g], t)),
+        );
+        assert_eq!(r.status, 200);
+        a.issue("custodian", n);
+    }
+    assert_eq!(put(&writer, "prod/db", "v", false).status, 200);
+    let r = req(
+        &admin,
+        Method::PUT,
+        "/v1/policies/prod/db",
+        Some(json!({"approvals": [{"group": "dba", "k": 1}]})),
+    );
+    assert_eq!(r.status, 200);
+    // Before genesis: immediate, but never to a set that cannot approve.
+    let r = req(&admin, Method::DELETE, "/v1/custodians/dave", None);
+    assert_eq!(code(&r).0, 409, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(code(&r).1, "quorum_unreachable");
+    assert!(String::from_utf8_lossy(&r.body).contains("prod/db"));
+    let r = req(
+        &admin,
+        Method::PUT,
+        "/v1/custodians/carol/groups",
+        Some(json!({"groups": ["security", "ops"]})),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = req(&admin, Method::DELETE, "/v1/custodians/nobody", None);
+    assert_eq!(r.status, 404);
+    genesis(
+        &a,
+        json!([{"group": "security", "k": 2}]),
+        &mut [
+            ("alice", &mut alice),
+            ("bob", &mut bob),
+            ("carol", &mut carol),
+            ("dave", &mut dave),
+        ],
+    );
+
+    // ---- after genesis: proposals.
+    let (_, csr) = key_and_csr("pam01");
+    let pending = propose(
+        &a,
+        Method::POST,
+        "/v1/sys/certs",
+        json!({"name": "pam01", "role": "pam", "csr_pem": csr}),
+    );
+    let r = vote(
+        &a.client("carol"),
+        &mut carol,
+        "carol",
+        &pending,
+        Decision::Approve,
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let r = req(
+        &admin,
+        Method::DELETE,
+        "/v1/custodians/carol?reason=left%20the%20company",
+        None,
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let remove = json_of(&r)["request_id"].as_str().unwrap().to_owned();
+    assert!(custodian_names(&a).contains(&"carol".to_string()));
+    let r = approve_and_apply(&a, &remove, &mut [("alice", &mut alice), ("bob", &mut bob)]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!custodian_names(&a).contains(&"carol".to_string()));
+    // Carol's certificate still opens a connection, but her key no longer
+    // votes, and her earlier approval no longer counts.
+    let r = vote(
+        &a.client("carol"),
+        &mut carol,
+        "carol",
+        &pending,
+        Decision::Approve,
+        None,
+    );
+    assert_eq!(code(&r), (403, "not_a_custodian".into()));
+    let shown = json_of(&req(
+        &admin,
+        Method::GET,
+        &format!("/v1/requests/{pending}"),
+        None,
+    ));
+    assert_eq!(
+        shown["needs"],
+        json!([{"group": "security", "remaining": 2}]),
+        "{shown}"
+    );
+    // With alice and bob left, removing either would leave security:2
+    // unreachable.
+    let r = req(&admin, Method::DELETE, "/v1/custodians/bob", None);
+    assert_eq!(code(&r), (409, "quorum_unreachable".into()));
+    // Dave joins security too: a governance change.
+    let r = req(
+        &admin,
+        Method::PUT,
+        "/v1/custodians/dave/groups",
+        Some(json!({"groups": ["dba", "security"], "reason": "cover"})),
+    );
+    assert_eq!(r.status, 202);
+    let regroup = json_of(&r)["request_id"].as_str().unwrap().to_owned();
+    let change: Value = serde_json::from_str(json_of(&r)["change"].as_str().unwrap()).unwrap();
+    assert_eq!(change["previous"], json!(["dba"]));
+    let r = approve_and_apply(
+        &a,
+        &regroup,
+        &mut [("alice", &mut alice), ("bob", &mut bob)],
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let st = json_of(&req(&admin, Method::GET, "/v1/governance", None));
+    let dave_groups = st["custodians"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "dave")
+        .unwrap()["groups"]
+        .clone();
+    assert_eq!(dave_groups, json!(["dba", "security"]));
+    // Carol's YubiKey cannot come back under another name.
+    let enrol = propose(
+        &a,
+        Method::POST,
+        "/v1/custodians",
+        enroll_body("carol2", &["security"], &mut carol),
+    );
+    let r = approve_and_apply(&a, &enrol, &mut [("alice", &mut alice), ("bob", &mut bob)]);
+    assert_eq!(code(&r), (409, "key_already_enrolled".into()));
+    let entries = a.audit_entries();
+    for change in ["remove_custodian", "set_custodian_groups"] {
+        assert!(
+            entries.iter().any(|e| e.action == "governance.apply"
+                && e.details.get("change").map(String::as_str) == Some(change)),
+            "no governance.apply of {change}"
+        );
+    }
+    assert!(entries
+        .iter()
+        .any(|e| e.action == "custodian.remove" && e.error == "quorum_unreachable"));
+    assert!(entries
+        .iter()
+        .any(|e| e.action == "custodian.groups" && e.error.is_empty()));
+}

@@ -64,6 +64,8 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Who> {
             Roles(&["admin", "auditor", "custodian"]),
         ),
         (("POST", "/v1/custodians"), Roles(&["admin"])),
+        (("DELETE", "/v1/custodians/{name}"), Roles(&["admin"])),
+        (("PUT", "/v1/custodians/{name}/groups"), Roles(&["admin"])),
         (("PUT", "/v1/policies/{*path}"), Roles(&["admin"])),
         (
             ("GET", "/v1/policies"),
@@ -109,6 +111,7 @@ fn url(r: &Route) -> String {
         .replace("{*path}", "routes/x")
         .replace("{id}", "00000000-0000-4000-8000-000000000000")
         .replace("{fingerprint}", &"0".repeat(64))
+        .replace("{name}", "nobody")
 }
 
 fn key_and_csr(name: &str) -> (rcgen::KeyPair, String) {

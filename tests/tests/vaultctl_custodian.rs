@@ -395,6 +395,33 @@ fn three_yubikeys_through_vaultctl() {
     assert!(o.contains("applied governance/rule (genesis)"), "{o}");
     let st = ok(&ctl(&a, "aud", &["governance", "status"], None));
     assert!(st.contains("governance established"), "{st}");
+    // A custodian's groups: a governance change, through vaultctl.
+    let g = json(&ok(&ctl(
+        &a,
+        "admin",
+        &[
+            "--json",
+            "custodian",
+            "groups",
+            "carol",
+            "--group",
+            "security",
+            "--group",
+            "ops",
+        ],
+        None,
+    )));
+    let gid = g["request_id"].as_str().unwrap().to_owned();
+    for who in [0, 1] {
+        ok(&approve(&a, who, &gid, &[]));
+    }
+    let o = ok(&ctl(&a, "admin", &["governance", "apply", &gid], None));
+    assert!(
+        o.contains("applied custodians/carol (set_custodian_groups)"),
+        "{o}"
+    );
+    let list = ok(&ctl(&a, "aud", &["custodian", "list"], None));
+    assert!(list.contains("[\"ops\",\"security\"]"), "{list}");
 
     // ---- recovery onto a new swtpm and SoftHSM token, with two cards
     let r = json(&ok(&ctl(
@@ -487,10 +514,30 @@ fn three_yubikeys_through_vaultctl() {
     assert!(o.contains("recovered"), "{o}");
     new.spawn();
     new.wait_ready();
-    ok(&ctl(
+    // The governance survived the recovery: the custodians get new
+    // certificates (immediate), and a PAM server's needs their cards.
+    for n in &names[..2] {
+        ok(&ctl(
+            &new,
+            "admin",
+            &[
+                "cert",
+                "issue",
+                "--role",
+                "custodian",
+                "--name",
+                n,
+                "--out-dir",
+                &new_certs,
+            ],
+            None,
+        ));
+    }
+    let p = json(&ok(&ctl(
         &new,
         "admin",
         &[
+            "--json",
             "cert",
             "issue",
             "--role",
@@ -501,7 +548,27 @@ fn three_yubikeys_through_vaultctl() {
             &new_certs,
         ],
         None,
+    )));
+    let pid = p["request_id"].as_str().unwrap().to_owned();
+    assert!(
+        !new.certs.join("p2.pem").exists(),
+        "no certificate before the quorum"
+    );
+    let shown = ok(&ctl(&new, "alice", &["governance", "show", &pid], None));
+    assert!(
+        shown.contains("\"csr_pem\": \"("),
+        "the CSR by its hash: {shown}"
+    );
+    for who in [0, 1] {
+        ok(&approve(&new, who, &pid, &[]));
+    }
+    let o = ok(&ctl(
+        &new,
+        "admin",
+        &["governance", "apply", &pid, "--out-dir", &new_certs],
+        None,
     ));
+    assert!(o.contains("issued pam certificate for p2"), "{o}");
     assert_eq!(
         ok(&ctl(
             &new,

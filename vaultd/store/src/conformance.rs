@@ -687,6 +687,52 @@ fn custodians_and_requests(b: &dyn Backend, kr: &Keyring) {
     let cs = b.custodians().unwrap();
     assert_eq!(cs.len(), 2);
     assert_eq!(cs[0].groups, ["security"]);
+    // A removed custodian is gone from the set, and neither its name nor
+    // its keys come back.
+    b.write(WriteOp::EnrollCustodian(custodian("zoe", 9)))
+        .unwrap();
+    b.write(WriteOp::SetCustodianGroups {
+        name: "zoe".into(),
+        groups: vec!["dba".into(), "ops".into()],
+    })
+    .unwrap();
+    assert_eq!(
+        b.custodians()
+            .unwrap()
+            .iter()
+            .find(|c| c.name == "zoe")
+            .unwrap()
+            .groups,
+        ["dba", "ops"]
+    );
+    b.write(WriteOp::RemoveCustodian {
+        name: "zoe".into(),
+        by: "admin".into(),
+        now: 3,
+    })
+    .unwrap();
+    assert_eq!(b.custodians().unwrap().len(), 2);
+    let again = |name: &str, key: u8| {
+        b.write(WriteOp::EnrollCustodian(custodian(name, key)))
+            .err()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(again("zoe", 10), "already_enrolled");
+    assert_eq!(again("zed", 9), "key_already_enrolled");
+    for op in [
+        WriteOp::RemoveCustodian {
+            name: "zoe".into(),
+            by: "admin".into(),
+            now: 4,
+        },
+        WriteOp::SetCustodianGroups {
+            name: "zoe".into(),
+            groups: vec!["x".into()],
+        },
+    ] {
+        assert_eq!(b.write(op).err().unwrap().code(), "not_found");
+    }
     put(b, kr, "c/gated", b"g").unwrap();
     let req = RequestRow {
         id: "00000000-0000-4000-8000-0000000000aa".into(),

@@ -358,6 +358,10 @@ pub trait Backend: Send + Sync {
     /// Every prefix policy, in prefix order.
     fn prefix_policies(&self) -> Result<Vec<PrefixPolicy>, StoreError>;
 
+    /// Every secret that needs custodians, by path: (path, its own
+    /// approvals, its custody for the sealed tier).
+    fn gated_secrets(&self) -> Result<Vec<(String, String, Option<String>)>, StoreError>;
+
     /// What an operator graphs, at `now`: open leases, pending requests, the
     /// newest checkpoint's time.
     fn gauges(&self, now: i64) -> Result<Gauges, StoreError>;
@@ -715,6 +719,17 @@ impl Backend for Store {
                 pending_requests: pending_requests as u64,
                 checkpoint_at,
             })
+        })
+    }
+
+    fn gated_secrets(&self) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT path, approvals, custody FROM secrets
+                 WHERE approvals != '[]' OR custody IS NOT NULL ORDER BY path",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 

@@ -161,6 +161,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE requests ADD COLUMN change TEXT;
     "#,
+    // 8: custodians are removed, not deleted: a removed custodian's name and
+    // keys are never enrolled again, and its votes stay readable.
+    r#"
+    ALTER TABLE custodians ADD COLUMN removed_at INTEGER;
+    ALTER TABLE custodians ADD COLUMN removed_by TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

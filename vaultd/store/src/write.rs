@@ -89,7 +89,22 @@ pub enum WriteOp {
         now: i64,
         sealed: SealedVersion,
     },
+    /// A new custodian: its name and keys must never have been enrolled
+    /// (also not by a removed custodian).
     EnrollCustodian(CustodianRow),
+    /// Removes an enrolled custodian (not found if none): it no longer
+    /// votes or counts; its row stays, so its name and keys are never
+    /// enrolled again.
+    RemoveCustodian {
+        name: String,
+        by: String,
+        now: i64,
+    },
+    /// The groups of an enrolled custodian (not found if none).
+    SetCustodianGroups {
+        name: String,
+        groups: Vec<String>,
+    },
     /// Custodian recovery on new hardware: new sealed root, CA and audit
     /// key (`meta`); every earlier principal is revoked (their certificates
     /// come from the lost CA) and `admin` is the first new one.
@@ -549,6 +564,29 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             },
             sealed.shares,
         ),
+        WriteOp::RemoveCustodian { name, by, now } => {
+            let n = c.execute(
+                "UPDATE custodians SET removed_at = ?2, removed_by = ?3
+                 WHERE name = ?1 AND removed_at IS NULL",
+                params![name, now, by],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::SetCustodianGroups { name, groups } => {
+            let groups =
+                serde_json::to_string(&groups).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let n = c.execute(
+                "UPDATE custodians SET groups = ?2 WHERE name = ?1 AND removed_at IS NULL",
+                params![name, groups],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(WriteOutcome::Done)
+        }
         WriteOp::EnrollCustodian(row) => {
             let exists: Option<i64> = c
                 .query_row(
@@ -775,6 +813,8 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             }
             match *op {
                 inner @ (WriteOp::EnrollCustodian(_)
+                | WriteOp::RemoveCustodian { .. }
+                | WriteOp::SetCustodianGroups { .. }
                 | WriteOp::SetMeta { .. }
                 | WriteOp::SetApprovals { .. }
                 | WriteOp::SetPrefixApprovals { .. }
@@ -783,7 +823,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 }
                 _ => {
                     return Err(StoreError::Forbidden(
-                        "a governance change enrols a custodian, sets governance metadata or approvals, or adds a principal",
+                        "a governance change enrols, removes or regroups a custodian, sets governance metadata or approvals, or adds a principal",
                     ))
                 }
             }
@@ -1487,11 +1527,12 @@ pub(crate) fn read_votes(c: &Connection, request_id: &str) -> Result<Vec<VoteRow
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Every enrolled custodian, by name.
+/// Every enrolled (not removed) custodian, by name.
 pub(crate) fn read_custodians(c: &Connection) -> Result<Vec<CustodianRow>, StoreError> {
     let mut st = c.prepare_cached(
         "SELECT name, groups, serial, firmware, pin_policy, touch_policy, sig_key, kex_key,
-                attestation, enrolled_at, enrolled_by FROM custodians ORDER BY name",
+                attestation, enrolled_at, enrolled_by FROM custodians
+         WHERE removed_at IS NULL ORDER BY name",
     )?;
     let rows = st.query_map([], |r| {
         Ok((

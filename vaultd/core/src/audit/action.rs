@@ -71,6 +71,8 @@ actions! {
     MetricsRead => "metrics.read",
     // Custodians, approvals, break-glass, recovery.
     CustodianEnroll => "custodian.enroll",
+    CustodianRemove => "custodian.remove",
+    CustodianGroups => "custodian.groups",
     CustodianList => "custodian.list",
     PolicySet => "policy.set",
     PolicyList => "policy.list",

@@ -2,7 +2,8 @@
 //! approves, in the one canonical form that is stored, shown and signed.
 //!
 //! A change that could widen access (who the custodians are, where the root
-//! key's recovery shares go, the governance rule itself, who holds a role
+//! key's recovery shares go, who is in which group, the governance rule
+//! itself, who holds a role
 //! that can disclose a secret or change who approves, approvals relaxed) is
 //! not applied by
 //! the admin who asks for it. It becomes a `governance` request whose
@@ -87,6 +88,14 @@ pub enum Change {
     },
     /// A new custodian.
     EnrollCustodian { custodian: Enrollee },
+    /// An enrolled custodian removed: it no longer votes or counts.
+    RemoveCustodian { custodian: Member },
+    /// An enrolled custodian's groups replaced.
+    SetCustodianGroups {
+        name: String,
+        previous: Vec<String>,
+        groups: Vec<String>,
+    },
     /// Approvals that ask for less than `previous` (a secret's own, or a
     /// prefix's when `path` ends with `/`; `[]` removes them).
     SetApprovals {
@@ -140,6 +149,8 @@ impl Change {
             Change::Genesis { .. } | Change::SetRule { .. } => "governance/rule".into(),
             Change::Recovery { group, .. } => format!("recovery/{group}"),
             Change::EnrollCustodian { custodian } => format!("custodians/{}", custodian.name),
+            Change::RemoveCustodian { custodian } => format!("custodians/{}", custodian.name),
+            Change::SetCustodianGroups { name, .. } => format!("custodians/{name}"),
             Change::SetApprovals { path, .. } => format!("policies/{path}"),
             Change::IssueCertificate { name, .. } => format!("principals/{name}"),
         }
@@ -152,6 +163,8 @@ impl Change {
             Change::SetRule { .. } => "set_rule",
             Change::Recovery { .. } => "recovery",
             Change::EnrollCustodian { .. } => "enroll_custodian",
+            Change::RemoveCustodian { .. } => "remove_custodian",
+            Change::SetCustodianGroups { .. } => "set_custodian_groups",
             Change::SetApprovals { .. } => "set_approvals",
             Change::IssueCertificate { .. } => "issue_certificate",
         }

@@ -31,6 +31,22 @@ pub enum CustodianCmd {
     Enroll(EnrollArgs),
     /// Enrolled custodians.
     List,
+    /// Remove a custodian (admin): it no longer votes or counts, and its
+    /// keys are never enrolled again. After genesis a governance change.
+    Remove {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Replace a custodian's groups (admin). After genesis a governance change.
+    Groups {
+        name: String,
+        /// Group (repeat for several).
+        #[arg(long = "group", required = true)]
+        groups: Vec<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -83,6 +99,51 @@ pub async fn enroll(c: &ConnArgs, j: bool, a: EnrollArgs) -> Outcome {
             v["firmware"].as_str().unwrap_or("?"),
             v["pin_policy"].as_str().unwrap_or("?"),
             v["touch_policy"].as_str().unwrap_or("?"),
+            v["groups"]
+        )
+    });
+    Ok(Ok(()))
+}
+
+/// `custodian remove NAME [--reason R]`
+pub async fn remove(c: &ConnArgs, j: bool, name: &str, reason: Option<&str>) -> Outcome {
+    let mut path = format!("/v1/custodians/{}", enc(name));
+    if let Some(r) = reason {
+        path.push_str(&format!("?reason={}", enc(r)));
+    }
+    let v = server!(call(c, Method::DELETE, &path, None).await?);
+    if v.get("request_id").is_some() {
+        out(j, &v, crate::cmd::governance::print_proposal);
+        return Ok(Ok(()));
+    }
+    out(j, &v, |v| {
+        println!("removed custodian {}", v["removed"].as_str().unwrap_or("?"))
+    });
+    Ok(Ok(()))
+}
+
+/// `custodian groups NAME --group G…`
+pub async fn groups(
+    c: &ConnArgs,
+    j: bool,
+    name: &str,
+    groups: &[String],
+    reason: Option<&str>,
+) -> Outcome {
+    let mut body = json!({ "groups": groups });
+    if let Some(r) = reason {
+        body["reason"] = json!(r);
+    }
+    let path = format!("/v1/custodians/{}/groups", enc(name));
+    let v = server!(call(c, Method::PUT, &path, Some(body)).await?);
+    if v.get("request_id").is_some() {
+        out(j, &v, crate::cmd::governance::print_proposal);
+        return Ok(Ok(()));
+    }
+    out(j, &v, |v| {
+        println!(
+            "{}: groups {}",
+            v["name"].as_str().unwrap_or("?"),
             v["groups"]
         )
     });

@@ -67,6 +67,14 @@ pub async fn run(cli: Cli) -> Outcome {
         Cmd::Audit(AuditCmd::PublicKey) => audit::public_key(c, j).await,
         Cmd::Custodian(CustodianCmd::Enroll(a)) => custodian::enroll(c, j, a).await,
         Cmd::Custodian(CustodianCmd::List) => custodian::list(c, j).await,
+        Cmd::Custodian(CustodianCmd::Remove { name, reason }) => {
+            custodian::remove(c, j, &name, reason.as_deref()).await
+        }
+        Cmd::Custodian(CustodianCmd::Groups {
+            name,
+            groups,
+            reason,
+        }) => custodian::groups(c, j, &name, &groups, reason.as_deref()).await,
         Cmd::Policy(a) => custodian::policy(c, j, a).await,
         Cmd::Governance(g) => governance::run(c, j, g).await,
         Cmd::Requests(RequestsCmd::List { status }) => requests::list(c, j, &status).await,

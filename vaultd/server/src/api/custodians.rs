@@ -141,7 +141,7 @@ fn touch_str(t: TouchPolicy) -> String {
     }
 }
 
-fn custodian_json(c: &CustodianRow) -> Value {
+pub(crate) fn custodian_json(c: &CustodianRow) -> Value {
     json!({
         "name": c.name,
         "groups": c.groups,
@@ -198,7 +198,7 @@ pub async fn enroll(
 }
 
 /// 1..=16 valid group names, sorted, without duplicates.
-fn parse_groups(groups: &[String]) -> ApiResult<Vec<String>> {
+pub(crate) fn parse_groups(groups: &[String]) -> ApiResult<Vec<String>> {
     if groups.is_empty() || groups.len() > MAX_GROUPS {
         return Err(ApiError::new(
             Code::InvalidGroups,
@@ -467,12 +467,10 @@ pub(crate) fn tally(
         None => Tally::new(core_request(st, r), policy),
     };
     for v in votes {
-        let c = custodians
-            .iter()
-            .find(|c| c.name == v.custodian)
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("vote by unknown custodian {}", v.custodian))
-            })?;
+        // A vote by a custodian removed since no longer counts.
+        let Some(c) = custodians.iter().find(|c| c.name == v.custodian) else {
+            continue;
+        };
         let c = as_custodian(c).map_err(|_| StoreError::Corrupt("custodian key".into()))?;
         t.restore(&c, v.decision);
     }

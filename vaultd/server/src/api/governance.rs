@@ -18,8 +18,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -251,10 +251,10 @@ fn verified_status(
     let votes = st.store.votes(&row.id)?;
     let req = core_request(st, row);
     for v in &votes {
-        let c = custodians
-            .iter()
-            .find(|c| c.name == v.custodian)
-            .ok_or_else(ApiError::integrity)?;
+        // A removed custodian's vote no longer counts (the tally skips it).
+        let Some(c) = custodians.iter().find(|c| c.name == v.custodian) else {
+            continue;
+        };
         let c = as_custodian(c)?;
         if approval::verify_vote(&req, v.decision, &c, &v.signature).is_err() {
             tracing::error!(request_id = %row.id, custodian = %v.custodian, "a stored governance vote does not verify");
@@ -500,6 +500,40 @@ fn change_op(
             let v = json!({"name": row.name, "groups": row.groups, "serial": row.serial});
             Ok(ChangeWrite::new(WriteOp::EnrollCustodian(row)).showing(v))
         }
+        Change::RemoveCustodian { custodian } => {
+            let now_set = members(custodians);
+            if !now_set.contains(custodian) {
+                return Err(changed());
+            }
+            let rest: Vec<CustodianRow> = custodians
+                .iter()
+                .filter(|c| c.name != custodian.name)
+                .cloned()
+                .collect();
+            check_liveness(st, &rest)?;
+            Ok(ChangeWrite::new(WriteOp::RemoveCustodian {
+                name: custodian.name.clone(),
+                by: auth.principal.name.clone(),
+                now: st.now(),
+            })
+            .showing(json!({"removed": custodian.name})))
+        }
+        Change::SetCustodianGroups {
+            name,
+            previous,
+            groups,
+        } => {
+            match custodians.iter().find(|c| &c.name == name) {
+                Some(c) if c.groups == *previous => {}
+                _ => return Err(changed()),
+            }
+            check_liveness(st, &regrouped(custodians, name, groups))?;
+            Ok(ChangeWrite::new(WriteOp::SetCustodianGroups {
+                name: name.clone(),
+                groups: groups.clone(),
+            })
+            .showing(json!({"name": name, "groups": groups})))
+        }
         Change::SetApprovals {
             path,
             previous,
@@ -543,4 +577,169 @@ fn change_op(
             })
         }
     }
+}
+
+/// The custodians with `name`'s groups replaced by `groups`.
+pub(crate) fn regrouped(
+    custodians: &[CustodianRow],
+    name: &str,
+    groups: &[String],
+) -> Vec<CustodianRow> {
+    custodians
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            if c.name == name {
+                c.groups = groups.to_vec();
+            }
+            c
+        })
+        .collect()
+}
+
+/// Refuses a custodian set under which something that needs custodians
+/// could never be approved again: the governance rule, a prefix policy, a
+/// secret's approvals, or a sealed secret's custody (`quorum_unreachable`,
+/// naming which). Shares already sealed to a removed custodian stay with
+/// it until the value is written again.
+pub(crate) fn check_liveness(st: &AppState, custodians: &[CustodianRow]) -> ApiResult<()> {
+    let unreachable = |what: String, e: ApiError| {
+        ApiError::new(
+            Code::QuorumUnreachable,
+            format!("{what} could no longer be met: {}", e.message),
+        )
+    };
+    if let Some(rule) = current_rule(st)? {
+        check_reachable(&rule, custodians)
+            .map_err(|e| unreachable("the governance rule".into(), e))?;
+    }
+    for p in st.store.prefix_policies()? {
+        check_reachable(&stored_rules(&p.approvals)?, custodians)
+            .map_err(|e| unreachable(format!("the policy of {}", p.prefix), e))?;
+    }
+    for (path, approvals, custody) in st.store.gated_secrets()? {
+        check_reachable(&stored_rules(&approvals)?, custodians)
+            .map_err(|e| unreachable(format!("the approvals of {path}"), e))?;
+        if let Some(c) = custody {
+            let v: Value = serde_json::from_str(&c).map_err(|_| ApiError::integrity())?;
+            let (group, k) =
+                super::custodians::parse_custody(&v).map_err(|_| ApiError::integrity())?;
+            check_reachable(&[GroupRule { group, k }], custodians)
+                .map_err(|e| unreachable(format!("the custody of {path}"), e))?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonQuery {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `DELETE /v1/custodians/{name}[?reason=…]` (admin): before genesis at once; after
+/// it a governance change (202). Refused if it would leave a rule, policy
+/// or custody that can no longer be met.
+pub async fn remove_custodian(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    Path(name): Path<String>,
+    q: Result<Query<ReasonQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    super::custodians::check_name(&name, "name")?;
+    let Query(q) = q.map_err(|e| ApiError::new(Code::InvalidQuery, e.body_text()))?;
+    let reason = match q.reason {
+        Some(r) => check_reason(&r)?,
+        None => format!("remove custodian {name}"),
+    };
+    let s = st.clone();
+    blocking(move || {
+        let custodians = s.store.custodians()?;
+        let me = custodians
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| ApiError::not_found(format!("no custodian {name}")))?;
+        let member = members(std::slice::from_ref(me)).remove(0);
+        let rest: Vec<CustodianRow> = custodians
+            .iter()
+            .filter(|c| c.name != name)
+            .cloned()
+            .collect();
+        check_liveness(&s, &rest)?;
+        if let Some(rule) = current_rule(&s)? {
+            let change = Change::RemoveCustodian { custodian: member };
+            return propose(&s, &auth, &change, rule, &reason);
+        }
+        let audit = auth.audit(&s, "custodian.remove", &name);
+        let r = s.store.write_audited(
+            WriteOp::RemoveCustodian {
+                name: name.clone(),
+                by: auth.principal.name.clone(),
+                now: s.now(),
+            },
+            audit,
+        );
+        auth.after_write(&r);
+        r?;
+        tracing::info!(custodian = %name, by = %auth.principal.name, "custodian removed");
+        Ok(Json(json!({"removed": name})).into_response())
+    })
+    .await?
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupsRequest {
+    groups: Vec<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `PUT /v1/custodians/{name}/groups` (admin): a custodian's groups
+/// replaced; before genesis at once, after it a governance change (202).
+pub async fn set_groups(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<GroupsRequest>,
+) -> ApiResult<Response> {
+    super::custodians::check_name(&name, "name")?;
+    let groups = super::custodians::parse_groups(&req.groups)?;
+    let reason = match &req.reason {
+        Some(r) => check_reason(r)?,
+        None => format!("groups of custodian {name}"),
+    };
+    let s = st.clone();
+    blocking(move || {
+        let custodians = s.store.custodians()?;
+        let me = custodians
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| ApiError::not_found(format!("no custodian {name}")))?;
+        let previous = me.groups.clone();
+        check_liveness(&s, &regrouped(&custodians, &name, &groups))?;
+        if let Some(rule) = current_rule(&s)? {
+            let change = Change::SetCustodianGroups {
+                name: name.clone(),
+                previous,
+                groups,
+            };
+            return propose(&s, &auth, &change, rule, &reason);
+        }
+        let audit = auth
+            .audit(&s, "custodian.groups", &name)
+            .on_success("groups", groups.join(","));
+        let r = s.store.write_audited(
+            WriteOp::SetCustodianGroups {
+                name: name.clone(),
+                groups: groups.clone(),
+            },
+            audit,
+        );
+        auth.after_write(&r);
+        r?;
+        Ok(Json(json!({"name": name, "groups": groups})).into_response())
+    })
+    .await?
 }

@@ -94,9 +94,59 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn openapi() -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        OPENAPI,
+        OPENAPI_DOC.as_str(),
     )
         .into_response()
+}
+
+/// The served OpenAPI document: [`OPENAPI`] with what the code knows
+/// written into it, so that part cannot drift: every operation's
+/// `x-roles` from the route table and the permission table, and the
+/// stable error codes (`x-error-codes` of the `Error` schema) from
+/// [`error::Code`]. `tests/openapi.rs` checks that the document has exactly
+/// the routes the router has and that its prose agrees with `x-roles`.
+pub static OPENAPI_DOC: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| openapi_document(&routes::TABLE).to_string());
+
+/// The document paths a route answers: its own (`{*path}` written
+/// `{path}`), and for `POST /v1/secrets/{*path}` the two operations the
+/// handler tells apart by the last segment.
+pub fn doc_paths(r: &routes::Route) -> Vec<String> {
+    let p = r.path.replace("{*path}", "{path}");
+    if r.method == axum::http::Method::POST && r.path == "/v1/secrets/{*path}" {
+        return vec![format!("{p}/checkout"), format!("{p}/breakglass")];
+    }
+    vec![p]
+}
+
+/// Builds the served document from [`OPENAPI`] and `table`.
+pub fn openapi_document(table: &[routes::Route]) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let mut d: Value = serde_json::from_str(OPENAPI).unwrap_or_else(|_| json!({}));
+    let codes: Vec<&str> = error::Code::ALL.iter().map(|c| c.as_str()).collect();
+    if let Some(e) = d.pointer_mut("/components/schemas/Error/properties/error/properties/code") {
+        e["x-error-codes"] = json!(codes);
+    }
+    for r in table {
+        let roles: Vec<&str> = match r.access {
+            routes::Access::Public => vec!["any"],
+            routes::Access::Permission(a) => vault_core::policy::Role::ALL
+                .iter()
+                .filter(|role| vault_core::policy::allowed(**role, a))
+                .map(|role| role.as_str())
+                .collect(),
+        };
+        let method = r.method.as_str().to_ascii_lowercase();
+        for p in doc_paths(r) {
+            if let Some(op) = d.pointer_mut(&format!(
+                "/paths/{}/{method}",
+                p.replace('~', "~0").replace('/', "~1")
+            )) {
+                op["x-roles"] = json!(roles);
+            }
+        }
+    }
+    d
 }
 
 /// Request id, deadline, access log and metrics for every request.

@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use vault_core::audit::action::AuditAction;
 use vault_core::policy::Action;
 
@@ -88,6 +88,8 @@ pub fn table() -> Vec<Route> {
         POST "/v1/checkouts/{id}/revoke" P(Action::RevokeCheckout), Refuse, CheckoutRevoke => post(checkouts::revoke);
         GET "/v1/custodians" P(Action::ListCustodians), Refuse, CustodianList => get(custodians::list);
         POST "/v1/custodians" P(Action::EnrollCustodian), Refuse, CustodianEnroll => post(custodians::enroll);
+        DELETE "/v1/custodians/{name}" P(Action::EnrollCustodian), Refuse, CustodianRemove => delete(governance::remove_custodian);
+        PUT "/v1/custodians/{name}/groups" P(Action::EnrollCustodian), Refuse, CustodianGroups => put(governance::set_groups);
         GET "/v1/policies" P(Action::ListCustodians), Refuse, PolicyList => get(custodians::list_policies);
         PUT "/v1/policies/{*path}" P(Action::SetApprovalPolicy), Refuse, PolicySet => put(custodians::set_policy);
         GET "/v1/requests" P(Action::ReadRequests), Refuse, RequestList => get(custodians::list_requests);

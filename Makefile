@@ -1,4 +1,4 @@
-.PHONY: run test bench bench-audit bench-custodians fuzz fmt lint
+.PHONY: run test bench bench-audit bench-custodians fuzz fmt lint assets
 
 # Start a local appliance (SoftHSM token, swtpm, SQLite) on https://127.0.0.1:8443.
 run:
@@ -32,6 +32,13 @@ fuzz:
 
 fmt:
 	cargo fmt --all
+
+# vaultctl's shell completions and man pages, from its command definitions -> target/assets/
+assets:
+	cargo build -q -p vaultctl
+	mkdir -p target/assets/completions target/assets/man
+	for sh in bash zsh fish; do ./target/debug/vaultctl completions $$sh > target/assets/completions/vaultctl.$$sh; done
+	./target/debug/vaultctl man --out-dir target/assets/man
 
 # Appliance disk image (Debian 12, dm-verity root, A/B UKIs, TPM-bound data volume) -> image/out/
 # (.PHONY: image/ is also a directory)

@@ -321,3 +321,134 @@ fn progress_only_on_a_terminal_and_not_with_quiet() {
     assert!(o.status.success());
     assert!(!String::from_utf8_lossy(&o.stderr).contains("verifying"));
 }
+
+/// `vaultctl doctor` says what is wrong in plain words, one check per
+/// line, and fails (exit 1) when a check fails.
+#[test]
+fn doctor_names_what_is_wrong() {
+    let a = Appliance::start(Options::default());
+    a.issue("pam", "p1");
+    let fp = {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&ctl(&a, "admin", &["--json", "cert", "list"], None)))
+                .unwrap();
+        v["principals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "p1")
+            .unwrap()["fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // All is well: every check ok, exit 0.
+    let o = ok(&ctl(&a, "p1", &["doctor"], None));
+    for line in [
+        "ok   ca ",
+        "ok   certificate ",
+        "ok   connect ",
+        "ok   principal ",
+        "ok   seal ",
+        "ok   clock ",
+    ] {
+        assert!(o.contains(line), "{line:?} in {o}");
+    }
+    assert!(o.contains("(role pam)"), "{o}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&ctl(&a, "p1", &["--json", "doctor"], None))).unwrap();
+    assert_eq!(v["failed"], 0);
+    assert!(v["checks"].as_array().unwrap().len() >= 7, "{v}");
+
+    // A revoked certificate: the handshake works, the appliance refuses.
+    ok(&ctl(&a, "admin", &["cert", "revoke", &fp], None));
+    let o = ctl(&a, "p1", &["doctor"], None);
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("FAIL principal") && text.contains("was revoked"),
+        "{text}"
+    );
+
+    // Another CA: the client certificate is not from it, and TLS fails.
+    let other = tempfile::tempdir().unwrap();
+    let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let ca_path = other.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let o = Command::new(vault_e2e::vaultctl_bin())
+        .env_clear()
+        .args(["--addr", &a.addr(), "--cacert", ca_path.to_str().unwrap()])
+        .args(["--cert", a.certs.join("admin.pem").to_str().unwrap()])
+        .args(["--key", a.certs.join("admin-key.pem").to_str().unwrap()])
+        .arg("doctor")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("FAIL certificate") && text.contains("not by the CA in --cacert"),
+        "{text}"
+    );
+    assert!(
+        text.contains("FAIL connect") && text.contains("TLS handshake"),
+        "{text}"
+    );
+
+    // Nothing listening.
+    let port = vault_e2e::free_port();
+    let o = Command::new(vault_e2e::vaultctl_bin())
+        .env_clear()
+        .args(["--addr", &format!("https://127.0.0.1:{port}")])
+        .args(["--cacert", a.certs.join("ca.pem").to_str().unwrap()])
+        .arg("doctor")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("warn certificate"), "{text}");
+    assert!(
+        text.contains("FAIL connect") && text.contains("nothing answers"),
+        "{text}"
+    );
+}
+
+/// Completions and man pages come from the same command definitions.
+#[test]
+fn completions_and_man_pages_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = Command::new(vault_e2e::vaultctl_bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let script = ok(&o);
+        assert!(
+            script.contains("governance") && script.contains("doctor"),
+            "{shell}: {}",
+            &script[..script.len().min(300)]
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    ok(&Command::new(vault_e2e::vaultctl_bin())
+        .args(["man", "--out-dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap());
+    for page in [
+        "vaultctl.1",
+        "vaultctl-governance-apply.1",
+        "vaultctl-doctor.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: {text}"
+        );
+    }
+    let top = std::fs::read_to_string(dir.path().join("vaultctl.1")).unwrap();
+    assert!(
+        top.contains("governance"),
+        "the top page lists the commands"
+    );
+}

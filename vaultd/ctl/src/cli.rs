@@ -60,6 +60,19 @@ pub enum Cmd {
     Init(init::InitArgs),
     /// Seal status.
     Status,
+    /// Check this machine's connection to the appliance and say in plain
+    /// words what is wrong: CA, certificate and key (issuer, validity,
+    /// role), address and TLS, registration, seal status, clock skew.
+    /// Exit 0 when every check passes, 1 when one fails.
+    Doctor,
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) on stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Write man pages (vaultctl.1 and one per subcommand) to a directory.
+    Man {
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+    },
     /// Appliance image updates (admin).
     #[command(subcommand)]
     Update(update::UpdateCmd),

@@ -5,6 +5,7 @@ pub mod breakglass;
 pub mod cert;
 pub mod checkout;
 pub mod custodian;
+pub mod doctor;
 pub mod governance;
 pub mod init;
 pub mod keyring;
@@ -28,6 +29,42 @@ use requests::RequestsCmd;
 use secret::SecretCmd;
 use update::UpdateCmd;
 
+/// `man --out-dir DIR`: vaultctl.1, and vaultctl-SUB.1 (and
+/// vaultctl-SUB-SUBSUB.1) for every subcommand.
+fn man(out_dir: &std::path::Path) -> Outcome {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(out_dir).with_context(|| out_dir.display().to_string())?;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut written = 0;
+    fn walk(
+        cmd: &clap::Command,
+        words: Vec<String>,
+        dir: &std::path::Path,
+        n: &mut usize,
+    ) -> anyhow::Result<()> {
+        let (file_name, bin_name) = (words.join("-"), words.join(" "));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(
+            cmd.clone()
+                .display_name(file_name.clone())
+                .bin_name(bin_name),
+        )
+        .render(&mut buf)?;
+        let file = dir.join(format!("{file_name}.1"));
+        std::fs::write(&file, buf).with_context(|| file.display().to_string())?;
+        *n += 1;
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let mut w = words.clone();
+            w.push(sub.get_name().to_owned());
+            walk(sub, w, dir, n)?;
+        }
+        Ok(())
+    }
+    walk(&cmd, vec!["vaultctl".into()], out_dir, &mut written)?;
+    println!("{written} man pages written to {}", out_dir.display());
+    Ok(Ok(()))
+}
+
 /// Runs one command: `Err` is a local or usage error, `Ok(Err)` a refusal.
 pub async fn run(cli: Cli) -> Outcome {
     let j = cli.json;
@@ -36,6 +73,13 @@ pub async fn run(cli: Cli) -> Outcome {
     match cli.cmd {
         Cmd::Init(a) => init::init(c, j, a).await,
         Cmd::Status => sys::status(c, j).await,
+        Cmd::Doctor => doctor::doctor(c, j).await,
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "vaultctl", &mut std::io::stdout());
+            Ok(Ok(()))
+        }
+        Cmd::Man { out_dir } => man(&out_dir),
         Cmd::Unseal => sys::unseal(c, j).await,
         Cmd::Update(UpdateCmd::Apply { bundle }) => update::apply(c, j, &bundle).await,
         Cmd::Update(UpdateCmd::Status) => update::status(c, j).await,

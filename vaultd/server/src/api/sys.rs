@@ -27,6 +27,8 @@ pub async fn health(State(st): State<Arc<AppState>>) -> Response {
         "initialized": true,
         "version": env!("CARGO_PKG_VERSION"),
         "appliance_id": st.appliance_id,
+        // Unix seconds: clients check their clock against it (`vaultctl doctor`).
+        "time": st.now(),
     });
     let code = if sealed {
         StatusCode::SERVICE_UNAVAILABLE

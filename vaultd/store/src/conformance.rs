@@ -148,6 +148,7 @@ fn prefix_policies(b: &dyn Backend, kr: &Keyring) {
             approvals: approvals.into(),
             by: "admin".into(),
             now: 5,
+            expect: None,
         })
     };
     let over = |path: &str| -> Vec<String> {
@@ -274,7 +275,8 @@ fn secrets(b: &dyn Backend, kr: &Keyring) {
     assert_eq!(
         b.write(WriteOp::SetApprovals {
             path: "c/none".into(),
-            approvals: "[]".into()
+            approvals: "[]".into(),
+            expect: None,
         })
         .err()
         .unwrap()
@@ -987,6 +989,31 @@ fn governance(b: &dyn Backend) {
         b.request(g3).unwrap().unwrap().change.as_deref(),
         Some(r#"{"change":"genesis"}"#)
     );
+    // An immediate write with `expect` lands only over those approvals.
+    let guarded = |expect: &str| {
+        b.write(WriteOp::SetPrefixApprovals {
+            prefix: "gov2/".into(),
+            approvals: r#"[{"group":"security","k":2}]"#.into(),
+            by: "admin".into(),
+            now: 10,
+            expect: Some(expect.into()),
+        })
+        .map(|_| ())
+        .map_err(|e| e.code())
+    };
+    assert_eq!(
+        guarded(r#"[{"group":"security","k":3}]"#),
+        Err("policy_changed")
+    );
+    guarded("[]").unwrap();
+    b.write(WriteOp::SetPrefixApprovals {
+        prefix: "gov2/".into(),
+        approvals: "[]".into(),
+        by: "admin".into(),
+        now: 11,
+        expect: None,
+    })
+    .unwrap();
     // A relaxed policy applies only over the approvals it was proposed
     // against.
     let g6 = "00000000-0000-4000-8000-0000000000c6";
@@ -1005,6 +1032,7 @@ fn governance(b: &dyn Backend) {
                 approvals: r#"[{"group":"security","k":1}]"#.into(),
                 by: "admin".into(),
                 now: 10,
+                expect: None,
             }),
         })
         .map(|_| ())
@@ -1024,6 +1052,7 @@ fn governance(b: &dyn Backend) {
         approvals: "[]".into(),
         by: "admin".into(),
         now: 11,
+        expect: None,
     })
     .unwrap();
 }

@@ -113,9 +113,13 @@ pub enum WriteOp {
         admin: PrincipalRow,
     },
     /// The approvals a secret's checkouts need (JSON `[{"group", "k"}]`).
+    /// With `expect`, only if the stored ones are still exactly those
+    /// (`policy_changed`): a change judged to narrow them against what was
+    /// read must not land over a stricter one written in between.
     SetApprovals {
         path: String,
         approvals: String,
+        expect: Option<String>,
     },
     /// The approvals every secret under `prefix` (ending with `/`) needs;
     /// `[]` removes the prefix policy (not found if there is none).
@@ -124,6 +128,8 @@ pub enum WriteOp {
         approvals: String,
         by: String,
         now: i64,
+        /// As for [`WriteOp::SetApprovals`] (`[]`: no prefix policy).
+        expect: Option<String>,
     },
     /// Only a governance request carries a change, and it must.
     OpenRequest(RequestRow),
@@ -649,7 +655,16 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             add_principal(c, &admin)?;
             Ok(WriteOutcome::Done)
         }
-        WriteOp::SetApprovals { path, approvals } => {
+        WriteOp::SetApprovals {
+            path,
+            approvals,
+            expect,
+        } => {
+            if let Some(e) = expect {
+                if stored_approvals(c, &path)? != e {
+                    return Err(StoreError::Conflict(Conflict::PolicyChanged));
+                }
+            }
             let n = c.execute(
                 "UPDATE secrets SET approvals = ?2 WHERE path = ?1",
                 params![path, approvals],
@@ -664,9 +679,15 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             approvals,
             by,
             now,
+            expect,
         } => {
             if !prefix.ends_with('/') {
                 return Err(StoreError::Forbidden("a policy prefix ends with '/'"));
+            }
+            if let Some(e) = expect {
+                if stored_approvals(c, &prefix)? != e {
+                    return Err(StoreError::Conflict(Conflict::PolicyChanged));
+                }
             }
             if approvals == "[]" {
                 let n = c.execute("DELETE FROM prefix_policies WHERE prefix = ?1", [&prefix])?;

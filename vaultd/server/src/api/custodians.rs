@@ -166,10 +166,9 @@ pub async fn enroll(
 ) -> ApiResult<Response> {
     check_name(&req.name, "name")?;
     let groups = parse_groups(&req.groups)?;
-    let reason = match &req.reason {
-        Some(r) => super::secrets::check_reason(r)?,
-        None => format!("enrol custodian {}", req.name),
-    };
+    let reason = super::secrets::reason_or(req.reason.as_deref(), || {
+        format!("enrol custodian {}", req.name)
+    })?;
     let row = attested_row(&st, &req, groups, &auth.principal.name)?;
     let s = st.clone();
     let rule = blocking(move || super::governance::current_rule(&s)).await??;
@@ -335,33 +334,33 @@ pub async fn set_policy(
     let s = st.clone();
     let custodians = blocking(move || s.store.custodians()).await??;
     check_reachable(&rules, &custodians)?;
-    let reason = match &req.reason {
-        Some(r) => super::secrets::check_reason(r)?,
-        None => format!("approvals of {path}"),
-    };
+    let reason =
+        super::secrets::reason_or(req.reason.as_deref(), || format!("approvals of {path}"))?;
     // Once the governance is established, a change that asks for less than
     // the stored approvals is a governance change; one that asks at least
-    // as much stays immediate.
+    // as much stays immediate, and is written only over the approvals it
+    // was judged against (else `policy_changed`).
     let (s, p2, r2, auth2) = (st.clone(), path.clone(), rules.clone(), auth.clone());
-    let proposed = blocking(move || -> ApiResult<Option<Response>> {
+    let decided = blocking(move || -> ApiResult<Result<Response, Option<String>>> {
         let Some(rule) = super::governance::current_rule(&s)? else {
-            return Ok(None);
+            return Ok(Err(None));
         };
         let previous = stored_approvals(&s, &p2)?;
         if policy::narrows(&previous, &r2) {
-            return Ok(None);
+            return Ok(Err(Some(rules_json(&previous))));
         }
         let change = vault_core::custodian::governance::Change::SetApprovals {
             path: p2,
             previous: vault_core::custodian::governance::rules(&previous),
             approvals: vault_core::custodian::governance::rules(&r2),
         };
-        super::governance::propose(&s, &auth2, &change, rule, &reason).map(Some)
+        super::governance::propose(&s, &auth2, &change, rule, &reason).map(Ok)
     })
     .await??;
-    if let Some(r) = proposed {
-        return Ok(r);
-    }
+    let expect = match decided {
+        Ok(proposed) => return Ok(proposed),
+        Err(expect) => expect,
+    };
     let approvals = rules_json(&rules);
     let audit = auth
         .audit(&st, "policy.set", &path)
@@ -373,11 +372,13 @@ pub async fn set_policy(
             approvals,
             by: auth.principal.name.clone(),
             now: st.now(),
+            expect,
         }
     } else {
         WriteOp::SetApprovals {
             path: path.clone(),
             approvals,
+            expect,
         }
     };
     let s = st.clone();
@@ -1008,10 +1009,9 @@ pub async fn configure_recovery(
         // One custodian alone must never be able to rebuild the root key.
         return Err(ApiError::new(Code::InvalidCustody, "recovery needs k >= 2"));
     }
-    let reason = match &req.reason {
-        Some(r) => super::secrets::check_reason(r)?,
-        None => format!("recovery bundle for {}, k = {}", req.group, req.k),
-    };
+    let reason = super::secrets::reason_or(req.reason.as_deref(), || {
+        format!("recovery bundle for {}, k = {}", req.group, req.k)
+    })?;
     let s = st.clone();
     blocking(move || {
         let rule = super::governance::require_established(&s)?;

@@ -548,11 +548,13 @@ fn change_op(
                     approvals: stored.clone(),
                     by: auth.principal.name.clone(),
                     now: st.now(),
+                    expect: None,
                 }
             } else {
                 WriteOp::SetApprovals {
                     path: path.clone(),
                     approvals: stored.clone(),
+                    expect: None,
                 }
             };
             Ok(ChangeWrite {
@@ -631,6 +633,14 @@ pub(crate) fn check_liveness(st: &AppState, custodians: &[CustodianRow]) -> ApiR
     Ok(())
 }
 
+/// The enrolled custodian `name`, or 404.
+fn enrolled<'a>(custodians: &'a [CustodianRow], name: &str) -> ApiResult<&'a CustodianRow> {
+    custodians
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("no custodian {name}")))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonQuery {
@@ -649,17 +659,12 @@ pub async fn remove_custodian(
 ) -> ApiResult<Response> {
     super::custodians::check_name(&name, "name")?;
     let Query(q) = q.map_err(|e| ApiError::new(Code::InvalidQuery, e.body_text()))?;
-    let reason = match q.reason {
-        Some(r) => check_reason(&r)?,
-        None => format!("remove custodian {name}"),
-    };
+    let reason =
+        super::secrets::reason_or(q.reason.as_deref(), || format!("remove custodian {name}"))?;
     let s = st.clone();
     blocking(move || {
         let custodians = s.store.custodians()?;
-        let me = custodians
-            .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| ApiError::not_found(format!("no custodian {name}")))?;
+        let me = enrolled(&custodians, &name)?;
         let member = members(std::slice::from_ref(me)).remove(0);
         let rest: Vec<CustodianRow> = custodians
             .iter()
@@ -706,17 +711,13 @@ pub async fn set_groups(
 ) -> ApiResult<Response> {
     super::custodians::check_name(&name, "name")?;
     let groups = super::custodians::parse_groups(&req.groups)?;
-    let reason = match &req.reason {
-        Some(r) => check_reason(r)?,
-        None => format!("groups of custodian {name}"),
-    };
+    let reason = super::secrets::reason_or(req.reason.as_deref(), || {
+        format!("groups of custodian {name}")
+    })?;
     let s = st.clone();
     blocking(move || {
         let custodians = s.store.custodians()?;
-        let me = custodians
-            .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| ApiError::not_found(format!("no custodian {name}")))?;
+        let me = enrolled(&custodians, &name)?;
         let previous = me.groups.clone();
         check_liveness(&s, &regrouped(&custodians, &name, &groups))?;
         if let Some(rule) = current_rule(&s)? {

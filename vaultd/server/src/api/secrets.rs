@@ -44,6 +44,18 @@ pub(crate) fn check_reason(r: &str) -> ApiResult<String> {
     Ok(r.to_owned())
 }
 
+/// The reason of a governance proposal: the one given (checked as
+/// [`check_reason`]), or one that says what the change is.
+pub(crate) fn reason_or(
+    given: Option<&str>,
+    default: impl FnOnce() -> String,
+) -> ApiResult<String> {
+    match given {
+        Some(r) => check_reason(r),
+        None => Ok(default()),
+    }
+}
+
 /// A lease length asked for (a checkout or a renewal): the default if
 /// none, else 1..=`limits.max_ttl_seconds`.
 pub(crate) fn check_ttl(limits: &crate::config::Limits, ttl: Option<u64>) -> ApiResult<u64> {

@@ -147,10 +147,9 @@ pub async fn issue_cert(
                 ca::CaError::BadCsr(m) => ApiError::new(Code::InvalidCsr, m),
                 _ => ApiError::new(Code::InvalidCsr, "the CSR does not parse"),
             })?;
-            let reason = match &req.reason {
-                Some(r) => super::secrets::check_reason(r)?,
-                None => format!("{} certificate for {}", role.as_str(), req.name),
-            };
+            let reason = super::secrets::reason_or(req.reason.as_deref(), || {
+                format!("{} certificate for {}", role.as_str(), req.name)
+            })?;
             let change = vault_core::custodian::governance::Change::IssueCertificate {
                 name: req.name.clone(),
                 role: role.as_str().into(),

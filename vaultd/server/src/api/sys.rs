@@ -100,8 +100,8 @@ pub struct IssueRequest {
     csr_pem: String,
     #[serde(default)]
     validity_days: Option<u32>,
-    /// Why (recorded with the governance request of a pam, admin or
-    /// custodian certificate once the governance is established).
+    /// Why (recorded with the governance request of a pam or admin
+    /// certificate once the governance is established).
     #[serde(default)]
     reason: Option<String>,
 }
@@ -117,9 +117,9 @@ fn check_name(name: &str) -> ApiResult<()> {
     }
 }
 
-/// `POST /v1/sys/certs` (admin). A `pam` or `admin` certificate is a governance change once the custodians' governance is
-/// established (202); the others, and every role before genesis, are
-/// issued at once.
+/// `POST /v1/sys/certs` (admin). A `pam` or `admin` certificate is a
+/// governance change once the custodians' governance is established (202);
+/// the others, and every role before genesis, are issued at once.
 pub async fn issue_cert(
     State(st): State<Arc<AppState>>,
     auth: Auth,

@@ -1,4 +1,4 @@
-.PHONY: run test bench bench-audit bench-custodians fuzz fmt lint assets
+.PHONY: run test bench bench-audit bench-custodians fuzz fmt lint assets package
 
 # Start a local appliance (SoftHSM token, swtpm, SQLite) on https://127.0.0.1:8443.
 run:
@@ -55,3 +55,7 @@ image-test:
 # Boot image/out/disk.raw under QEMU + swtpm: first boot, reboot, foreign TPM, tampered root.
 image-smoke:
 	bash image/test/smoke.sh
+
+# vaultctl for workstations: a Debian package with its man pages and completions -> target/dist/
+package:
+	bash scripts/package-vaultctl.sh

@@ -262,8 +262,12 @@ level = "info"
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = self
-            .command(vaultd_bin())
+        let mut cmd = self.command(vaultd_bin());
+        let clock = self.clock_file();
+        if clock.exists() {
+            cmd.env("VAULTD_TEST_CLOCK_FILE", &clock);
+        }
+        let child = cmd
             .arg("--config")
             .arg(&self.config)
             .stdout(Stdio::from(log.try_clone().unwrap()))
@@ -271,6 +275,53 @@ level = "info"
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    fn clock_file(&self) -> PathBuf {
+        self.dir.path().join("clock")
+    }
+
+    /// Moves the daemon's clock `offset` seconds ahead of the system's (a
+    /// debug build's `VAULTD_TEST_CLOCK_FILE`). The daemon must be
+    /// (re)started after the first call; later calls take effect while it
+    /// runs, and this waits until its health answer shows the new time.
+    pub fn set_clock(&self, offset: i64) {
+        let tmp = self.dir.path().join("clock.tmp");
+        std::fs::write(&tmp, offset.to_string()).unwrap();
+        std::fs::rename(&tmp, self.clock_file()).unwrap();
+        if self.child.is_none() {
+            return;
+        }
+        let rt = runtime();
+        let c = self.client_at("admin", offset);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let t = rt
+                .block_on(c.request(Method::GET, "/v1/sys/health", None))
+                .ok()
+                .and_then(|r| r.json().ok())
+                .and_then(|v| v["time"].as_i64());
+            if t.is_some_and(|t| (t - now - offset).abs() <= 2) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon's clock did not move to +{offset} s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// [`Appliance::client`], judging the server certificate at the
+    /// system's time plus `offset` seconds.
+    pub fn client_at(&self, name: &str, offset: i64) -> Client {
+        let cert = std::fs::read_to_string(self.certs.join(format!("{name}.pem"))).unwrap();
+        let key = std::fs::read_to_string(self.certs.join(format!("{name}-key.pem"))).unwrap();
+        Client::new_at(&self.addr(), &self.ca_pem(), Some((&cert, &key)), offset).unwrap()
     }
 
     /// Waits until the API answers (sealed or not).
@@ -351,9 +402,20 @@ level = "info"
 
     /// Issues a client certificate through the API and returns its client.
     pub fn issue(&self, role: &str, name: &str) -> Client {
+        self.issue_by(&self.admin(), role, name)
+    }
+
+    /// [`Appliance::issue`] on a clock `offset` seconds ahead (the admin's
+    /// and the new client's views of the server certificate).
+    pub fn issue_at(&self, role: &str, name: &str, offset: i64) -> Client {
+        self.issue_by(&self.client_at("admin", offset), role, name);
+        self.client_at(name, offset)
+    }
+
+    fn issue_by(&self, admin: &Client, role: &str, name: &str) -> Client {
         let (key, csr) = key_and_csr(name);
         let r = runtime()
-            .block_on(self.admin().request(
+            .block_on(admin.request(
                 Method::POST,
                 "/v1/sys/certs",
                 Some(&json!({"name": name, "role": role, "csr_pem": csr})),

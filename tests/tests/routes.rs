@@ -38,6 +38,10 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Who> {
         (("GET", "/metrics"), Roles(&["admin", "auditor", "metrics"])),
         (("POST", "/v1/sys/unseal"), Roles(&["admin"])),
         (("POST", "/v1/sys/certs"), Roles(&["admin"])),
+        // Every role renews its own certificate.
+        (("POST", "/v1/sys/certs/renew"), Roles(&ROLES)),
+        (("GET", "/v1/sys/server-cert"), Roles(&["admin"])),
+        (("POST", "/v1/sys/server-cert"), Roles(&["admin"])),
         (("GET", "/v1/sys/principals"), Roles(&["admin"])),
         (("POST", "/v1/sys/principals/revoke"), Roles(&["admin"])),
         (
@@ -320,6 +324,7 @@ const SERVED_WHILE_SEALED: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("POST", "/v1/sys/unseal"),
     ("GET", "/v1/sys/principals"),
+    ("GET", "/v1/sys/server-cert"),
     ("POST", "/v1/sys/principals/revoke"),
     ("POST", "/v1/sys/principals/{fingerprint}/revoke"),
     ("POST", "/v1/sys/update"),

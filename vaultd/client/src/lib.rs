@@ -49,6 +49,9 @@ pub enum ClientError {
 pub struct Response {
     pub status: u16,
     pub body: zeroize::Zeroizing<Vec<u8>>,
+    /// Seconds the caller's certificate has left, when the server says it
+    /// is in its renewal window (`vault-certificate-expires-in`).
+    pub cert_expires_in: Option<i64>,
 }
 
 impl Response {
@@ -126,15 +129,27 @@ impl Client {
         ca_pem: &str,
         identity: Option<(&str, &str)>,
     ) -> Result<Client, ClientError> {
+        Client::new_at(addr, ca_pem, identity, 0)
+    }
+
+    /// [`Client::new`], judging the server certificate's validity as if the
+    /// clock were `offset_secs` ahead (tests that move an appliance's clock).
+    pub fn new_at(
+        addr: &str,
+        ca_pem: &str,
+        identity: Option<(&str, &str)>,
+        offset_secs: i64,
+    ) -> Result<Client, ClientError> {
         let (host, port, server_name) = parse_addr(addr)?;
         let mut roots = RootCertStore::empty();
         for c in parse_certs("CA certificate", ca_pem)? {
             roots.add(c)?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let b = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(roots);
+        let b =
+            rustls::ClientConfig::builder_with_details(provider, Arc::new(OffsetTime(offset_secs)))
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .with_root_certificates(roots);
         let mut cfg = match identity {
             Some((cert, key)) => {
                 b.with_client_auth_cert(parse_certs("client certificate", cert)?, parse_key(key)?)?
@@ -264,6 +279,23 @@ impl Client {
 }
 
 /// A SHA-256 fingerprint: 64 hex digits, optionally separated by colons.
+/// The system clock moved by an offset, for certificate validity.
+#[derive(Debug)]
+struct OffsetTime(i64);
+
+impl rustls::time_provider::TimeProvider for OffsetTime {
+    fn current_time(&self) -> Option<rustls_pki_types::UnixTime> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        let t = now.checked_add_signed(self.0)?;
+        Some(rustls_pki_types::UnixTime::since_unix_epoch(
+            std::time::Duration::from_secs(t),
+        ))
+    }
+}
+
 pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ClientError> {
     let hex: String = text.chars().filter(|c| *c != ':').collect();
     let bad = || {
@@ -404,10 +436,16 @@ impl Conn {
         self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;
         let status = resp.status().as_u16();
+        let cert_expires_in = resp
+            .headers()
+            .get("vault-certificate-expires-in")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let body = resp.into_body().collect().await?.to_bytes();
         Ok(Response {
             status,
             body: zeroize::Zeroizing::new(body.to_vec()),
+            cert_expires_in,
         })
     }
 }

@@ -78,7 +78,7 @@ pub enum Cmd {
     Update(update::UpdateCmd),
     /// Retry unsealing (admin).
     Unseal,
-    /// Client certificates (admin).
+    /// Certificates: issue and revoke (admin), renew your own (every role).
     #[command(subcommand)]
     Cert(cert::CertCmd),
     /// Secrets: write (writer), metadata and list.

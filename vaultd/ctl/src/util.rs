@@ -87,7 +87,47 @@ pub async fn call(
 ) -> anyhow::Result<Result<Value, ServerError>> {
     let client = c.client()?;
     let resp = client.request(method, path, body.as_ref()).await?;
+    warn_expiry(&resp);
     decode(&resp)
+}
+
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--json`: warnings on stderr are JSON objects too.
+pub fn set_json(j: bool) {
+    JSON.store(j, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Once per run, on stderr: the server says the caller's certificate is in
+/// its renewal window. With `--json`, `{"warning": {"code":
+/// "certificate_expiring", "message", "expires_in_seconds"}}`.
+pub fn warn_expiry(resp: &vault_client::Response) {
+    use std::sync::atomic::Ordering;
+    let Some(left) = resp.cert_expires_in else {
+        return;
+    };
+    if WARNED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let when = if left >= 2 * 86_400 {
+        format!("in {} days", left / 86_400)
+    } else if left >= 3_600 {
+        format!("in {} hours", left / 3_600)
+    } else {
+        format!("in {} minutes", (left / 60).max(1))
+    };
+    let message = format!(
+        "your client certificate expires {when}: renew it with `vaultctl cert renew` before it does"
+    );
+    if JSON.load(Ordering::Relaxed) {
+        eprintln!(
+            "{}",
+            serde_json::json!({"warning": {"code": "certificate_expiring", "message": message, "expires_in_seconds": left}, "schema_version": JSON_SCHEMA})
+        );
+    } else {
+        eprintln!("warning: {message}");
+    }
 }
 
 /// The JSON of a response, or the server's error.

@@ -289,6 +289,11 @@ pub struct Limits {
     /// Validity of client certificates issued by the CA.
     #[serde(default = "d_cert_days")]
     pub client_cert_days: u32,
+    /// How long before its expiry a client certificate may be renewed
+    /// (`POST /v1/sys/certs/renew`), and from when every answer to its
+    /// holder warns (at most the second half of its life).
+    #[serde(default = "d_renew_days")]
+    pub cert_renew_days: u32,
     /// Most concurrent connections with a verified client certificate.
     #[serde(default = "d_conns")]
     pub max_connections: usize,
@@ -329,6 +334,12 @@ fn d_max_lease() -> u64 {
 fn d_cert_days() -> u32 {
     90
 }
+fn d_renew_days() -> u32 {
+    30
+}
+fn d_server_renew_days() -> u32 {
+    30
+}
 fn d_conns() -> usize {
     1024
 }
@@ -358,6 +369,7 @@ impl Default for Limits {
             max_ttl_seconds: d_max_ttl(),
             max_lease_seconds: d_max_lease(),
             client_cert_days: d_cert_days(),
+            cert_renew_days: d_renew_days(),
             max_connections: d_conns(),
             max_handshakes: d_handshakes(),
             handshake_timeout_secs: d_handshake_timeout(),
@@ -378,12 +390,25 @@ pub struct LogConfig {
     pub level: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Extra DNS names / IPs for the server certificate made at init.
     #[serde(default)]
     pub server_names: Vec<String>,
+    /// The server certificate is reissued (same names, new key) once it
+    /// has fewer than this many days left; checked at unseal and hourly.
+    #[serde(default = "d_server_renew_days")]
+    pub server_cert_renew_days: u32,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            server_names: Vec::new(),
+            server_cert_renew_days: d_server_renew_days(),
+        }
+    }
 }
 
 /// A configuration that failed to load: every problem found.
@@ -419,6 +444,9 @@ impl Config {
     /// Every problem at once.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut p = Vec::new();
+        if self.tls.server_cert_renew_days == 0 || self.tls.server_cert_renew_days > 365 {
+            p.push("tls.server_cert_renew_days must be 1..=365".into());
+        }
         match SealMode::parse(&self.seal.mode) {
             None => p.push(format!(
                 "seal.mode {:?} is not one of \"tpm\", \"pkcs11\", \"tpm+pkcs11\", \"tpm|pkcs11\"",
@@ -492,6 +520,9 @@ impl Config {
         }
         if l.client_cert_days == 0 || l.client_cert_days > 3650 {
             p.push("limits.client_cert_days must be 1..=3650".into());
+        }
+        if l.cert_renew_days == 0 || l.cert_renew_days > 365 {
+            p.push("limits.cert_renew_days must be 1..=365".into());
         }
         if self.audit.checkpoint_interval_secs == 0 || self.audit.checkpoint_interval_secs > 3600 {
             p.push("audit.checkpoint_interval_secs must be 1..=3600".into());
@@ -684,6 +715,154 @@ mod doc_tests {
         let text = include_str!("../../../docs/vaultd.sample.toml");
         if let Err(e) = super::Config::parse(text) {
             panic!("docs/vaultd.sample.toml: {e:?}");
+        }
+    }
+
+    const CONFIGURATION_MD: &str = include_str!("../../../docs/CONFIGURATION.md");
+    const SIEM_MD: &str = include_str!("../../../docs/SIEM.md");
+
+    /// A minimal valid configuration with every section present, and a
+    /// bogus key put into `section` ("" = top level).
+    fn with_bogus_key(section: &str) -> String {
+        let mut sections: Vec<(&str, Vec<&str>)> = vec![
+            ("", vec!["listen = \"127.0.0.1:8443\"", "data_dir = \"/d\""]),
+            ("seal", vec!["mode = \"tpm+pkcs11\""]),
+            (
+                "seal.tpm",
+                vec!["tcti = \"device:/dev/tpmrm0\"", "pcrs = [7]"],
+            ),
+            (
+                "seal.pkcs11",
+                vec![
+                    "module = \"/m.so\"",
+                    "token_label = \"t\"",
+                    "pin_file = \"/p\"",
+                ],
+            ),
+            ("limits", vec![]),
+            ("log", vec![]),
+            ("tls", vec![]),
+            ("audit", vec![]),
+            ("audit.siem", vec!["jsonl_path = \"/tmp/a.jsonl\""]),
+            ("custodians", vec![]),
+            ("appliance", vec![]),
+        ];
+        let s = sections
+            .iter_mut()
+            .find(|(n, _)| *n == section)
+            .unwrap_or_else(|| panic!("no section {section:?} in the test"));
+        s.1.push("zz_not_a_key = 1");
+        let mut out = String::new();
+        for (name, lines) in &sections {
+            if !name.is_empty() {
+                out.push_str(&format!("[{name}]\n"));
+            }
+            for l in lines {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// The keys the code accepts in `section`, from serde's own
+    /// "unknown field, expected one of …" (every section denies unknown
+    /// fields, so this is the exact field list).
+    fn code_keys(section: &str) -> Vec<String> {
+        let e = super::Config::parse(&with_bogus_key(section))
+            .map(|_| ())
+            .expect_err("a bogus key must be refused");
+        let msg = e.join("\n");
+        assert!(
+            msg.contains("unknown field `zz_not_a_key`"),
+            "[{section}]: {msg}"
+        );
+        let list = msg
+            .split_once("expected")
+            .map(|(_, l)| l)
+            .unwrap_or_else(|| panic!("[{section}]: no field list in {msg}"));
+        let mut keys: Vec<String> = list
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// The keys a doc documents in the table that follows `heading`.
+    fn doc_keys(doc: &str, heading: &str) -> Vec<String> {
+        let at = doc
+            .find(heading)
+            .unwrap_or_else(|| panic!("no heading {heading:?}"));
+        let rest = &doc[at + heading.len()..];
+        let end = rest.find("\n#").unwrap_or(rest.len());
+        let body = &rest[..end];
+        let mut tables = 0;
+        let mut in_table = false;
+        let mut keys = Vec::new();
+        for line in body.lines() {
+            if line.starts_with('|') {
+                if !in_table {
+                    tables += 1;
+                    in_table = true;
+                }
+                if let Some(k) = line.strip_prefix("| `").and_then(|l| l.split_once('`')) {
+                    keys.push(k.0.to_owned());
+                }
+            } else {
+                in_table = false;
+            }
+        }
+        // One table per section: a blank line inside it splits it in two
+        // and breaks its rendering.
+        assert_eq!(tables, 1, "{heading}: {tables} tables, expected one");
+        keys.sort();
+        keys
+    }
+
+    /// Every key the code accepts is documented, and every documented key
+    /// exists, section by section.
+    #[test]
+    fn configuration_md_documents_exactly_the_keys_the_code_accepts() {
+        for (section, heading) in [
+            ("", "### Top level"),
+            ("seal", "### `[seal]`"),
+            ("seal.tpm", "### `[seal.tpm]`"),
+            ("seal.pkcs11", "### `[seal.pkcs11]`"),
+            ("limits", "### `[limits]`"),
+            ("log", "### `[log]`"),
+            ("audit", "### `[audit]`"),
+            ("custodians", "### `[custodians]`"),
+            ("appliance", "### `[appliance]`"),
+            ("tls", "### `[tls]`"),
+        ] {
+            let doc = doc_keys(CONFIGURATION_MD, heading);
+            let code = code_keys(section);
+            assert!(doc.len() >= 2, "{heading}: {doc:?}");
+            assert_eq!(doc, code, "docs/CONFIGURATION.md {heading} vs the code");
+        }
+        assert_eq!(
+            doc_keys(SIEM_MD, "## Configuration"),
+            code_keys("audit.siem"),
+            "docs/SIEM.md vs the code"
+        );
+    }
+
+    /// The full sample in CONFIGURATION.md parses and validates.
+    #[test]
+    fn configuration_md_full_sample_is_valid() {
+        let at = CONFIGURATION_MD
+            .find("## Full sample")
+            .expect("a full sample");
+        let block = CONFIGURATION_MD[at..]
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a toml block");
+        if let Err(e) = super::Config::parse(block) {
+            panic!("docs/CONFIGURATION.md full sample: {e:?}");
         }
     }
 }

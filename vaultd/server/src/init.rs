@@ -396,6 +396,7 @@ fn make_pki(
         not_after: admin.not_after,
         issued_at: now.unix_timestamp(),
         revoked: false,
+        renewed_from: None,
     };
     Ok((
         Pki {

@@ -43,6 +43,8 @@ pub mod leases;
 pub mod metrics;
 pub mod recover;
 pub mod rotation;
+pub mod servedcert;
+pub mod servercert;
 pub mod siem;
 mod start;
 pub mod state;
@@ -63,7 +65,7 @@ use tokio::net::TcpListener;
 use vault_store::{Store, StoreError, StoreOptions};
 
 use crate::config::Config;
-use crate::state::{AppState, SealedReason, SystemClock, Vault};
+use crate::state::{AppState, SealedReason, Vault};
 
 /// Yubico's PIV attestation roots (see the comments in the file for
 /// fingerprints and sources).
@@ -148,8 +150,9 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
             since: 0,
         })),
         principals: RwLock::new(HashMap::new()),
-        clock: Arc::new(SystemClock),
+        clock: state::clock_from_env(),
         metrics: Default::default(),
+        server_cert: Default::default(),
         appliance_id,
         ca_pem,
         origin,
@@ -205,13 +208,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let server_cert_path = config.server_cert_path();
-    let server_key_path = config.server_key_path();
     let state = build_state(config)?;
-    let server_cert = read(&server_cert_path)?;
-    let server_key = zeroize::Zeroizing::new(read(&server_key_path)?);
-    let tls = tls::server_config(&state.ca_pem, &server_cert, &server_key)?;
+    let (server_cert, server_key) = servercert::load(&state.config)
+        .map_err(|e| StartError::Io(state.config.server_cert_path().display().to_string(), e))?;
+    state.server_cert.set(&server_cert, &server_key)?;
     drop(server_key);
+    let tls = tls::server_config(
+        &state.ca_pem,
+        state.server_cert.clone(),
+        state::TlsTime(state.clock.clone()),
+    )?;
 
     // The first entries of every run: the daemon started with this configuration.
     let who = audit::Who::system();
@@ -256,6 +262,7 @@ pub async fn run(
     update::spawn_watcher(state.clone());
     audit::spawn_checkpointer(state.clone());
     leases::spawn_reaper(state.clone());
+    servercert::spawn_renewer(state.clone());
     let _siem = siem::spawn(state.clone()); // dropped last: drains and stops the sinks
     let addr = listener
         .local_addr()
@@ -283,8 +290,4 @@ pub async fn run(
     state.set_sealed("stopped", "the daemon stopped".into());
     tracing::info!("vaultd stopped");
     Ok(())
-}
-
-fn read(p: &std::path::Path) -> Result<String, StartError> {
-    std::fs::read_to_string(p).map_err(|e| StartError::Io(p.display().to_string(), e))
 }

@@ -67,6 +67,14 @@ pub struct SiemSinkMetrics {
     pub errors: AtomicU64,
 }
 
+/// Client certificates, from `AppState::certificate_summary`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CertSummary {
+    pub admin_expiry: Option<i64>,
+    /// Indexed like `Role::ALL`.
+    pub renewal_due: [u64; 6],
+}
+
 /// Values read from the store when scraped.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Scraped {
@@ -75,6 +83,9 @@ pub struct Scraped {
     pub audit_entries: u64,
     /// Seconds since the newest signed checkpoint (None: none yet).
     pub checkpoint_age_secs: Option<u64>,
+    /// Unix time the served server certificate expires.
+    pub server_cert_expiry: Option<i64>,
+    pub certs: CertSummary,
 }
 
 impl Metrics {
@@ -187,6 +198,31 @@ impl Metrics {
                 "seconds since the newest signed audit checkpoint",
                 age,
             );
+        }
+        if let Some(t) = v.server_cert_expiry {
+            g(
+                s,
+                "vaultd_server_certificate_expiry_timestamp_seconds",
+                "when the served server certificate expires (Unix time; reissued before)",
+                t.max(0) as u64,
+            );
+        }
+        // Absent when no admin certificate is valid: alert on absence too.
+        if let Some(t) = v.certs.admin_expiry {
+            g(
+                s,
+                "vaultd_admin_certificate_expiry_timestamp_seconds",
+                "when the last valid admin certificate expires (Unix time): every admin is locked out then unless one renews",
+                t.max(0) as u64,
+            );
+        }
+        let name = "vaultd_client_certificates_renewal_due";
+        let _ = writeln!(s, "# HELP {name} valid client certificates in their renewal window that nobody has renewed, by role\n# TYPE {name} gauge");
+        for (role, n) in vault_core::policy::Role::ALL
+            .iter()
+            .zip(v.certs.renewal_due)
+        {
+            let _ = writeln!(s, "{name}{{role=\"{}\"}} {n}", role.as_str());
         }
     }
 

@@ -16,6 +16,8 @@ pub enum StartError {
     Io(String, std::io::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    ServerCert(#[from] crate::servedcert::ServedCertError),
     #[error("attestation roots: {0}")]
     AttestationRoots(String),
     #[error("first-boot ceremony: {0}")]

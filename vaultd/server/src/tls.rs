@@ -66,11 +66,13 @@ pub fn key(what: &'static str, pem: &str) -> Result<PrivateKeyDer<'static>, TlsE
         .ok_or(TlsError::NoKey(what))
 }
 
-/// The server's rustls configuration.
+/// The server's rustls configuration: client certificates verified
+/// against the appliance CA at the daemon's time, the server certificate
+/// from `server_cert`.
 pub fn server_config(
     ca_pem: &str,
-    cert_pem: &str,
-    key_pem: &str,
+    server_cert: Arc<crate::servedcert::ServerCert>,
+    time: crate::state::TlsTime,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     for c in certs("CA certificate", ca_pem)? {
@@ -80,13 +82,10 @@ pub fn server_config(
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let mut cfg = ServerConfig::builder_with_provider(provider)
+    let mut cfg = ServerConfig::builder_with_details(provider, Arc::new(time))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            certs("server certificate", cert_pem)?,
-            key("server key", key_pem)?,
-        )?;
+        .with_cert_resolver(server_cert);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

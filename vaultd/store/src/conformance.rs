@@ -89,6 +89,7 @@ fn principal(fp: &str, name: &str, role: &str) -> PrincipalRow {
         not_after: 4_000_000_000,
         issued_at: 1,
         revoked: false,
+        renewed_from: None,
     }
 }
 
@@ -592,6 +593,7 @@ fn principals(b: &dyn Backend) {
     );
     b.write(WriteOp::RevokePrincipal {
         fingerprint: admin2.clone(),
+        now: 1,
     })
     .unwrap();
     assert!(b.principal(&admin2).unwrap().unwrap().revoked);
@@ -604,6 +606,7 @@ fn principals(b: &dyn Backend) {
     match b
         .write(WriteOp::RevokeName {
             name: "pam-a".into(),
+            now: 1,
         })
         .unwrap()
     {
@@ -615,12 +618,14 @@ fn principals(b: &dyn Backend) {
     assert!(!b.principal(&p3).unwrap().unwrap().revoked);
     let again = b.write(WriteOp::RevokeName {
         name: "pam-a".into(),
+        now: 1,
     });
     assert_eq!(again.err().unwrap().code(), "not_found");
     // The last admin's name cannot be revoked either.
     assert_eq!(
         b.write(WriteOp::RevokeName {
-            name: "admin".into()
+            name: "admin".into(),
+            now: 1,
         })
         .err()
         .unwrap()
@@ -641,7 +646,8 @@ fn principals(b: &dyn Backend) {
     );
     assert_eq!(
         b.write(WriteOp::RevokePrincipal {
-            fingerprint: "a".repeat(64)
+            fingerprint: "a".repeat(64),
+            now: 1,
         })
         .err()
         .unwrap()
@@ -649,6 +655,151 @@ fn principals(b: &dyn Backend) {
         "last_admin"
     );
     assert!(b.principals().unwrap().len() >= 2);
+    certificate_renewals(b);
+}
+
+/// Renewal: same name and role only, from a live certificate; the renewed
+/// certificate dies when its successor is first used, and what it held
+/// moves over; revoking a certificate revokes its renewals.
+fn certificate_renewals(b: &dyn Backend) {
+    let renewal = |old: &str, new: &str, name: &str, role: &str| {
+        let mut p = principal(new, name, role);
+        p.renewed_from = Some(old.into());
+        WriteOp::RenewPrincipal {
+            old: old.into(),
+            new: p,
+            now: 10,
+        }
+    };
+    let (old, new1, new2) = ("1".repeat(64), "2".repeat(64), "3".repeat(64));
+    b.write(WriteOp::AddPrincipal(principal(&old, "pam-r", "pam")))
+        .unwrap();
+    b.write(WriteOp::Checkout {
+        id: "co-renew".into(),
+        path: "c/p".into(),
+        expect_version: None,
+        principal: "pam-r".into(),
+        fingerprint: old.clone(),
+        reason: "renewal test".into(),
+        now: 10,
+        expires_at: 4_000_000_000,
+    })
+    .unwrap();
+    // Another name or role is not a renewal.
+    assert_eq!(
+        b.write(renewal(&old, &new1, "pam-x", "pam"))
+            .err()
+            .unwrap()
+            .code(),
+        "forbidden"
+    );
+    assert_eq!(
+        b.write(renewal(&old, &new1, "pam-r", "admin"))
+            .err()
+            .unwrap()
+            .code(),
+        "forbidden"
+    );
+    // A first renewal whose answer was lost, then a second: the unused
+    // first one is revoked.
+    match b.write(renewal(&old, &new1, "pam-r", "pam")).unwrap() {
+        WriteOutcome::Revoked(v) => assert!(v.is_empty()),
+        o => panic!("renewal answered {o:?}"),
+    }
+    match b.write(renewal(&old, &new2, "pam-r", "pam")).unwrap() {
+        WriteOutcome::Revoked(v) => assert_eq!(v, std::slice::from_ref(&new1)),
+        o => panic!("renewal answered {o:?}"),
+    }
+    assert!(b.principal(&new1).unwrap().unwrap().revoked);
+    assert_eq!(
+        b.principal(&new2).unwrap().unwrap().renewed_from.as_deref(),
+        Some(old.as_str())
+    );
+    // The old certificate still works until the new one is used.
+    assert!(!b.principal(&old).unwrap().unwrap().revoked);
+    match b
+        .write(WriteOp::RetirePredecessor {
+            fingerprint: new2.clone(),
+        })
+        .unwrap()
+    {
+        WriteOutcome::Revoked(v) => assert_eq!(v, std::slice::from_ref(&old)),
+        o => panic!("retire answered {o:?}"),
+    }
+    assert!(b.principal(&old).unwrap().unwrap().revoked);
+    assert_eq!(b.checkout("co-renew").unwrap().unwrap().fingerprint, new2);
+    // Once is enough.
+    match b
+        .write(WriteOp::RetirePredecessor {
+            fingerprint: new2.clone(),
+        })
+        .unwrap()
+    {
+        WriteOutcome::Revoked(v) => assert!(v.is_empty()),
+        o => panic!("retire answered {o:?}"),
+    }
+    // A retired (revoked) certificate cannot renew again.
+    assert_eq!(
+        b.write(renewal(&old, &"4".repeat(64), "pam-r", "pam"))
+            .err()
+            .unwrap()
+            .code(),
+        "renewal_closed"
+    );
+    // Nor an expired one.
+    let mut late = principal(&"5".repeat(64), "pam-r", "pam");
+    late.not_after = 10;
+    b.write(WriteOp::AddPrincipal(late)).unwrap();
+    assert_eq!(
+        b.write(renewal(&"5".repeat(64), &"6".repeat(64), "pam-r", "pam"))
+            .err()
+            .unwrap()
+            .code(),
+        "renewal_closed"
+    );
+    // Revoking a certificate revokes its renewals: a thief who renewed a
+    // stolen certificate loses the renewal with it.
+    let (a, a2, a3) = ("7".repeat(64), "8".repeat(64), "9".repeat(64));
+    b.write(WriteOp::AddPrincipal(principal(&a, "pam-s", "pam")))
+        .unwrap();
+    b.write(renewal(&a, &a2, "pam-s", "pam")).unwrap();
+    b.write(WriteOp::RetirePredecessor {
+        fingerprint: a2.clone(),
+    })
+    .unwrap();
+    b.write(renewal(&a2, &a3, "pam-s", "pam")).unwrap();
+    match b
+        .write(WriteOp::RevokePrincipal {
+            fingerprint: a.clone(),
+            now: 10,
+        })
+        .unwrap()
+    {
+        WriteOutcome::Revoked(mut v) => {
+            v.sort();
+            assert_eq!(v, [a.clone(), a2.clone(), a3.clone()]);
+        }
+        o => panic!("revoke answered {o:?}"),
+    }
+    assert!(b.principal(&a3).unwrap().unwrap().revoked);
+    // The last-admin guard counts only admin certificates that are still
+    // valid: an expired one does not keep anyone out of a lockout.
+    let expired_admin = {
+        let mut p = principal(&"e1".repeat(32), "admin-old", "admin");
+        p.not_after = 5;
+        p
+    };
+    b.write(WriteOp::AddPrincipal(expired_admin)).unwrap();
+    assert_eq!(
+        b.write(WriteOp::RevokePrincipal {
+            fingerprint: "a".repeat(64),
+            now: 10,
+        })
+        .err()
+        .unwrap()
+        .code(),
+        "last_admin"
+    );
 }
 
 fn custodian(name: &str, key: u8) -> CustodianRow {
@@ -935,7 +1086,10 @@ fn governance(b: &dyn Backend) {
             g2,
             true,
             &custodians,
-            Box::new(WriteOp::RevokeName { name: "x".into() })
+            Box::new(WriteOp::RevokeName {
+                name: "x".into(),
+                now: 1
+            })
         ),
         Err("forbidden")
     );

@@ -133,6 +133,9 @@ conflicts! {
     CustodiansChanged = "custodians_changed";
     /// The governance rule changed since the change was proposed.
     GovernanceChanged = "governance_changed";
+    /// Renewing a certificate that was revoked, expired or superseded in
+    /// the meantime.
+    RenewalClosed = "renewal_closed";
     /// A genesis when the custodians' governance is established already.
     GovernanceEstablished = "governance_established";
     /// A governance change before genesis.
@@ -670,7 +673,7 @@ impl Backend for Store {
     fn principal(&self, fingerprint: &str) -> Result<Option<PrincipalRow>, StoreError> {
         self.read(|c| {
             Ok(c.query_row(
-                "SELECT fingerprint, name, role, serial, not_after, issued_at, revoked
+                "SELECT fingerprint, name, role, serial, not_after, issued_at, revoked, renewed_from
                  FROM principals WHERE fingerprint = ?1",
                 [fingerprint],
                 principal_from_row,
@@ -682,7 +685,7 @@ impl Backend for Store {
     fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(
-                "SELECT fingerprint, name, role, serial, not_after, issued_at, revoked
+                "SELECT fingerprint, name, role, serial, not_after, issued_at, revoked, renewed_from
                  FROM principals ORDER BY issued_at, name",
             )?;
             let rows = st.query_map([], principal_from_row)?;
@@ -823,6 +826,7 @@ fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PrincipalRow> {
         not_after: r.get(4)?,
         issued_at: r.get(5)?,
         revoked: r.get::<_, i64>(6)? != 0,
+        renewed_from: r.get(7)?,
     })
 }
 

@@ -167,6 +167,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE custodians ADD COLUMN removed_at INTEGER;
     ALTER TABLE custodians ADD COLUMN removed_by TEXT;
     "#,
+    // 9: a renewed certificate records the one it renews; the renewed one
+    // is revoked when its successor is first used.
+    r#"
+    ALTER TABLE principals ADD COLUMN renewed_from TEXT;
+    CREATE INDEX principals_renewed_from ON principals(renewed_from) WHERE renewed_from IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -77,6 +77,9 @@ pub struct PrincipalRow {
     pub not_after: i64,
     pub issued_at: i64,
     pub revoked: bool,
+    /// The certificate this one renewed (`POST /v1/sys/certs/renew`); it is
+    /// revoked, and what it held moves here, when this one is first used.
+    pub renewed_from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -70,13 +70,34 @@ pub enum WriteOp {
         now: i64,
         expires_at: i64,
     },
+    /// Revokes a certificate and every renewal made from it (a stolen
+    /// certificate's holder cannot keep access through a renewal).
     RevokePrincipal {
         fingerprint: String,
+        now: i64,
     },
     /// Revokes every unrevoked certificate of a principal name (not found
     /// if it has none).
     RevokeName {
         name: String,
+        now: i64,
+    },
+    /// A certificate's renewal: `new` (same name and role, `renewed_from`
+    /// = `old`) is added if `old` is still unrevoked and unexpired at
+    /// `now`. An earlier renewal of `old` that was never used is revoked
+    /// (its answer was lost, or someone else holds `old`'s key: the
+    /// audit log shows both). [`WriteOutcome::Revoked`] lists those.
+    RenewPrincipal {
+        old: String,
+        new: PrincipalRow,
+        now: i64,
+    },
+    /// A renewed certificate's first use: the certificate it renewed is
+    /// revoked, and its open checkouts and uncollected requests move to
+    /// this one. [`WriteOutcome::Revoked`] lists what was revoked (empty if
+    /// it was already).
+    RetirePredecessor {
+        fingerprint: String,
     },
     /// A new version of a sealed-tier secret: ciphertext and custodian
     /// shares only. `custody` is the JSON `{"group", "k"}`.
@@ -348,6 +369,17 @@ fn append_entry(c: &Connection, cur: &mut Cursor, draft: Draft) -> Result<(), St
     Ok(())
 }
 
+/// What only the write itself knows, added to its success entry: the
+/// certificates a revocation or renewal revoked (a renewal chain included).
+fn with_outcome(mut d: Draft, v: &WriteOutcome) -> Draft {
+    if let WriteOutcome::Revoked(fps) = v {
+        if !fps.is_empty() {
+            d.details.insert("revoked".into(), fps.join(","));
+        }
+    }
+    d
+}
+
 /// Runs one job in savepoints. The audit entry of a successful change
 /// commits atomically with it; the entry of a refused change is written in
 /// its own savepoint after the change is rolled back. If the entry cannot
@@ -371,7 +403,7 @@ fn run_job(
             c.execute_batch("RELEASE op")?;
             Ok(v)
         }
-        (Ok(v), Some(audit)) => match append_entry(c, cur, audit.success) {
+        (Ok(v), Some(audit)) => match append_entry(c, cur, with_outcome(audit.success, &v)) {
             Ok(()) => {
                 c.execute_batch("RELEASE op")?;
                 Ok(v)
@@ -934,7 +966,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 ..row
             }))
         }
-        WriteOp::RevokeName { name } => {
+        WriteOp::RevokeName { name, now } => {
             let mut st = c.prepare_cached(
                 "SELECT fingerprint, role FROM principals WHERE name = ?1 AND revoked = 0 ORDER BY fingerprint",
             )?;
@@ -947,7 +979,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 return Err(StoreError::NotFound);
             }
             if rows.iter().any(|(_, role)| role == Role::Admin.as_str()) {
-                keep_an_admin(c, "name <> ?1", &name)?;
+                keep_an_admin(c, "name <> ?1", &name, now)?;
             }
             c.execute(
                 "UPDATE principals SET revoked = 1 WHERE name = ?1 AND revoked = 0",
@@ -957,7 +989,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 rows.into_iter().map(|(fp, _)| fp).collect(),
             ))
         }
-        WriteOp::RevokePrincipal { fingerprint } => {
+        WriteOp::RevokePrincipal { fingerprint, now } => {
             // Read as text: revoking must work also for a row whose role
             // this build does not know (it is not an admin either way).
             let role: String = c
@@ -968,14 +1000,91 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 )
                 .optional()?
                 .ok_or(StoreError::NotFound)?;
+            let chain = renewal_chain(c, &fingerprint)?;
             if role == Role::Admin.as_str() {
-                keep_an_admin(c, "fingerprint <> ?1", &fingerprint)?;
+                keep_an_admin(c, OUTSIDE_CHAIN, &fingerprint, now)?;
+            }
+            for fp in &chain {
+                c.execute(
+                    "UPDATE principals SET revoked = 1 WHERE fingerprint = ?1",
+                    [fp],
+                )?;
+            }
+            Ok(WriteOutcome::Revoked(chain))
+        }
+        WriteOp::RenewPrincipal { old, new, now } => {
+            let prev = c
+                .query_row(
+                    "SELECT name, role, not_after, revoked FROM principals WHERE fingerprint = ?1",
+                    [&old],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)? != 0,
+                        ))
+                    },
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            let (name, role, not_after, revoked) = prev;
+            if name != new.name
+                || role != new.role.as_str()
+                || new.renewed_from.as_deref() != Some(old.as_str())
+            {
+                return Err(StoreError::Forbidden(
+                    "a renewal keeps the certificate's name and role and names it",
+                ));
+            }
+            if revoked || not_after <= now {
+                return Err(StoreError::Conflict(Conflict::RenewalClosed));
+            }
+            let mut st = c.prepare_cached(
+                "SELECT fingerprint FROM principals WHERE renewed_from = ?1 AND revoked = 0 ORDER BY fingerprint",
+            )?;
+            let replaced = st
+                .query_map([&old], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            for fp in &replaced {
+                for f in renewal_chain(c, fp)? {
+                    c.execute(
+                        "UPDATE principals SET revoked = 1 WHERE fingerprint = ?1",
+                        [&f],
+                    )?;
+                }
+            }
+            add_principal(c, &new)?;
+            Ok(WriteOutcome::Revoked(replaced))
+        }
+        WriteOp::RetirePredecessor { fingerprint } => {
+            let row = c
+                .query_row(
+                    "SELECT renewed_from, revoked FROM principals WHERE fingerprint = ?1",
+                    [&fingerprint],
+                    |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)? != 0)),
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            let (Some(old), false) = row else {
+                return Ok(WriteOutcome::Revoked(Vec::new()));
+            };
+            let n = c.execute(
+                "UPDATE principals SET revoked = 1 WHERE fingerprint = ?1 AND revoked = 0",
+                [&old],
+            )?;
+            if n == 0 {
+                return Ok(WriteOutcome::Revoked(Vec::new()));
             }
             c.execute(
-                "UPDATE principals SET revoked = 1 WHERE fingerprint = ?1",
-                [fingerprint],
+                "UPDATE checkouts SET fingerprint = ?2 WHERE fingerprint = ?1 AND checked_in_at IS NULL",
+                params![old, fingerprint],
             )?;
-            Ok(WriteOutcome::Done)
+            c.execute(
+                "UPDATE requests SET requester_fingerprint = ?2 WHERE requester_fingerprint = ?1 AND collected_at IS NULL",
+                params![old, fingerprint],
+            )?;
+            Ok(WriteOutcome::Revoked(vec![old]))
         }
         WriteOp::AuditOnly => Ok(WriteOutcome::Done),
         WriteOp::TakeOver => {
@@ -1031,21 +1140,45 @@ fn add_keyring(c: &Connection, kv: &KeyringVersion, now: i64) -> Result<(), Stor
     Ok(())
 }
 
-/// Refuses a revocation that would leave no unrevoked admin outside
-/// `others` (a SQL condition on `?1`): that would lock everyone out of
-/// issuance, unseal and rotation for good.
-fn keep_an_admin(c: &Connection, others: &'static str, key: &str) -> Result<(), StoreError> {
+/// Refuses a revocation that would leave no unrevoked, unexpired admin
+/// certificate outside `others` (a SQL condition on `?1`): that would lock
+/// everyone out of issuance, unseal and rotation for good.
+fn keep_an_admin(c: &Connection, others: &str, key: &str, now: i64) -> Result<(), StoreError> {
     let n: i64 = c.query_row(
         &format!(
-            "SELECT count(*) FROM principals WHERE role = 'admin' AND revoked = 0 AND {others}"
+            "SELECT count(*) FROM principals WHERE role = 'admin' AND revoked = 0 AND not_after > ?2 AND {others}"
         ),
-        [key],
+        params![key, now],
         |r| r.get(0),
     )?;
     if n == 0 {
         return Err(StoreError::Conflict(Conflict::LastAdmin));
     }
     Ok(())
+}
+
+/// The certificates of the renewal chain that starts at `?1`.
+const CHAIN: &str = "WITH RECURSIVE chain(fp) AS (
+         SELECT ?1
+         UNION SELECT p.fingerprint FROM principals p JOIN chain ON p.renewed_from = chain.fp
+     )
+     SELECT fp FROM chain";
+
+/// A [`keep_an_admin`] condition: outside the renewal chain of `?1`.
+const OUTSIDE_CHAIN: &str = "fingerprint NOT IN (WITH RECURSIVE chain(fp) AS (
+         SELECT ?1
+         UNION SELECT p.fingerprint FROM principals p JOIN chain ON p.renewed_from = chain.fp
+     )
+     SELECT fp FROM chain)";
+
+/// A certificate and every renewal made from it, transitively (itself
+/// first).
+fn renewal_chain(c: &Connection, fingerprint: &str) -> Result<Vec<String>, StoreError> {
+    let mut st = c.prepare_cached(CHAIN)?;
+    let rows = st
+        .query_map([fingerprint], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
 
 fn add_principal(c: &Connection, p: &PrincipalRow) -> Result<(), StoreError> {
@@ -1064,8 +1197,8 @@ fn add_principal(c: &Connection, p: &PrincipalRow) -> Result<(), StoreError> {
         return Err(StoreError::Conflict(Conflict::NameInUse));
     }
     c.execute(
-        "INSERT INTO principals (fingerprint, name, role, serial, not_after, issued_at, revoked)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO principals (fingerprint, name, role, serial, not_after, issued_at, revoked, renewed_from)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             p.fingerprint,
             p.name,
@@ -1073,7 +1206,8 @@ fn add_principal(c: &Connection, p: &PrincipalRow) -> Result<(), StoreError> {
             p.serial,
             p.not_after,
             p.issued_at,
-            p.revoked as i64
+            p.revoked as i64,
+            p.renewed_from
         ],
     )?;
     Ok(())

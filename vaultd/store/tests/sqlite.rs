@@ -343,15 +343,18 @@ fn checkout_refuses_a_changed_version_and_revocation_works() {
         not_after: 9,
         issued_at: 1,
         revoked: false,
+        renewed_from: None,
     };
     s.write(WriteOp::AddPrincipal(row)).unwrap();
     s.write(WriteOp::RevokePrincipal {
         fingerprint: "ff".into(),
+        now: 1,
     })
     .unwrap();
     assert!(s.principal("ff").unwrap().unwrap().revoked);
     let missing = s.write(WriteOp::RevokePrincipal {
         fingerprint: "00".into(),
+        now: 1,
     });
     assert_eq!(missing.err().unwrap().code(), "not_found");
 }
@@ -367,17 +370,20 @@ fn last_admin_cannot_be_revoked_and_names_keep_their_role() {
         not_after: 9,
         issued_at: 1,
         revoked: false,
+        renewed_from: None,
     };
     s.write(WriteOp::AddPrincipal(p("a1", "root", "admin")))
         .unwrap();
     let e = s.write(WriteOp::RevokePrincipal {
         fingerprint: "a1".into(),
+        now: 1,
     });
     assert_eq!(e.err().unwrap().code(), "last_admin");
     s.write(WriteOp::AddPrincipal(p("a2", "root2", "admin")))
         .unwrap();
     s.write(WriteOp::RevokePrincipal {
         fingerprint: "a1".into(),
+        now: 1,
     })
     .unwrap();
     // Renewal under the same name and role is fine; another role is not.
@@ -460,6 +466,7 @@ fn an_edited_role_or_request_status_is_a_corrupt_row_never_acted_on() {
         not_after: 9,
         issued_at: 1,
         revoked: false,
+        renewed_from: None,
     };
     s.write(WriteOp::AddPrincipal(row)).unwrap();
     assert_eq!(
@@ -486,6 +493,7 @@ fn an_edited_role_or_request_status_is_a_corrupt_row_never_acted_on() {
     // Revoking it still works (it is not an admin, whatever it says).
     s.write(WriteOp::RevokePrincipal {
         fingerprint: "ff".into(),
+        now: 1,
     })
     .unwrap();
     let revoked: i64 = c

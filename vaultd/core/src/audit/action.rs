@@ -60,6 +60,8 @@ actions! {
     CheckoutList => "checkout.list",
     // Principals and the keyring.
     CertIssue => "cert.issue",
+    CertRenew => "cert.renew",
+    CertServerReissue => "cert.server_reissue",
     PrincipalRevoke => "principal.revoke",
     PrincipalList => "principal.list",
     KeyringRotate => "keyring.rotate",

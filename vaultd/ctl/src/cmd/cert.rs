@@ -18,6 +18,37 @@ pub enum CertCmd {
     List,
     /// Revoke one certificate (by SHA-256 fingerprint) or every certificate of a name.
     Revoke(RevokeArgs),
+    /// Renew your own certificate (--cert/--key) before it expires: same name and role, a new key.
+    ///
+    /// Without --out-dir, the new key and certificate replace the files given by --key and
+    /// --cert. The old certificate keeps working until the new one is first used; then the
+    /// appliance revokes it. Open during the certificate's renewal window (its last
+    /// limits.cert_renew_days days, at most its second half).
+    Renew(RenewArgs),
+    /// Show the appliance's server certificate, or reissue it (admin).
+    Server(ServerArgs),
+}
+
+#[derive(Args)]
+pub struct RenewArgs {
+    /// Sign this CSR (PEM) instead of generating a key here; the certificate goes to --out-dir.
+    #[arg(long)]
+    csr: Option<PathBuf>,
+    /// Write NAME.pem (and NAME-key.pem) here instead of replacing --cert and --key.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Reissue it now with a new key (otherwise it is reissued by itself when
+    /// fewer than tls.server_cert_renew_days are left).
+    #[arg(long)]
+    reissue: bool,
+    /// With --reissue: the DNS names and IP addresses it is for, instead of
+    /// the ones it has (repeat; loopback names are always added).
+    #[arg(long = "name", requires = "reissue")]
+    names: Vec<String>,
 }
 
 #[derive(Args)]
@@ -175,5 +206,106 @@ pub async fn revoke(c: &ConnArgs, j: bool, a: &RevokeArgs) -> Outcome {
             });
         }
     }
+    Ok(Ok(()))
+}
+
+/// `cert renew`: a new key and certificate for the caller's own identity.
+pub async fn renew(c: &ConnArgs, j: bool, a: RenewArgs) -> Outcome {
+    let name = crate::util::cert_common_name(c)?;
+    let (csr_pem, key_pem) = match &a.csr {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| p.display().to_string())?,
+            None,
+        ),
+        None => {
+            let (key, csr) = key_and_csr(&name)?;
+            (csr, Some(key))
+        }
+    };
+    if a.csr.is_some() && a.out_dir.is_none() {
+        anyhow::bail!("--csr needs --out-dir (the key is not here to replace)");
+    }
+    let v = server!(
+        call(
+            c,
+            Method::POST,
+            "/v1/sys/certs/renew",
+            Some(json!({ "csr_pem": csr_pem }))
+        )
+        .await?
+    );
+    let cert_pem = v["certificate_pem"].as_str().unwrap_or_default();
+    let (cert_path, key_path) = match &a.out_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| d.display().to_string())?;
+            write_public(&d.join("ca.pem"), v["ca_pem"].as_str().unwrap_or_default())?;
+            (
+                d.join(format!("{name}.pem")),
+                d.join(format!("{name}-key.pem")),
+            )
+        }
+        None => (
+            c.cert.clone().context("--cert is required")?,
+            c.key.clone().context("--key is required")?,
+        ),
+    };
+    // The key first: a certificate on disk always has its key beside it.
+    // Until the new certificate is used, the old pair still works, and a
+    // second renewal replaces this one.
+    if let Some(k) = &key_pem {
+        write_private(&key_path, k)?;
+    }
+    write_public(&cert_path, cert_pem)?;
+    let mut report = json!({
+        "name": v["name"], "role": v["role"], "fingerprint": v["fingerprint"],
+        "not_after": v["not_after"], "renewed": v["renewed"], "certificate": cert_path,
+    });
+    let key_path = key_pem.is_some().then_some(key_path);
+    if let Some(k) = &key_path {
+        report["key"] = json!(k);
+    }
+    out(j, &report, |r| {
+        print_issued(r, &cert_path, key_path.as_deref());
+        println!(
+            "  renews      : {} (revoked when the new certificate is first used)",
+            r["renewed"].as_str().unwrap_or("?")
+        );
+    });
+    Ok(Ok(()))
+}
+
+/// `cert server [--reissue [--name N]...]`
+pub async fn server(c: &ConnArgs, j: bool, a: ServerArgs) -> Outcome {
+    let v = if a.reissue {
+        let body = if a.names.is_empty() {
+            json!({})
+        } else {
+            json!({ "names": a.names })
+        };
+        server!(call(c, Method::POST, "/v1/sys/server-cert", Some(body)).await?)
+    } else {
+        server!(call(c, Method::GET, "/v1/sys/server-cert", None).await?)
+    };
+    out(j, &v, |v| {
+        if a.reissue {
+            println!("server certificate reissued");
+        }
+        println!(
+            "  sha256      : {}",
+            v["fingerprint"].as_str().unwrap_or("?")
+        );
+        println!("  expires     : {}", v["not_after"].as_str().unwrap_or("?"));
+        println!(
+            "  reissued by itself from: {}",
+            v["reissue_from"].as_str().unwrap_or("?")
+        );
+        let names: Vec<&str> = v["names"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str())
+            .collect();
+        println!("  names       : {}", names.join(", "));
+    });
     Ok(Ok(()))
 }

@@ -72,6 +72,12 @@ pub struct EnrollArgs {
     /// key is used when absent.
     #[arg(long)]
     mgm_key_file: Option<PathBuf>,
+    /// PEM file of further attestation intermediates, sent after the
+    /// key's f9 certificate in file order (keys made on firmware 5.7.4+
+    /// chain through newer Yubico intermediates). Repeatable; at most 3
+    /// certificates in all.
+    #[arg(long = "intermediate", value_name = "PEM")]
+    intermediates: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -260,8 +266,40 @@ fn generate_keys(
     Ok(())
 }
 
-/// The enrolment request: the slots' attestations and the f9 intermediate.
+/// The certificates of `--intermediate` files, DER, in order.
+fn extra_intermediates(files: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for f in files {
+        let data = std::fs::read(f).map_err(|e| anyhow!("read {}: {e}", f.display()))?;
+        let mut n = 0;
+        for pem in x509_parser::pem::Pem::iter_from_buffer(&data) {
+            let pem = pem.map_err(|e| anyhow!("{}: not PEM: {e}", f.display()))?;
+            if pem.label != "CERTIFICATE" {
+                anyhow::bail!("{}: a {:?} block; only CERTIFICATE", f.display(), pem.label);
+            }
+            x509_parser::parse_x509_certificate(&pem.contents)
+                .map_err(|e| anyhow!("{}: certificate {}: {e}", f.display(), n + 1))?;
+            out.push(pem.contents);
+            n += 1;
+        }
+        if n == 0 {
+            anyhow::bail!("{}: no certificate in it", f.display());
+        }
+    }
+    if out.len() > 3 {
+        anyhow::bail!(
+            "{} further intermediates: vaultd takes the f9 certificate and at most 3 more",
+            out.len()
+        );
+    }
+    Ok(out)
+}
+
+/// The enrolment request: the slots' attestations, the f9 intermediate and
+/// any further ones.
 fn enroll_body(a: &EnrollArgs) -> anyhow::Result<Value> {
+    // Read before touching the YubiKey: a bad file must not cost new keys.
+    let extra = extra_intermediates(&a.intermediates)?;
     let policies = policies(&a.pin_policy, &a.touch_policy)?;
     let mut t = token(a.serial)?;
     if !a.reuse {
@@ -281,7 +319,10 @@ fn enroll_body(a: &EnrollArgs) -> anyhow::Result<Value> {
         "groups": a.groups,
         "signature_attestation": B64.encode(sig),
         "key_management_attestation": B64.encode(kex),
-        "intermediates": [B64.encode(f9)],
+        "intermediates": std::iter::once(&f9)
+            .chain(extra.iter())
+            .map(|c| B64.encode(c))
+            .collect::<Vec<_>>(),
     }))
 }
 
@@ -299,4 +340,60 @@ pub fn parse_approvals(s: &str) -> anyhow::Result<Value> {
         out.push(json!({"group": g, "k": k}));
     }
     Ok(Value::Array(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extra_intermediates;
+    use std::io::Write;
+
+    fn cert_pem(cn: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.self_signed(&key).unwrap().pem()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn intermediates_are_read_in_file_order() {
+        let (a, b, c) = (cert_pem("a"), cert_pem("b"), cert_pem("c"));
+        let f1 = file(&format!("{a}{b}"));
+        let f2 = file(&c);
+        let got = extra_intermediates(&[f1.path().into(), f2.path().into()]).unwrap();
+        let cn = |der: &[u8]| {
+            let (_, x) = x509_parser::parse_x509_certificate(der).unwrap();
+            x.subject().to_string()
+        };
+        let names: Vec<String> = got.iter().map(|d| cn(d)).collect();
+        assert_eq!(names, ["CN=a", "CN=b", "CN=c"]);
+    }
+
+    #[test]
+    fn bad_intermediate_files_are_refused() {
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let four = (0..4).map(|i| cert_pem(&i.to_string())).collect::<String>();
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        for (text, want) in [
+            (key.as_str(), "only CERTIFICATE"),
+            ("nothing here", "no certificate"),
+            (four.as_str(), "at most 3 more"),
+            (garbage, "certificate 1"),
+        ] {
+            let f = file(text);
+            let e = extra_intermediates(&[f.path().into()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+        }
+        let e = extra_intermediates(&["/nonexistent/x.pem".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("read /nonexistent/x.pem"), "{e}");
+    }
 }

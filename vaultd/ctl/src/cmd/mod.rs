@@ -69,6 +69,7 @@ fn man(out_dir: &std::path::Path) -> Outcome {
 pub async fn run(cli: Cli) -> Outcome {
     let j = cli.json;
     crate::util::set_quiet(cli.quiet);
+    crate::util::set_json(j);
     let c = &cli.conn;
     match cli.cmd {
         Cmd::Init(a) => init::init(c, j, a).await,
@@ -86,6 +87,8 @@ pub async fn run(cli: Cli) -> Outcome {
         Cmd::Cert(CertCmd::Issue(a)) => cert::issue(c, j, a).await,
         Cmd::Cert(CertCmd::List) => cert::list(c, j).await,
         Cmd::Cert(CertCmd::Revoke(a)) => cert::revoke(c, j, &a).await,
+        Cmd::Cert(CertCmd::Renew(a)) => cert::renew(c, j, a).await,
+        Cmd::Cert(CertCmd::Server(a)) => cert::server(c, j, a).await,
         Cmd::Secret(SecretCmd::Put(a)) => secret::put(c, j, a).await,
         Cmd::Secret(SecretCmd::Get { path }) => secret::get(c, j, &path).await,
         Cmd::Secret(SecretCmd::List { prefix }) => secret::list(c, j, &prefix).await,

@@ -23,6 +23,14 @@ pub async fn status(c: &ConnArgs, j: bool) -> Outcome {
                 v["reason"]["message"].as_str().unwrap_or("")
             );
         }
+        let sc = &v["server_certificate"];
+        if let Some(t) = sc["not_after"].as_str() {
+            if sc["reissue_due"].as_bool() == Some(true) {
+                println!("server certificate expires {t}: REISSUE DUE (it is reissued by itself once unsealed with the token reachable; or `vaultctl cert server --reissue`)");
+            } else {
+                println!("server certificate expires {t}");
+            }
+        }
     });
     Ok(Ok(()))
 }

@@ -89,6 +89,7 @@ codes! {
     InvalidValidity = "invalid_validity", BAD_REQUEST;
     InvalidCsr = "invalid_csr", BAD_REQUEST;
     InvalidFingerprint = "invalid_fingerprint", BAD_REQUEST;
+    InvalidNames = "invalid_names", BAD_REQUEST;
     // Conflicts with the stored state.
     CheckedOut = "checked_out", CONFLICT;
     VersionChanged = "version_changed", CONFLICT;
@@ -98,6 +99,8 @@ codes! {
     LeaseMaxExceeded = "lease_max_exceeded", CONFLICT;
     LastAdmin = "last_admin", CONFLICT;
     NameInUse = "name_in_use", CONFLICT;
+    RenewalTooEarly = "renewal_too_early", CONFLICT;
+    RenewalClosed = "renewal_closed", CONFLICT;
     KeyringVersionExists = "keyring_version_exists", CONFLICT;
     SealedTier = "sealed_tier", CONFLICT;
     NotSealedTier = "not_sealed_tier", CONFLICT;

@@ -69,6 +69,9 @@ pub fn table() -> Vec<Route> {
         GET "/v1/sys/seal-status" Public, Serve, SysRead => get(sys::seal_status);
         POST "/v1/sys/unseal" P(Action::Unseal), Serve, SysUnseal => post(sys::unseal);
         POST "/v1/sys/certs" P(Action::IssueCertificate), Refuse, CertIssue => post(sys::issue_cert);
+        POST "/v1/sys/certs/renew" P(Action::RenewOwnCertificate), Refuse, CertRenew => post(sys::renew_cert);
+        GET "/v1/sys/server-cert" P(Action::IssueCertificate), Serve, SysRead => get(sys::server_cert);
+        POST "/v1/sys/server-cert" P(Action::IssueCertificate), Refuse, CertServerReissue => post(sys::reissue_server_cert);
         GET "/v1/sys/principals" P(Action::IssueCertificate), Serve, PrincipalList => get(sys::list_principals);
         POST "/v1/sys/principals/revoke" P(Action::IssueCertificate), Serve, PrincipalRevoke => post(sys::revoke_name);
         POST "/v1/sys/principals/{fingerprint}/revoke" P(Action::IssueCertificate), Serve, PrincipalRevoke => post(sys::revoke_principal);
@@ -178,16 +181,172 @@ pub(crate) async fn authorize(
                 Ok(auth) => auth,
                 Err(e) => return e.into_response(),
             };
+            // Any authenticated request is a use of the certificate, also
+            // one its role may not make.
+            if let Err(e) = retire_predecessor(&st, &auth).await {
+                return e.into_response();
+            }
             if let Access::Permission(action) = a {
                 if let Err(e) = auth.require(action) {
                     return e.into_response();
                 }
             }
+            let opens = crate::state::renew_opens(
+                &st.config,
+                auth.principal.issued_at,
+                auth.principal.not_after,
+            );
+            let left = auth.principal.not_after - st.now();
+            let warn = (st.now() >= opens).then_some(left);
             parts.extensions.insert(auth);
+            if refuse_sealed && st.is_sealed() {
+                return ApiError::sealed().into_response();
+            }
+            let mut resp = next.run(Request::from_parts(parts, body)).await;
+            if let Some(left) = warn {
+                // Every answer to a holder whose certificate is in its
+                // renewal window says so (vaultctl prints a warning).
+                resp.headers_mut()
+                    .insert(CERT_EXPIRES_IN, axum::http::HeaderValue::from(left.max(0)));
+            }
+            return resp;
         }
     }
     if refuse_sealed && st.is_sealed() {
         return ApiError::sealed().into_response();
     }
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// The response header that tells a client its certificate is in its
+/// renewal window: the seconds it has left.
+pub const CERT_EXPIRES_IN: &str = "vault-certificate-expires-in";
+
+/// A renewed certificate's first use retires the certificate it renewed
+/// (revoked, its open checkouts and requests moved here), before anything
+/// else: from then on only the new key works. Refused if that cannot be
+/// written (fail closed: the old key must not outlive its successor's use).
+async fn retire_predecessor(st: &Arc<AppState>, auth: &Auth) -> Result<(), ApiError> {
+    let Some(old) = st.live_predecessor(&auth.principal.fingerprint) else {
+        return Ok(());
+    };
+    let s = st.clone();
+    let fingerprint = auth.principal.fingerprint.clone();
+    let audit = auth
+        .audit(st, "cert.renew", &auth.principal.name)
+        .detail("step", "first_use")
+        .detail("renewed", old.clone());
+    let r = super::blocking(move || {
+        s.store.write_audited(
+            vault_store::WriteOp::RetirePredecessor { fingerprint },
+            audit,
+        )
+    })
+    .await?;
+    let revoked = match r? {
+        vault_store::WriteOutcome::Revoked(v) => v,
+        _ => return Err(ApiError::internal("unexpected store outcome")),
+    };
+    for fp in &revoked {
+        st.mark_revoked(fp);
+    }
+    if !revoked.is_empty() {
+        tracing::info!(principal = %auth.principal.name, fingerprint = %auth.principal.fingerprint, renewed = %old, "renewed certificate in use; the one it renewed is revoked");
+    }
+    st.reload_principals()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::{table, Access, WhenSealed};
+
+    /// docs/API.md's endpoint table lists exactly the routes of the table,
+    /// with their sealed behaviour, and names the right permission where
+    /// it names one.
+    #[test]
+    fn api_md_endpoint_table_is_the_route_table() {
+        let doc = include_str!("../../../../docs/API.md");
+        let at = doc.find("## Endpoints").expect("## Endpoints");
+        let rows: Vec<Vec<&str>> = doc[at..]
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2)
+            .map(|l| {
+                l.trim()
+                    .trim_matches('|')
+                    .split('|')
+                    .map(str::trim)
+                    .collect()
+            })
+            .collect();
+        let routes = table();
+        let mut problems = Vec::new();
+        let mut seen = Vec::new();
+        for row in &rows {
+            let (method, path, who, sealed) = (row[0], row[1].trim_matches('`'), row[2], row[3]);
+            // `POST /v1/secrets/{*path}` is one route: the handler takes
+            // `/checkout` or `/breakglass` off the end.
+            let routed = match path.strip_prefix("/v1/secrets/{path}/") {
+                Some("checkout" | "breakglass") if method == "POST" => "/v1/secrets/{path}",
+                _ => path,
+            };
+            let Some(r) = routes.iter().find(|r| {
+                r.method.as_str() == method && r.path.replace("{*path}", "{path}") == routed
+            }) else {
+                problems.push(format!("documented, not routed: {method} {path}"));
+                continue;
+            };
+            seen.push((method, routed));
+            match (sealed, r.sealed) {
+                ("yes", WhenSealed::Refuse) | ("no", WhenSealed::Serve) => {}
+                // `—` (unseal itself) and `for signing` (checkpoints) are
+                // served while sealed and say why in words.
+                ("—" | "for signing", WhenSealed::Serve) => {}
+                (d, c) => problems.push(format!("{method} {path}: sealed {d:?} but {c:?}")),
+            }
+            match r.access {
+                Access::Public => {
+                    if who != "TLS" {
+                        problems.push(format!("{method} {path}: public, documented as {who:?}"));
+                    }
+                }
+                Access::Permission(a) => {
+                    if who == "TLS" {
+                        problems.push(format!(
+                            "{method} {path}: needs {}, documented as TLS",
+                            a.name()
+                        ));
+                    }
+                    let named = vault_core::policy::Action::ALL
+                        .iter()
+                        .find(|x| who.contains(&format!("({}", x.name())));
+                    if let Some(n) = named {
+                        if *n != a {
+                            problems.push(format!(
+                                "{method} {path}: documented {}, routed {}",
+                                n.name(),
+                                a.name()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for r in &routes {
+            let p = r.path.replace("{*path}", "{path}");
+            if !seen
+                .iter()
+                .any(|(m, sp)| *m == r.method.as_str() && *sp == p)
+            {
+                problems.push(format!("routed, not documented: {} {}", r.method, r.path));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "docs/API.md endpoints:\n{}",
+            problems.join("\n")
+        );
+    }
 }

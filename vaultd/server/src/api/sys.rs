@@ -39,6 +39,20 @@ pub async fn health(State(st): State<Arc<AppState>>) -> Response {
 }
 
 fn seal_status_body(st: &AppState) -> Value {
+    let mut v = seal_state(st);
+    // What every client sees of the server certificate at the handshake
+    // anyway; `reissue_due` means the automatic reissue has not happened
+    // yet (sealed, or the CA key unreachable).
+    if let Some(i) = st.server_cert.info() {
+        v["server_certificate"] = json!({
+            "not_after": rfc3339(i.not_after),
+            "reissue_due": crate::servercert::due(st),
+        });
+    }
+    v
+}
+
+fn seal_state(st: &AppState) -> Value {
     match &*st.vault.read().unwrap_or_else(|e| e.into_inner()) {
         Vault::Sealed(r) => json!({
             "sealed": true,
@@ -182,6 +196,141 @@ pub async fn issue_cert(
     Ok(Json(issued_json(&st, &issued, &req.name, role)).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    csr_pem: String,
+}
+
+/// `POST /v1/sys/certs/renew` (every role, for its own certificate): a
+/// new certificate for the CSR's key with the caller's name and role, as
+/// long as the old one lasted (at most `limits.client_cert_days`). Open
+/// from `renew_opens` until the certificate expires. The old certificate
+/// keeps working until the new one is first used, then it is revoked; a
+/// second renewal before that replaces the first (its answer was lost).
+/// Not a governance change: it adds no principal and changes no role, and
+/// a thief who renews a stolen certificate locks its owner out at first
+/// use, which the owner notices (and revoking either revokes the chain).
+pub async fn renew_cert(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    JsonBody(req): JsonBody<RenewRequest>,
+) -> ApiResult<Json<Value>> {
+    let p = auth.principal.clone();
+    let now = st.now();
+    let opens = crate::state::renew_opens(&st.config, p.issued_at, p.not_after);
+    if now < opens {
+        return Err(ApiError::new(
+            Code::RenewalTooEarly,
+            format!(
+                "this certificate can be renewed from {} (it expires {})",
+                rfc3339(opens),
+                rfc3339(p.not_after)
+            ),
+        ));
+    }
+    let lifetime_days = ((p.not_after - p.issued_at).max(86_400) / 86_400) as u32;
+    let days = lifetime_days.min(st.config.limits.client_cert_days).max(1);
+    let issued = sign_client_cert(&st, req.csr_pem, &p.name, p.role, days).await?;
+    if issued.fingerprint == p.fingerprint {
+        return Err(ApiError::new(
+            Code::InvalidCsr,
+            "the CSR repeats the certificate",
+        ));
+    }
+    let mut row = principal_row(&st, &issued, &p.name, p.role);
+    row.renewed_from = Some(p.fingerprint.clone());
+    let audit = auth
+        .audit(&st, "cert.renew", &p.name)
+        .detail("step", "issue")
+        .detail("renewed", p.fingerprint.clone())
+        .on_success("role", p.role.as_str())
+        .on_success("fingerprint", issued.fingerprint.clone())
+        .on_success("serial", issued.serial.clone())
+        .on_success("not_after", rfc3339(issued.not_after));
+    let s = st.clone();
+    let old = p.fingerprint.clone();
+    let r = blocking(move || {
+        s.store
+            .write_audited(WriteOp::RenewPrincipal { old, new: row, now }, audit)
+    })
+    .await?;
+    auth.after_write(&r);
+    let WriteOutcome::Revoked(replaced) = r? else {
+        return Err(ApiError::internal("unexpected store outcome"));
+    };
+    for fp in &replaced {
+        st.mark_revoked(fp);
+    }
+    st.reload_principals()?;
+    tracing::info!(name = %p.name, role = %p.role, renewed = %p.fingerprint, fingerprint = %issued.fingerprint, "client certificate renewed");
+    let mut body = issued_json(&st, &issued, &p.name, p.role);
+    body["renewed"] = json!(p.fingerprint);
+    body["replaced"] = json!(replaced);
+    Ok(Json(body))
+}
+
+fn server_cert_json(st: &AppState, i: &crate::servedcert::ServerCertInfo) -> Value {
+    let window = i64::from(st.config.tls.server_cert_renew_days) * 86_400;
+    json!({
+        "fingerprint": i.fingerprint,
+        "not_after": rfc3339(i.not_after),
+        "expires_in_seconds": i.not_after - st.now(),
+        "reissue_from": rfc3339(i.not_after - window),
+        "names": i.names,
+    })
+}
+
+/// `GET /v1/sys/server-cert` (admin): the served server certificate.
+pub async fn server_cert(State(st): State<Arc<AppState>>, _auth: Auth) -> ApiResult<Json<Value>> {
+    let i = st
+        .server_cert
+        .info()
+        .ok_or_else(|| ApiError::internal("no server certificate is loaded"))?;
+    Ok(Json(server_cert_json(&st, &i)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReissueRequest {
+    /// The DNS names and IP addresses the certificate is for (loopback is
+    /// always added); none: the names it has.
+    #[serde(default)]
+    names: Option<Vec<String>>,
+}
+
+/// `POST /v1/sys/server-cert` (admin): reissues the server certificate now,
+/// with a new key, for its names or new ones; every later handshake gets
+/// it. Audited as `cert.server_reissue`.
+pub async fn reissue_server_cert(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    JsonBody(req): JsonBody<ReissueRequest>,
+) -> ApiResult<Json<Value>> {
+    use crate::servercert::ReissueError;
+    let names = match &req.names {
+        Some(n) => Some(
+            crate::servercert::check_names(n).map_err(|m| ApiError::new(Code::InvalidNames, m))?,
+        ),
+        None => None,
+    };
+    let s = st.clone();
+    let who = auth.who.clone();
+    let i = blocking(move || crate::servercert::reissue(&s, &who, names, "admin"))
+        .await?
+        .map_err(|e| match e {
+            ReissueError::Store(s) => ApiError::from(s),
+            e @ (ReissueError::CaUnavailable | ReissueError::Sign) => {
+                ApiError::new(Code::CaUnavailable, e.to_string())
+            }
+            e => ApiError::internal(e.to_string()),
+        })?;
+    // Its entry is written (a refusal is recorded by the access layer).
+    auth.audited();
+    tracing::warn!(by = %auth.principal.name, fingerprint = %i.fingerprint, "server certificate reissued");
+    Ok(Json(server_cert_json(&st, &i)))
+}
+
 /// The principal row of a certificate just signed.
 pub(crate) fn principal_row(
     st: &AppState,
@@ -197,6 +346,7 @@ pub(crate) fn principal_row(
         not_after: issued.not_after,
         issued_at: st.now(),
         revoked: false,
+        renewed_from: None,
     }
 }
 
@@ -299,7 +449,12 @@ pub async fn revoke_name(
     let s = st.clone();
     let name = req.name.clone();
     let audit = auth.audit(&st, "principal.revoke", &req.name);
-    let r = blocking(move || s.store.write_audited(WriteOp::RevokeName { name }, audit)).await?;
+    let now = st.now();
+    let r = blocking(move || {
+        s.store
+            .write_audited(WriteOp::RevokeName { name, now }, audit)
+    })
+    .await?;
     auth.after_write(&r);
     let WriteOutcome::Revoked(fps) = r? else {
         return Err(ApiError::internal("unexpected store outcome"));
@@ -327,9 +482,15 @@ pub async fn revoke_principal(
     let s = st.clone();
     let f2 = fp.clone();
     let audit = auth.audit(&st, "principal.revoke", &fp);
+    let now = st.now();
     let r = tokio::task::spawn_blocking(move || {
-        s.store
-            .write_audited(WriteOp::RevokePrincipal { fingerprint: f2 }, audit)
+        s.store.write_audited(
+            WriteOp::RevokePrincipal {
+                fingerprint: f2,
+                now,
+            },
+            audit,
+        )
     })
     .await
     .map_err(|_| ApiError::internal("store task failed"))?;
@@ -397,6 +558,8 @@ pub async fn metrics(State(st): State<Arc<AppState>>, _auth: Auth) -> Response {
             pending_requests: g.pending_requests,
             audit_entries: entries,
             checkpoint_age_secs: g.checkpoint_at.map(|t| now.saturating_sub(t).max(0) as u64),
+            server_cert_expiry: st.server_cert.info().map(|i| i.not_after),
+            certs: st.certificate_summary(),
         },
         Ok((Err(e), _)) => return ApiError::from(e).into_response(),
         Err(e) => return e.into_response(),

@@ -58,6 +58,7 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Who> {
         (("POST", "/v1/secrets/{*path}"), Roles(&["pam"])),
         (("POST", "/v1/checkouts/{id}/checkin"), Roles(&["pam"])),
         (("POST", "/v1/checkouts/{id}/renew"), Roles(&["pam"])),
+        (("POST", "/v1/checkouts/{id}/recordings"), Roles(&["pam"])),
         (("POST", "/v1/checkouts/{id}/revoke"), Roles(&["admin"])),
         (
             ("GET", "/v1/checkouts"),

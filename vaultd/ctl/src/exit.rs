@@ -77,7 +77,7 @@ impl Failure {
     pub fn server(ServerError(status, code, message): ServerError) -> Failure {
         let exit = match (status, code.as_str()) {
             (_, "sealed") => Exit::Sealed,
-            (_, "integrity" | "verification_failed") => Exit::Integrity,
+            (_, "integrity" | "verification_failed" | "recording_not_verified") => Exit::Integrity,
             (500..=599, _) => Exit::Unavailable,
             _ => Exit::Refused,
         };

@@ -717,6 +717,25 @@ fn certificate_renewals(b: &dyn Backend) {
     );
     // The old certificate still works until the new one is used.
     assert!(!b.principal(&old).unwrap().unwrap().revoked);
+    // A lease under the old certificate that ends before the renewal is used.
+    b.write(WriteOp::Checkout {
+        id: "co-closed".into(),
+        path: "c/p".into(),
+        expect_version: None,
+        principal: "pam-r".into(),
+        fingerprint: old.clone(),
+        reason: "renewal test".into(),
+        now: 1_000,
+        expires_at: 4_000_000_000,
+    })
+    .unwrap();
+    b.write(WriteOp::Checkin {
+        id: "co-closed".into(),
+        principal: "pam-r".into(),
+        fingerprint: old.clone(),
+        now: 1_100,
+    })
+    .unwrap();
     match b
         .write(WriteOp::RetirePredecessor {
             fingerprint: new2.clone(),
@@ -728,6 +747,58 @@ fn certificate_renewals(b: &dyn Backend) {
     }
     assert!(b.principal(&old).unwrap().unwrap().revoked);
     assert_eq!(b.checkout("co-renew").unwrap().unwrap().fingerprint, new2);
+    // Session recordings: the checkout's certificate or a renewal of it
+    // registers one, for a lease open or ended; no one else; and not for a
+    // session said to begin before the checkout.
+    let record = |id: &str, who: &str, fp: &str, started_at: i64| {
+        b.write(WriteOp::RecordSession {
+            id: id.into(),
+            principal: who.into(),
+            fingerprint: fp.into(),
+            started_at,
+        })
+        .err()
+        .map(|e| e.code())
+        .unwrap_or("ok")
+    };
+    assert_eq!(
+        record("co-closed", "pam-r", &new2, 1_000),
+        "ok",
+        "by the renewal, after check-in"
+    );
+    assert_eq!(
+        record("co-closed", "pam-r", &old, 1_050),
+        "ok",
+        "by the certificate itself"
+    );
+    assert_eq!(
+        record("co-closed", "pam-r", &"ab".repeat(32), 1_000),
+        "forbidden",
+        "another certificate of the name"
+    );
+    assert_eq!(
+        record("co-closed", "pam-x", &new2, 1_000),
+        "forbidden",
+        "another name"
+    );
+    assert_eq!(
+        record(
+            "co-closed",
+            "pam-r",
+            &new2,
+            1_000 - crate::RECORDING_SKEW - 1
+        ),
+        "recording_before_checkout"
+    );
+    assert_eq!(
+        record("co-closed", "pam-r", &new2, 1_000 - crate::RECORDING_SKEW),
+        "ok",
+        "within the clock skew"
+    );
+    assert_eq!(
+        record("no-such-checkout", "pam-r", &new2, 1_000),
+        "not_found"
+    );
     // Once is enough.
     match b
         .write(WriteOp::RetirePredecessor {

@@ -63,7 +63,7 @@ pub fn members(rows: &[CustodianRow]) -> Vec<vault_core::custodian::governance::
 pub use schema::SCHEMA_VERSION;
 pub use types::*;
 pub use vault_core::audit::entry::AuditDrafts;
-pub use write::{WriteOp, WriteOutcome, GOVERNANCE_RULE};
+pub use write::{WriteOp, WriteOutcome, GOVERNANCE_RULE, RECORDING_SKEW};
 
 macro_rules! conflicts {
     ($($(#[$doc:meta])* $name:ident = $code:literal;)+) => {
@@ -133,6 +133,8 @@ conflicts! {
     CustodiansChanged = "custodians_changed";
     /// The governance rule changed since the change was proposed.
     GovernanceChanged = "governance_changed";
+    /// A session recording said to start before its checkout.
+    RecordingBeforeCheckout = "recording_before_checkout";
     /// Renewing a certificate that was revoked, expired or superseded in
     /// the meantime.
     RenewalClosed = "renewal_closed";

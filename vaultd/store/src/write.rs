@@ -70,6 +70,19 @@ pub enum WriteOp {
         now: i64,
         expires_at: i64,
     },
+    /// A session recording's registration (`POST
+    /// /v1/checkouts/{id}/recordings`): only an audit entry is written, in
+    /// this transaction, after it checks that the checkout exists, was made
+    /// by `principal` with `fingerprint` or a certificate it renews (a
+    /// recording often arrives after check-in and after a renewal), and
+    /// began no later than the session (`started_at`, with
+    /// [`RECORDING_SKEW`] for clocks). The checkout may be open or ended.
+    RecordSession {
+        id: String,
+        principal: String,
+        fingerprint: String,
+        started_at: i64,
+    },
     /// Revokes a certificate and every renewal made from it (a stolen
     /// certificate's holder cannot keep access through a renewal).
     RevokePrincipal {
@@ -924,6 +937,26 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 ..row
             }))
         }
+        WriteOp::RecordSession {
+            id,
+            principal,
+            fingerprint,
+            started_at,
+        } => {
+            let row = read_checkout(c, &id)?.ok_or(StoreError::NotFound)?;
+            let holder = same_holder(&row.principal, &row.fingerprint, &principal, &fingerprint)
+                || (row.principal == principal
+                    && renewal_ancestors(c, &fingerprint)?.contains(&row.fingerprint));
+            if !holder {
+                return Err(StoreError::Forbidden(
+                    "the checkout belongs to another principal or certificate",
+                ));
+            }
+            if started_at < row.created_at.saturating_sub(RECORDING_SKEW) {
+                return Err(StoreError::Conflict(Conflict::RecordingBeforeCheckout));
+            }
+            Ok(WriteOutcome::Checkout(row))
+        }
         WriteOp::ExpireCheckout { id, now } => {
             let row = open_checkout(c, &id)?;
             if row.expires_at > now {
@@ -1170,6 +1203,35 @@ const OUTSIDE_CHAIN: &str = "fingerprint NOT IN (WITH RECURSIVE chain(fp) AS (
          UNION SELECT p.fingerprint FROM principals p JOIN chain ON p.renewed_from = chain.fp
      )
      SELECT fp FROM chain)";
+
+/// How far (seconds) a session recording's start may lie before its
+/// checkout: the PAM server's clock against the appliance's.
+pub const RECORDING_SKEW: i64 = 300;
+
+/// The certificates `fingerprint` renews, transitively (nearest first;
+/// bounded, since a chain of renewals is short).
+fn renewal_ancestors(c: &Connection, fingerprint: &str) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    let mut cur = fingerprint.to_owned();
+    while out.len() < 64 {
+        let prev: Option<String> = c
+            .query_row(
+                "SELECT renewed_from FROM principals WHERE fingerprint = ?1",
+                [&cur],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        match prev {
+            Some(p) if !out.contains(&p) => {
+                out.push(p.clone());
+                cur = p;
+            }
+            _ => break,
+        }
+    }
+    Ok(out)
+}
 
 /// A certificate and every renewal made from it, transitively (itself
 /// first).

@@ -58,6 +58,8 @@ actions! {
     /// An admin ended a lease early, with a reason.
     CheckoutRevoke => "checkout.revoke",
     CheckoutList => "checkout.list",
+    /// A PAM server registered a session recording's hash with a checkout.
+    CheckoutRecording => "checkout.recording",
     // Principals and the keyring.
     CertIssue => "cert.issue",
     CertRenew => "cert.renew",

@@ -29,7 +29,10 @@ use crate::cli::ConnArgs;
 use crate::util::{call, out, read_value, server, write_file, Outcome, ServerError};
 use verify::{read_entries, read_key, verify_dir};
 
+mod recording;
 mod verify;
+
+pub use recording::{file_digest, verify_recording};
 
 #[derive(Subcommand)]
 pub enum AuditCmd {
@@ -41,6 +44,11 @@ pub enum AuditCmd {
     /// Verify an exported log offline: signatures, hash chain, Merkle roots,
     /// coverage, and consistency with your last trusted checkpoint.
     Verify(VerifyArgs),
+    /// Check a session recording offline against an exported log: the
+    /// registration of its SHA-256 and size with the checkout, that
+    /// entry's inclusion proof in the newest signed checkpoint, and a
+    /// verdict (exit 5 if it does not match).
+    VerifyRecording(recording::VerifyRecordingArgs),
     /// The newest entries.
     Tail {
         #[arg(short, default_value_t = 20)]

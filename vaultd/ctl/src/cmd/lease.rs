@@ -1,4 +1,5 @@
-//! `vaultctl lease list|renew|revoke`: the leases of checkouts.
+//! `vaultctl lease list|renew|revoke|record`: the leases of checkouts, and
+//! the session recordings made under them.
 
 use clap::{Args, Subcommand};
 use hyper::Method;
@@ -24,6 +25,25 @@ pub enum LeaseCmd {
         #[arg(long)]
         reason: String,
     },
+    /// Register a session recording made with your checkout (pam): its
+    /// SHA-256 and size go into the signed audit log, the file stays here.
+    Record(RecordArgs),
+}
+
+#[derive(Args)]
+pub struct RecordArgs {
+    checkout_id: String,
+    /// The recording file (hashed here; never sent).
+    file: std::path::PathBuf,
+    /// When the session began (RFC 3339, e.g. 2026-12-03T09:30:00Z).
+    #[arg(long)]
+    started: String,
+    /// When it ended (RFC 3339).
+    #[arg(long)]
+    ended: String,
+    /// A label of yours, e.g. the session id (letters, digits, . _ : / @ -).
+    #[arg(long)]
+    label: Option<String>,
 }
 
 #[derive(Args)]
@@ -139,6 +159,36 @@ pub async fn revoke(c: &ConnArgs, j: bool, checkout_id: &str, reason: &str) -> O
             checkout_id,
             v["path"].as_str().unwrap_or(""),
             v["principal"].as_str().unwrap_or("")
+        )
+    });
+    Ok(Ok(()))
+}
+
+pub async fn record(c: &ConnArgs, j: bool, a: RecordArgs) -> Outcome {
+    let (sha, size) = crate::cmd::audit::file_digest(&a.file)?;
+    let mut body = json!({
+        "sha256": sha, "size": size, "started_at": a.started, "ended_at": a.ended,
+    });
+    if let Some(l) = &a.label {
+        body["label"] = json!(l);
+    }
+    let v = server!(
+        call(
+            c,
+            Method::POST,
+            &format!("/v1/checkouts/{}/recordings", enc(&a.checkout_id)),
+            Some(body)
+        )
+        .await?
+    );
+    out(j, &v, |v| {
+        println!(
+            "registered {} ({} bytes, sha256 {}) with checkout {} of {}",
+            a.file.display(),
+            v["size"],
+            v["sha256"].as_str().unwrap_or(""),
+            a.checkout_id,
+            v["path"].as_str().unwrap_or(""),
         )
     });
     Ok(Ok(()))

@@ -102,10 +102,12 @@ pub async fn run(cli: Cli) -> Outcome {
             checkout_id,
             reason,
         }) => lease::revoke(c, j, &checkout_id, &reason).await,
+        Cmd::Lease(LeaseCmd::Record(a)) => lease::record(c, j, a).await,
         Cmd::Keyring(KeyringCmd::Rotate) => keyring::rotate(c, j).await,
         Cmd::Keyring(KeyringCmd::Status) => keyring::status(c, j).await,
         Cmd::Audit(AuditCmd::Export { out }) => audit::export(c, j, &out).await,
         Cmd::Audit(AuditCmd::Verify(a)) => audit::verify(j, a),
+        Cmd::Audit(AuditCmd::VerifyRecording(a)) => audit::verify_recording(j, a),
         Cmd::Audit(AuditCmd::Tail { n }) => audit::tail(c, j, n).await,
         Cmd::Audit(AuditCmd::Show { index, audit_key }) => {
             audit::show(c, j, index, audit_key.as_deref()).await

@@ -17,7 +17,7 @@ use super::blocking;
 use super::error::{ApiError, ApiResult, Code};
 use super::extract::{Auth, JsonBody};
 use crate::state::AppState;
-use crate::timefmt::rfc3339;
+use crate::timefmt::{parse_rfc3339, rfc3339};
 
 const MAX_LIST: usize = 1000;
 
@@ -249,4 +249,95 @@ async fn write(
         WriteOutcome::Checkout(row) => Ok(row),
         _ => Err(ApiError::internal("unexpected store outcome")),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingRequest {
+    sha256: String,
+    size: u64,
+    started_at: String,
+    ended_at: String,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// The largest recording size accepted: JSON numbers stay exact below 2^53.
+const MAX_RECORDING_SIZE: u64 = (1 << 53) - 1;
+
+fn check_label(l: &str) -> bool {
+    (1..=128).contains(&l.len())
+        && l.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:/@-".contains(&b))
+}
+
+/// `POST /v1/checkouts/{id}/recordings {"sha256","size","started_at",
+/// "ended_at","label"?}` (the checkout's owner, its certificate or a renewal
+/// of it; the checkout open or ended): registers a session recording made
+/// with the checked-out credential. Nothing but the audit entry
+/// `checkout.recording` is stored, so the recording stays where the PAM
+/// server keeps it, and `vaultctl audit verify-recording` later proves it
+/// unchanged against the signed log.
+pub async fn record(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<RecordingRequest>,
+) -> ApiResult<Json<Value>> {
+    check_id(&id)?;
+    let bad = |m: &str| ApiError::new(Code::InvalidRecording, m);
+    let sha = req.sha256;
+    if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(bad(
+            "sha256 is the recording's SHA-256: 64 lowercase hex digits",
+        ));
+    }
+    if req.size > MAX_RECORDING_SIZE {
+        return Err(bad("size is at most 2^53 - 1 bytes"));
+    }
+    let started = parse_rfc3339(&req.started_at)
+        .ok_or_else(|| bad("started_at is an RFC 3339 time with an offset"))?;
+    let ended = parse_rfc3339(&req.ended_at)
+        .ok_or_else(|| bad("ended_at is an RFC 3339 time with an offset"))?;
+    if ended < started {
+        return Err(bad("ended_at is before started_at"));
+    }
+    let now = st.now();
+    if ended > now.saturating_add(vault_store::RECORDING_SKEW) {
+        return Err(bad("ended_at is in the future"));
+    }
+    if let Some(l) = &req.label {
+        if !check_label(l) {
+            return Err(bad(
+                "label is 1 to 128 characters: letters, digits and . _ : / @ -",
+            ));
+        }
+    }
+    let mut audit = auth
+        .audit(&st, "checkout.recording", &id)
+        .detail("sha256", sha.clone())
+        .detail("size", req.size.to_string())
+        .detail("started_at", rfc3339(started))
+        .detail("ended_at", rfc3339(ended));
+    if let Some(l) = &req.label {
+        audit = audit.detail("label", l.clone());
+    }
+    let op = WriteOp::RecordSession {
+        id: id.clone(),
+        principal: auth.principal.name.clone(),
+        fingerprint: auth.principal.fingerprint.clone(),
+        started_at: started,
+    };
+    let row = write(&st, &auth, &id, op, audit).await?;
+    tracing::info!(principal = %auth.principal.name, checkout_id = %id, size = req.size, "session recording registered");
+    Ok(Json(json!({
+        "checkout_id": id,
+        "path": row.path,
+        "version": row.version,
+        "sha256": sha,
+        "size": req.size,
+        "started_at": rfc3339(started),
+        "ended_at": rfc3339(ended),
+        "label": req.label,
+    })))
 }

@@ -90,6 +90,7 @@ codes! {
     InvalidCsr = "invalid_csr", BAD_REQUEST;
     InvalidFingerprint = "invalid_fingerprint", BAD_REQUEST;
     InvalidNames = "invalid_names", BAD_REQUEST;
+    InvalidRecording = "invalid_recording", BAD_REQUEST;
     // Conflicts with the stored state.
     CheckedOut = "checked_out", CONFLICT;
     VersionChanged = "version_changed", CONFLICT;
@@ -101,6 +102,7 @@ codes! {
     NameInUse = "name_in_use", CONFLICT;
     RenewalTooEarly = "renewal_too_early", CONFLICT;
     RenewalClosed = "renewal_closed", CONFLICT;
+    RecordingBeforeCheckout = "recording_before_checkout", CONFLICT;
     KeyringVersionExists = "keyring_version_exists", CONFLICT;
     SealedTier = "sealed_tier", CONFLICT;
     NotSealedTier = "not_sealed_tier", CONFLICT;

@@ -88,6 +88,7 @@ pub fn table() -> Vec<Route> {
         GET "/v1/checkouts" P(Action::ListCheckouts), Refuse, CheckoutList => get(checkouts::list);
         POST "/v1/checkouts/{id}/checkin" P(Action::Checkin), Refuse, CheckoutCheckin => post(secrets::checkin);
         POST "/v1/checkouts/{id}/renew" P(Action::Checkin), Refuse, CheckoutRenew => post(checkouts::renew);
+        POST "/v1/checkouts/{id}/recordings" P(Action::Checkin), Refuse, CheckoutRecording => post(checkouts::record);
         POST "/v1/checkouts/{id}/revoke" P(Action::RevokeCheckout), Refuse, CheckoutRevoke => post(checkouts::revoke);
         GET "/v1/custodians" P(Action::ListCustodians), Refuse, CustodianList => get(custodians::list);
         POST "/v1/custodians" P(Action::EnrollCustodian), Refuse, CustodianEnroll => post(custodians::enroll);

@@ -95,6 +95,19 @@ pub fn verify_dir(
     trusted: Option<&PathBuf>,
     json: bool,
 ) -> anyhow::Result<bool> {
+    let (report, _, elapsed) = check_dir(dir, keys, trusted, json)?;
+    print_report(&report, elapsed, json);
+    Ok(report.ok())
+}
+
+/// The offline verification of an export directory, without its verdict
+/// printed: the report, the entries it read, and how long it took.
+pub fn check_dir(
+    dir: &Path,
+    keys: &[PathBuf],
+    trusted: Option<&PathBuf>,
+    json: bool,
+) -> anyhow::Result<(Report, Records, std::time::Duration)> {
     let spkis = keys
         .iter()
         .map(|k| read_key(k))
@@ -127,8 +140,8 @@ pub fn verify_dir(
             message: "entries.log ends with a torn record".into(),
         });
     }
-    print_report(&report, started.elapsed(), json);
-    Ok(report.ok())
+    let elapsed = started.elapsed();
+    Ok((report, recs, elapsed))
 }
 
 /// The verdict: one JSON object, or one line (`OK: …` or `FAILED: …`).

@@ -138,6 +138,8 @@ conflicts! {
     /// Renewing a certificate that was revoked, expired or superseded in
     /// the meantime.
     RenewalClosed = "renewal_closed";
+    /// Granting access that is granted already.
+    GrantExists = "grant_exists";
     /// A genesis when the custodians' governance is established already.
     GovernanceEstablished = "governance_established";
     /// A governance change before genesis.
@@ -168,6 +170,9 @@ pub enum StoreError {
     Conflict(Conflict),
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// No access grant of the principal covers the path (default deny).
+    #[error("no access grant covers this path")]
+    NotGranted,
     /// What the write was computed from changed before it ran (another
     /// write got there first): nothing was written or audited; read again
     /// and retry.
@@ -214,6 +219,7 @@ impl StoreError {
             StoreError::NotFound => "not_found",
             StoreError::Conflict(c) => c.as_str(),
             StoreError::Forbidden(_) => "forbidden",
+            StoreError::NotGranted => "not_granted",
             StoreError::Stale(_) => "version_changed",
         }
     }
@@ -362,6 +368,9 @@ pub trait Backend: Send + Sync {
 
     /// Every prefix policy, in prefix order.
     fn prefix_policies(&self) -> Result<Vec<PrefixPolicy>, StoreError>;
+
+    /// Every access grant, by principal then prefix.
+    fn grants(&self) -> Result<Vec<GrantRow>, StoreError>;
 
     /// Every secret that needs custodians, by path: (path, its own
     /// approvals, its custody for the sealed tier).
@@ -735,6 +744,23 @@ impl Backend for Store {
             )?;
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn grants(&self) -> Result<Vec<GrantRow>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT principal, prefix, granted_at, granted_by FROM grants ORDER BY principal, prefix",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(GrantRow {
+                    principal: r.get(0)?,
+                    prefix: r.get(1)?,
+                    granted_at: r.get(2)?,
+                    granted_by: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 

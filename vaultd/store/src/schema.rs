@@ -173,6 +173,23 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE principals ADD COLUMN renewed_from TEXT;
     CREATE INDEX principals_renewed_from ON principals(renewed_from) WHERE renewed_from IS NOT NULL;
     "#,
+    // 10: access grants. A pam principal checks out (or asks for) only the
+    // paths a grant covers: `*` every path, `a/b/` every path under the
+    // prefix, `a/b` that path. Default deny; a vault from before grants
+    // keeps what its PAM servers could do (a `*` grant for each pam name
+    // with an unrevoked certificate), for the admin to narrow.
+    r#"
+    CREATE TABLE grants (
+        principal  TEXT NOT NULL,
+        prefix     TEXT NOT NULL,
+        granted_at INTEGER NOT NULL,
+        granted_by TEXT NOT NULL,
+        PRIMARY KEY (principal, prefix)
+    ) STRICT;
+    INSERT INTO grants (principal, prefix, granted_at, granted_by)
+        SELECT DISTINCT name, '*', CAST(strftime('%s', 'now') AS INTEGER), 'schema migration 10'
+        FROM principals WHERE role = 'pam' AND revoked = 0;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -44,6 +44,22 @@ pub struct PrefixPolicy {
     pub set_by: String,
 }
 
+/// An access grant: `principal` (a pam name) may check out, or ask for,
+/// the paths `prefix` covers ([`grant_covers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRow {
+    pub principal: String,
+    pub prefix: String,
+    pub granted_at: i64,
+    pub granted_by: String,
+}
+
+/// Whether a grant's `prefix` covers `path`: `*` every path; one ending
+/// with `/` every path under it; anything else that path only.
+pub fn grant_covers(prefix: &str, path: &str) -> bool {
+    prefix == "*" || prefix == path || (prefix.ends_with('/') && path.starts_with(prefix))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionInfo {
     pub version: u64,

@@ -165,7 +165,28 @@ pub enum WriteOp {
         /// As for [`WriteOp::SetApprovals`] (`[]`: no prefix policy).
         expect: Option<String>,
     },
-    /// Only a governance request carries a change, and it must.
+    /// An access grant to a pam principal name, which must have an
+    /// unrevoked certificate (`not_found` otherwise). Granting one that
+    /// exists already is `grant_exists`.
+    Grant {
+        principal: String,
+        prefix: String,
+        by: String,
+        now: i64,
+    },
+    /// A pam certificate and its name's first access grants, in one
+    /// transaction (grants the name has already are kept).
+    AddPrincipalGranted {
+        row: PrincipalRow,
+        grants: Vec<String>,
+        by: String,
+        now: i64,
+    },
+    /// Removes an access grant (not found if there is none).
+    Ungrant { principal: String, prefix: String },
+    /// Only a governance request carries a change, and it must. A
+    /// checkout or break-glass request needs a grant of the requester
+    /// over the path (`not_granted`).
     OpenRequest(RequestRow),
     /// The proposer applies an approved governance change, once, in the
     /// transaction that checks: the request is approved, unexpired, not
@@ -175,8 +196,8 @@ pub enum WriteOp {
     /// `custodians`; with `expect_approvals` = (path, approvals), the
     /// secret's (or, for a path ending with `/`, the prefix's; `[]` if it
     /// has none) stored approvals are still exactly those. `op` is the
-    /// change's own write: an enrolment, a meta value, approvals or a
-    /// principal, nothing else.
+    /// change's own write: an enrolment, a meta value, approvals, a
+    /// principal or a grant, nothing else.
     ApplyGovernance {
         request_id: String,
         requester: String,
@@ -748,11 +769,67 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             }
             Ok(WriteOutcome::Done)
         }
+        WriteOp::Grant {
+            principal,
+            prefix,
+            by,
+            now,
+        } => {
+            let pam: i64 = c.query_row(
+                "SELECT count(*) FROM principals WHERE name = ?1 AND role = 'pam' AND revoked = 0",
+                [&principal],
+                |r| r.get(0),
+            )?;
+            if pam == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let n = c.execute(
+                "INSERT INTO grants (principal, prefix, granted_at, granted_by) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (principal, prefix) DO NOTHING",
+                params![principal, prefix, now, by],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(Conflict::GrantExists));
+            }
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::AddPrincipalGranted {
+            row,
+            grants,
+            by,
+            now,
+        } => {
+            if row.role != Role::Pam && !grants.is_empty() {
+                return Err(StoreError::Forbidden("only a pam principal has access grants"));
+            }
+            add_principal(c, &row)?;
+            for prefix in grants {
+                c.execute(
+                    "INSERT INTO grants (principal, prefix, granted_at, granted_by) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (principal, prefix) DO NOTHING",
+                    params![row.name, prefix, now, by],
+                )?;
+            }
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::Ungrant { principal, prefix } => {
+            let n = c.execute(
+                "DELETE FROM grants WHERE principal = ?1 AND prefix = ?2",
+                params![principal, prefix],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(WriteOutcome::Done)
+        }
         WriteOp::OpenRequest(r) => {
             if (r.kind == RequestKind::Governance) != r.change.is_some() {
                 return Err(StoreError::Forbidden(
                     "a governance request, and only one, carries a change",
                 ));
+            }
+            if r.kind != RequestKind::Governance {
+                require_grant(c, &r.requester, &r.path)?;
             }
             c.execute(
                 "INSERT INTO requests (id, kind, path, version, requester, reason, created_at, expires_at,
@@ -831,7 +908,10 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                     )?;
                     Some(id)
                 }
-                (RequestKind::Breakglass, None) => None,
+                (RequestKind::Breakglass, None) => {
+                    require_grant(c, &req.requester, &req.path)?;
+                    None
+                }
                 _ => return Err(StoreError::Conflict(Conflict::WrongRequestKind)),
             };
             c.execute(
@@ -884,6 +964,8 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 | WriteOp::SetMeta { .. }
                 | WriteOp::SetApprovals { .. }
                 | WriteOp::SetPrefixApprovals { .. }
+                | WriteOp::Grant { .. }
+                | WriteOp::AddPrincipalGranted { .. }
                 | WriteOp::AddPrincipal(_)) => {
                     apply(c, inner)?;
                 }
@@ -1554,6 +1636,20 @@ struct NewCheckout<'a> {
     expires_at: i64,
 }
 
+/// Default deny: a grant of `principal` must cover `path`, checked in the
+/// transaction that records the disclosure, so a grant removed a moment
+/// before is never used.
+fn require_grant(c: &Connection, principal: &str, path: &str) -> Result<(), StoreError> {
+    let mut st = c.prepare_cached("SELECT prefix FROM grants WHERE principal = ?1")?;
+    let prefixes = st.query_map([principal], |r| r.get::<_, String>(0))?;
+    for p in prefixes {
+        if crate::grant_covers(&p?, path) {
+            return Ok(());
+        }
+    }
+    Err(StoreError::NotGranted)
+}
+
 fn insert_checkout(c: &Connection, n: NewCheckout<'_>) -> Result<WriteOutcome, StoreError> {
     let NewCheckout {
         id,
@@ -1565,6 +1661,7 @@ fn insert_checkout(c: &Connection, n: NewCheckout<'_>) -> Result<WriteOutcome, S
         now,
         expires_at,
     } = n;
+    require_grant(c, principal, path)?;
     let (version, exclusive, max_lease) = c
         .query_row(
             "SELECT current_version, exclusive, max_lease_seconds FROM secrets WHERE path = ?1",

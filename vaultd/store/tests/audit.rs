@@ -74,7 +74,8 @@ fn audited_writes_chain_and_survive_reopen() {
                         },
                         audit_fn("secret.checkout"),
                     );
-                    assert_eq!(r.err().unwrap().code(), "not_found");
+                    // No grant covers it (default deny): refused, and audited.
+                    assert_eq!(r.err().unwrap().code(), "not_granted");
                 }
             })
         })
@@ -97,7 +98,7 @@ fn audited_writes_chain_and_survive_reopen() {
         match e.outcome {
             Outcome::Success => ok += 1,
             _ => {
-                assert_eq!(e.error, "not_found");
+                assert_eq!(e.error, "not_granted");
                 denied += 1
             }
         }

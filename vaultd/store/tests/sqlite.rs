@@ -10,6 +10,24 @@ use vault_store::{Store, StoreError, StoreOptions, WriteOp, WriteOutcome};
 fn open() -> (tempfile::TempDir, Store) {
     let d = tempfile::tempdir().unwrap();
     let s = Store::open(&d.path().join("v.db"), StoreOptions::default()).unwrap();
+    // The PAM server of these tests, with a grant over every path (access
+    // grants themselves are tested in the conformance suite).
+    s.write(WriteOp::AddPrincipalGranted {
+        row: vault_store::PrincipalRow {
+            fingerprint: "0f".repeat(32),
+            name: "pam01".into(),
+            role: vault_core::policy::Role::Pam,
+            serial: "01".into(),
+            not_after: 4_000_000_000,
+            issued_at: 1,
+            revoked: false,
+            renewed_from: None,
+        },
+        grants: vec!["*".into()],
+        by: "test".into(),
+        now: 1,
+    })
+    .unwrap();
     (d, s)
 }
 
@@ -327,7 +345,7 @@ fn checkout_refuses_a_changed_version_and_revocation_works() {
         id: "c".into(),
         path: "p".into(),
         expect_version: Some(v),
-        principal: "x".into(),
+        principal: "pam01".into(),
         fingerprint: "0f".repeat(32),
         reason: "r".into(),
         now: 1,

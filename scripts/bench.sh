@@ -62,7 +62,7 @@ export VAULT_ADDR="https://127.0.0.1:$VP" VAULT_CACERT="$V/certs/ca.pem"
 A=(--cert "$V/certs/admin.pem" --key "$V/certs/admin-key.pem")
 until "$BIN/vaultctl" "${A[@]}" status >/dev/null 2>&1; do sleep 0.1; done
 "$BIN/vaultctl" "${A[@]}" cert issue --role writer --name bench-writer --out-dir "$V/certs" >/dev/null
-"$BIN/vaultctl" "${A[@]}" cert issue --role pam --name bench-pam --out-dir "$V/certs" >/dev/null
+"$BIN/vaultctl" "${A[@]}" cert issue --role pam --name bench-pam --grant bench/ --out-dir "$V/certs" >/dev/null
 printf 'bench-%s' "$(openssl rand -hex 16)" | "$BIN/vaultctl" --cert "$V/certs/bench-writer.pem" --key "$V/certs/bench-writer-key.pem" secret put bench/db >/dev/null
 echo "==> vaultd: $CONNS connections, ${WARM}s warm-up, ${SECS}s measured"
 "$BIN/vault-loadgen" --target vaultd --addr "$VAULT_ADDR" --cacert "$V/certs/ca.pem" \

@@ -92,7 +92,10 @@ done
 for role in writer pam auditor; do
   name="demo-$role"
   if [[ ! -f "$DEV/certs/$name.pem" ]]; then
-    "$BIN/vaultctl" "${admin[@]}" cert issue --role "$role" --name "$name" --out-dir "$DEV/certs" >/dev/null
+    # The demo PAM server may check out what is under demo/ (access grants:
+    # default deny).
+    grant=(); [[ $role == pam ]] && grant=(--grant demo/)
+    "$BIN/vaultctl" "${admin[@]}" cert issue --role "$role" --name "$name" "${grant[@]}" --out-dir "$DEV/certs" >/dev/null
   fi
 done
 writer=(--cert "$DEV/certs/demo-writer.pem" --key "$DEV/certs/demo-writer-key.pem")

@@ -126,7 +126,7 @@ if await "first boot: ceremony offered on the console" 'vaultd: one-time init co
     check "init reported the API unsealed" grep -q "answering with the new credentials, unsealed" "$T/init.out"
     check "console: bootstrap identity destroyed" serial_has 'bootstrap identity destroyed' "$T/boot1.log"
     admin cert issue --role writer --name writer --out-dir "$T/certs" >/dev/null
-    admin cert issue --role pam --name pam --out-dir "$T/certs" >/dev/null
+    admin cert issue --role pam --name pam --grant cloud/ --out-dir "$T/certs" >/dev/null
     admin cert issue --role auditor --name auditor --out-dir "$T/certs" >/dev/null
     printf 'Root-Pa55-%s' "$BUILD_A" > "$T/value"
     check "writer stores cloud/root" as writer secret put cloud/root --value-file "$T/value"

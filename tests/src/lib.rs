@@ -418,7 +418,7 @@ level = "info"
             .block_on(admin.request(
                 Method::POST,
                 "/v1/sys/certs",
-                Some(&json!({"name": name, "role": role, "csr_pem": csr})),
+                Some(&pam_body(name, role, &csr)),
             ))
             .unwrap();
         assert_eq!(
@@ -450,6 +450,16 @@ level = "info"
 }
 
 /// A new P-256 key and a CSR for it with `CN=name`.
+/// The issuance body: a pam certificate of the tests gets a `*` grant
+/// (access grants themselves are tested in tests/grants.rs).
+pub fn pam_body(name: &str, role: &str, csr: &str) -> Value {
+    let mut b = json!({"name": name, "role": role, "csr_pem": csr});
+    if role == "pam" {
+        b["grants"] = json!(["*"]);
+    }
+    b
+}
+
 pub fn key_and_csr(name: &str) -> (rcgen::KeyPair, String) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut p = rcgen::CertificateParams::default();
@@ -775,7 +785,7 @@ pub mod piv {
             a,
             hyper::Method::POST,
             "/v1/sys/certs",
-            json!({"name": name, "role": role, "csr_pem": csr}),
+            crate::pam_body(name, role, &csr),
         );
         let r = approve_and_apply(a, &id, voters);
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));

@@ -69,6 +69,12 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Who> {
             Roles(&["admin", "auditor", "custodian"]),
         ),
         (("POST", "/v1/custodians"), Roles(&["admin"])),
+        (
+            ("GET", "/v1/grants"),
+            Roles(&["admin", "auditor", "custodian"]),
+        ),
+        (("POST", "/v1/grants"), Roles(&["admin"])),
+        (("POST", "/v1/grants/remove"), Roles(&["admin"])),
         (("DELETE", "/v1/custodians/{name}"), Roles(&["admin"])),
         (("PUT", "/v1/custodians/{name}/groups"), Roles(&["admin"])),
         (("PUT", "/v1/policies/{*path}"), Roles(&["admin"])),

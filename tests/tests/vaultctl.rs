@@ -43,6 +43,14 @@ fn operator_and_pam_flows() {
         );
         assert_eq!(mode & 0o777, 0o600, "client key must be private");
     }
+    // p1 was issued without a grant: it reaches nothing until granted.
+    let g = ok(&ctl(&a, "admin", &["grant", "add", "p1", "*"], None));
+    assert_eq!(g.trim(), "granted * to p1");
+    let g = ok(&ctl(&a, "admin", &["grant", "list"], None));
+    assert!(
+        g.starts_with("p1 ") && g.contains(" * ") && g.contains("by admin"),
+        "{g}"
+    );
     // Value from stdin (never argv); trailing newline stripped.
     let out = ok(&ctl(
         &a,

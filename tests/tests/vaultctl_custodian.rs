@@ -544,6 +544,8 @@ fn three_yubikeys_through_vaultctl() {
             "pam",
             "--name",
             "p2",
+            "--grant",
+            "plain/",
             "--out-dir",
             &new_certs,
         ],

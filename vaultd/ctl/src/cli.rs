@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::cmd::{
-    audit, breakglass, cert, checkout, custodian, governance, init, keyring, lease, recover,
+    audit, breakglass, cert, checkout, custodian, governance, grant, init, keyring, lease, recover,
     requests, secret, update,
 };
 
@@ -92,6 +92,11 @@ pub enum Cmd {
     /// revoke (admin, with a reason).
     #[command(subcommand)]
     Lease(lease::LeaseCmd),
+    /// Access grants: which paths each PAM server may check out (default
+    /// deny). add (admin; a governance request after genesis), remove
+    /// (admin, immediate), list.
+    #[command(subcommand)]
+    Grant(grant::GrantCmd),
     /// Keyring (admin).
     #[command(subcommand)]
     Keyring(keyring::KeyringCmd),

@@ -157,10 +157,18 @@ fn grants(b: &dyn Backend, kr: &Keyring) {
         })
     };
     let code = |r: Result<WriteOutcome, StoreError>| r.err().map(|e| e.code()).unwrap_or("ok");
-    b.write(WriteOp::AddPrincipal(principal(&"0e".repeat(32), "pam-g", "pam")))
-        .unwrap();
-    b.write(WriteOp::AddPrincipal(principal(&"0f".repeat(32), "pam01", "pam")))
-        .unwrap();
+    b.write(WriteOp::AddPrincipal(principal(
+        &"0e".repeat(32),
+        "pam-g",
+        "pam",
+    )))
+    .unwrap();
+    b.write(WriteOp::AddPrincipal(principal(
+        &"0f".repeat(32),
+        "pam01",
+        "pam",
+    )))
+    .unwrap();
     for p in ["g/a/x", "g/b", "g/bc", "h/y"] {
         put(b, kr, p, b"v").unwrap();
     }
@@ -173,8 +181,17 @@ fn grants(b: &dyn Backend, kr: &Keyring) {
     assert_eq!(code(grant("pam-g", "g/b")), "ok");
     assert_eq!(code(co("pam-g", &id(3), "g/a/x")), "ok", "under the prefix");
     assert_eq!(code(co("pam-g", &id(4), "g/b")), "ok", "the exact path");
-    assert_eq!(code(co("pam-g", &id(5), "g/bc")), "not_granted", "an exact grant is no prefix");
+    assert_eq!(
+        code(co("pam-g", &id(5), "g/bc")),
+        "not_granted",
+        "an exact grant is no prefix"
+    );
     assert_eq!(code(co("pam-g", &id(6), "h/y")), "not_granted");
+    assert!(b.granted("pam-g", "g/a/x").unwrap());
+    assert!(b.granted("pam-g", "g/b").unwrap());
+    assert!(!b.granted("pam-g", "g/bc").unwrap());
+    assert!(!b.granted("pam-g", "h/y").unwrap());
+    assert!(!b.granted("nobody", "g/b").unwrap());
     // Only a pam name with an unrevoked certificate gets a grant.
     assert_eq!(code(grant("admin", "*")), "not_found");
     assert_eq!(code(grant("nobody", "*")), "not_found");
@@ -199,7 +216,11 @@ fn grants(b: &dyn Backend, kr: &Keyring) {
         change: None,
     };
     assert_eq!(
-        code(b.write(WriteOp::OpenRequest(req(&id(7), RequestKind::Checkout, "h/y")))),
+        code(b.write(WriteOp::OpenRequest(req(
+            &id(7),
+            RequestKind::Checkout,
+            "h/y"
+        )))),
         "not_granted"
     );
     // (A covered request goes through: the later sections' requests, by
@@ -1186,7 +1207,12 @@ fn governance(b: &dyn Backend) {
             path: "governance/rule".into(),
             version: 0,
             // A break-glass request is a PAM server's (one with a grant).
-            requester: if kind == RequestKind::Governance { "admin" } else { "pam01" }.into(),
+            requester: if kind == RequestKind::Governance {
+                "admin"
+            } else {
+                "pam01"
+            }
+            .into(),
             requester_fingerprint: "0a".repeat(32),
             reason: "r".into(),
             created_at: 1,

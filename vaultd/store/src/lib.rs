@@ -372,6 +372,11 @@ pub trait Backend: Send + Sync {
     /// Every access grant, by principal then prefix.
     fn grants(&self) -> Result<Vec<GrantRow>, StoreError>;
 
+    /// Whether a grant of `principal` covers `path` (the API's early check,
+    /// before anything about the path is read; the write checks again in
+    /// its transaction).
+    fn granted(&self, principal: &str, path: &str) -> Result<bool, StoreError>;
+
     /// Every secret that needs custodians, by path: (path, its own
     /// approvals, its custody for the sealed tier).
     fn gated_secrets(&self) -> Result<Vec<(String, String, Option<String>)>, StoreError>;
@@ -761,6 +766,19 @@ impl Backend for Store {
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn granted(&self, principal: &str, path: &str) -> Result<bool, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT prefix FROM grants WHERE principal = ?1")?;
+            let prefixes = st.query_map([principal], |r| r.get::<_, String>(0))?;
+            for p in prefixes {
+                if grant_covers(&p?, path) {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
         })
     }
 

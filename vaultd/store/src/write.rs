@@ -183,7 +183,10 @@ pub enum WriteOp {
         now: i64,
     },
     /// Removes an access grant (not found if there is none).
-    Ungrant { principal: String, prefix: String },
+    Ungrant {
+        principal: String,
+        prefix: String,
+    },
     /// Only a governance request carries a change, and it must. A
     /// checkout or break-glass request needs a grant of the requester
     /// over the path (`not_granted`).
@@ -800,7 +803,9 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             now,
         } => {
             if row.role != Role::Pam && !grants.is_empty() {
-                return Err(StoreError::Forbidden("only a pam principal has access grants"));
+                return Err(StoreError::Forbidden(
+                    "only a pam principal has access grants",
+                ));
             }
             add_principal(c, &row)?;
             for prefix in grants {

@@ -79,6 +79,12 @@ actions! {
     CustodianGroups => "custodian.groups",
     CustodianList => "custodian.list",
     PolicySet => "policy.set",
+    /// An access grant given to a PAM server (immediately, before genesis;
+    /// after it, the governance request's apply is `governance.apply`).
+    GrantAdd => "grant.add",
+    /// An access grant removed (always immediate: it narrows access).
+    GrantRemove => "grant.remove",
+    GrantList => "grant.list",
     PolicyList => "policy.list",
     RecoveryConfigure => "recovery.configure",
     RequestList => "request.list",

@@ -110,7 +110,22 @@ pub enum Change {
         role: String,
         validity_days: u32,
         csr_pem: String,
+        /// A pam certificate's first access grants for its name (absent:
+        /// none, and the certificate reaches no secret).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        grants: Vec<String>,
     },
+    /// An access grant: the pam principal `principal` may check out (or
+    /// ask for) the paths `prefix` covers: `*` every path, `a/b/` every
+    /// path under it, `a/b` that path.
+    GrantAccess { principal: String, prefix: String },
+}
+
+/// Whether `prefix` is a grant's form: `*`, a secret path, or a path
+/// prefix ending with `/`.
+pub fn valid_grant(prefix: &str) -> bool {
+    prefix == "*"
+        || crate::policy::validate_path(prefix.strip_suffix('/').unwrap_or(prefix)).is_ok()
 }
 
 /// Whether issuing a certificate of `role` is a governance change: `pam`
@@ -153,6 +168,7 @@ impl Change {
             Change::SetCustodianGroups { name, .. } => format!("custodians/{name}"),
             Change::SetApprovals { path, .. } => format!("policies/{path}"),
             Change::IssueCertificate { name, .. } => format!("principals/{name}"),
+            Change::GrantAccess { principal, .. } => format!("grants/{principal}"),
         }
     }
 
@@ -167,6 +183,7 @@ impl Change {
             Change::SetCustodianGroups { .. } => "set_custodian_groups",
             Change::SetApprovals { .. } => "set_approvals",
             Change::IssueCertificate { .. } => "issue_certificate",
+            Change::GrantAccess { .. } => "grant_access",
         }
     }
 }

@@ -76,6 +76,10 @@ pub struct IssueArgs {
     /// Where NAME.pem, NAME-key.pem and ca.pem are written.
     #[arg(long, default_value = ".")]
     out_dir: PathBuf,
+    /// A pam certificate's access grant (repeatable): `*`, a path, or a
+    /// prefix ending with `/`. Without one a new pam name reaches nothing.
+    #[arg(long = "grant")]
+    grants: Vec<String>,
 }
 
 /// `cert issue`: NAME.pem, ca.pem and (unless `--csr`) NAME-key.pem in
@@ -94,6 +98,9 @@ pub async fn issue(c: &ConnArgs, j: bool, a: IssueArgs) -> Outcome {
     let mut body = json!({"name": a.name, "role": a.role, "csr_pem": csr_pem});
     if let Some(d) = a.days {
         body["validity_days"] = json!(d);
+    }
+    if !a.grants.is_empty() {
+        body["grants"] = json!(a.grants);
     }
     let v = server!(call(c, Method::POST, "/v1/sys/certs", Some(body)).await?);
     let out_dir = &a.out_dir;

@@ -7,6 +7,7 @@ pub mod checkout;
 pub mod custodian;
 pub mod doctor;
 pub mod governance;
+pub mod grant;
 pub mod init;
 pub mod keyring;
 pub mod lease;
@@ -103,6 +104,7 @@ pub async fn run(cli: Cli) -> Outcome {
             reason,
         }) => lease::revoke(c, j, &checkout_id, &reason).await,
         Cmd::Lease(LeaseCmd::Record(a)) => lease::record(c, j, a).await,
+        Cmd::Grant(g) => grant::run(c, j, g).await,
         Cmd::Keyring(KeyringCmd::Rotate) => keyring::rotate(c, j).await,
         Cmd::Keyring(KeyringCmd::Status) => keyring::status(c, j).await,
         Cmd::Audit(AuditCmd::Export { out }) => audit::export(c, j, &out).await,

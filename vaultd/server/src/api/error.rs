@@ -65,6 +65,7 @@ codes! {
     RevokedCertificate = "revoked_certificate", FORBIDDEN;
     CertificateExpired = "certificate_expired", FORBIDDEN;
     Forbidden = "forbidden", FORBIDDEN;
+    NotGranted = "not_granted", FORBIDDEN;
     // Routing and request bodies.
     NotFound = "not_found", NOT_FOUND;
     NoCheckpoint = "no_checkpoint", NOT_FOUND;
@@ -91,6 +92,7 @@ codes! {
     InvalidFingerprint = "invalid_fingerprint", BAD_REQUEST;
     InvalidNames = "invalid_names", BAD_REQUEST;
     InvalidRecording = "invalid_recording", BAD_REQUEST;
+    InvalidGrant = "invalid_grant", BAD_REQUEST;
     // Conflicts with the stored state.
     CheckedOut = "checked_out", CONFLICT;
     VersionChanged = "version_changed", CONFLICT;
@@ -103,6 +105,7 @@ codes! {
     RenewalTooEarly = "renewal_too_early", CONFLICT;
     RenewalClosed = "renewal_closed", CONFLICT;
     RecordingBeforeCheckout = "recording_before_checkout", CONFLICT;
+    GrantExists = "grant_exists", CONFLICT;
     KeyringVersionExists = "keyring_version_exists", CONFLICT;
     SealedTier = "sealed_tier", CONFLICT;
     NotSealedTier = "not_sealed_tier", CONFLICT;
@@ -293,6 +296,10 @@ impl From<StoreError> for ApiError {
                 ApiError::with_status(StatusCode::CONFLICT, Code::named(c.as_str()), e.to_string())
             }
             StoreError::Forbidden(m) => ApiError::forbidden(*m),
+            StoreError::NotGranted => ApiError::new(
+                Code::NotGranted,
+                "no access grant of this principal covers the path",
+            ),
             // Retried by the service; this is what is left after the last try.
             StoreError::Stale(_) => ApiError::new(
                 Code::VersionChanged,

@@ -568,16 +568,35 @@ fn change_op(
             role,
             validity_days,
             csr_pem,
+            grants,
         } => {
             let role = vault_core::policy::Role::parse(role).ok_or_else(ApiError::integrity)?;
             let issued = super::sys::sign_client_cert_now(st, csr_pem, name, role, *validity_days)?;
             let row = super::sys::principal_row(st, &issued, name, role);
+            let op = if grants.is_empty() {
+                WriteOp::AddPrincipal(row)
+            } else {
+                WriteOp::AddPrincipalGranted {
+                    row,
+                    grants: grants.clone(),
+                    by: auth.principal.name.clone(),
+                    now: st.now(),
+                }
+            };
+            let mut shown = super::sys::issued_json(st, &issued, name, role);
+            shown["grants"] = json!(grants);
             Ok(ChangeWrite {
                 principal: true,
-                ..ChangeWrite::new(WriteOp::AddPrincipal(row))
-                    .showing(super::sys::issued_json(st, &issued, name, role))
+                ..ChangeWrite::new(op).showing(shown)
             })
         }
+        Change::GrantAccess { principal, prefix } => Ok(ChangeWrite::new(WriteOp::Grant {
+            principal: principal.clone(),
+            prefix: prefix.clone(),
+            by: auth.principal.name.clone(),
+            now: st.now(),
+        })
+        .showing(json!({"principal": principal, "prefix": prefix}))),
     }
 }
 

@@ -32,6 +32,7 @@ mod disclose;
 pub mod error;
 pub mod extract;
 pub mod governance;
+pub mod grants;
 pub mod routes;
 pub mod secrets;
 pub mod sys;

@@ -16,7 +16,7 @@ use vault_core::policy::Action;
 
 use super::error::ApiError;
 use super::extract::Auth;
-use super::{audit, checkouts, custodians, governance, secrets, sys, update};
+use super::{audit, checkouts, custodians, governance, grants, secrets, sys, update};
 use crate::state::AppState;
 
 /// Who may call a route.
@@ -94,6 +94,9 @@ pub fn table() -> Vec<Route> {
         POST "/v1/custodians" P(Action::EnrollCustodian), Refuse, CustodianEnroll => post(custodians::enroll);
         DELETE "/v1/custodians/{name}" P(Action::EnrollCustodian), Refuse, CustodianRemove => delete(governance::remove_custodian);
         PUT "/v1/custodians/{name}/groups" P(Action::EnrollCustodian), Refuse, CustodianGroups => put(governance::set_groups);
+        GET "/v1/grants" P(Action::ListCustodians), Refuse, GrantList => get(grants::list);
+        POST "/v1/grants" P(Action::IssueCertificate), Refuse, GrantAdd => post(grants::add);
+        POST "/v1/grants/remove" P(Action::IssueCertificate), Refuse, GrantRemove => post(grants::remove);
         GET "/v1/policies" P(Action::ListCustodians), Refuse, PolicyList => get(custodians::list_policies);
         PUT "/v1/policies/{*path}" P(Action::SetApprovalPolicy), Refuse, PolicySet => put(custodians::set_policy);
         GET "/v1/requests" P(Action::ReadRequests), Refuse, RequestList => get(custodians::list_requests);

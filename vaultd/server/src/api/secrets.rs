@@ -575,6 +575,11 @@ fn checkout(
     let CheckoutInput {
         path, reason, ttl, ..
     } = input;
+    // Default deny, before anything about the path is read: a path outside
+    // the grants is refused alike whether it exists or not.
+    if !st.store.granted(&auth.principal.name, path)? {
+        return Err(StoreError::NotGranted.into());
+    }
     for _ in 0..3 {
         let (version, sealed, policy) = st
             .store

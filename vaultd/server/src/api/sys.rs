@@ -118,6 +118,53 @@ pub struct IssueRequest {
     /// certificate once the governance is established).
     #[serde(default)]
     reason: Option<String>,
+    /// A pam certificate's first access grants for its name (`*`, a path,
+    /// or a prefix ending with `/`). Without any, a new pam name reaches
+    /// no secret until granted (`POST /v1/grants`).
+    #[serde(default)]
+    grants: Vec<String>,
+}
+
+/// The most grants one request may set.
+pub(crate) const MAX_GRANTS: usize = 32;
+
+/// Checks a list of grant prefixes for a principal of `role`: sorted and
+/// without duplicates on return.
+pub(crate) fn check_grants(role: Role, grants: &[String]) -> ApiResult<Vec<String>> {
+    if grants.is_empty() {
+        return Ok(Vec::new());
+    }
+    if role != Role::Pam {
+        return Err(ApiError::new(
+            Code::InvalidGrant,
+            "only a pam principal has access grants",
+        ));
+    }
+    if grants.len() > MAX_GRANTS {
+        return Err(ApiError::new(
+            Code::InvalidGrant,
+            format!("at most {MAX_GRANTS} grants at once"),
+        ));
+    }
+    for g in grants {
+        check_grant(g)?;
+    }
+    let mut v = grants.to_vec();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+/// One grant prefix: `*`, a secret path, or a path prefix ending with `/`.
+pub(crate) fn check_grant(prefix: &str) -> ApiResult<()> {
+    if vault_core::custodian::governance::valid_grant(prefix) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::InvalidGrant,
+            "a grant is *, a secret path, or a path prefix ending with /",
+        ))
+    }
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
@@ -154,6 +201,7 @@ pub async fn issue_cert(
             format!("validity_days must be 1..={max}"),
         ));
     }
+    let grants = check_grants(role, &req.grants)?;
     if vault_core::custodian::governance::role_needs_quorum(role) {
         let s = st.clone();
         if let Some(rule) = blocking(move || super::governance::current_rule(&s)).await?? {
@@ -169,6 +217,7 @@ pub async fn issue_cert(
                 role: role.as_str().into(),
                 validity_days: days,
                 csr_pem: req.csr_pem.clone(),
+                grants,
             };
             let s = st.clone();
             return blocking(move || super::governance::propose(&s, &auth, &change, rule, &reason))
@@ -179,21 +228,34 @@ pub async fn issue_cert(
     let row = principal_row(&st, &issued, &req.name, role);
     let s = st.clone();
     let (fp, serial) = (issued.fingerprint.clone(), issued.serial.clone());
-    let audit = auth
+    let mut audit = auth
         .audit(&st, "cert.issue", &req.name)
         .on_success("role", role.as_str())
         .on_success("fingerprint", fp)
         .on_success("serial", serial);
-    let r = tokio::task::spawn_blocking(move || {
-        s.store.write_audited(WriteOp::AddPrincipal(row), audit)
-    })
-    .await
-    .map_err(|_| ApiError::internal("store task failed"))?;
+    let op = if grants.is_empty() {
+        WriteOp::AddPrincipal(row)
+    } else {
+        audit = audit.detail("grants", grants.join(","));
+        WriteOp::AddPrincipalGranted {
+            row,
+            grants: grants.clone(),
+            by: auth.principal.name.clone(),
+            now: st.now(),
+        }
+    };
+    let r = tokio::task::spawn_blocking(move || s.store.write_audited(op, audit))
+        .await
+        .map_err(|_| ApiError::internal("store task failed"))?;
     auth.after_write(&r);
     r?;
     st.reload_principals()?;
     tracing::info!(issuer = %auth.principal.name, name = %req.name, %role, fingerprint = %issued.fingerprint, "client certificate issued");
-    Ok(Json(issued_json(&st, &issued, &req.name, role)).into_response())
+    let mut out = issued_json(&st, &issued, &req.name, role);
+    if role == Role::Pam {
+        out["grants"] = json!(grants);
+    }
+    Ok(Json(out).into_response())
 }
 
 #[derive(Deserialize)]

@@ -679,6 +679,25 @@ pub mod piv {
         })
     }
 
+    /// Enrols each member's token in `groups` (before genesis: at once) and
+    /// issues it a custodian certificate under its name.
+    pub fn enroll_custodians(
+        a: &crate::Appliance,
+        groups: &[&str],
+        members: &mut [(&str, &mut SoftToken)],
+    ) {
+        for (n, t) in members.iter_mut() {
+            let r = crate::req(
+                &a.admin(),
+                hyper::Method::POST,
+                "/v1/custodians",
+                Some(enroll_body(n, groups, t)),
+            );
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            a.issue("custodian", n);
+        }
+    }
+
     /// The request as the custodian's tool rebuilds it from what it was
     /// shown (`GET /v1/requests/{id}`).
     pub fn shown(v: &Value) -> vault_core::custodian::approval::Request {

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use vault_core::custodian::approval::Decision;
 use vault_core::custodian::token::SoftToken;
 use vault_e2e::piv::{
-    approve_and_apply, enroll_body, genesis, issue_governed, propose, vote, TestRoot,
+    approve_and_apply, enroll_body, enroll_custodians, genesis, issue_governed, propose, vote,
+    TestRoot,
 };
 use vault_e2e::{checkout, json_of, key_and_csr, put, req, Appliance};
 
@@ -393,16 +394,11 @@ fn certificates_that_disclose_and_relaxed_policies_need_the_quorum() {
     let writer = a.issue("writer", "w1");
     let mut alice = root.token(6001);
     let mut bob = root.token(6002);
-    for (n, t) in [("alice", &mut alice), ("bob", &mut bob)] {
-        let r = req(
-            &admin,
-            Method::POST,
-            "/v1/custodians",
-            Some(enroll_body(n, &["security"], t)),
-        );
-        assert_eq!(r.status, 200);
-        a.issue("custodian", n);
-    }
+    enroll_custodians(
+        &a,
+        &["security"],
+        &mut [("alice", &mut alice), ("bob", &mut bob)],
+    );
     assert_eq!(put(&writer, "prod/db", "db-pw", false).status, 200);
     let r = req(
         &admin,

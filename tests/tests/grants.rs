@@ -5,7 +5,7 @@
 
 use hyper::Method;
 use serde_json::{json, Value};
-use vault_e2e::piv::{approve_and_apply, enroll_body, genesis, propose, TestRoot};
+use vault_e2e::piv::{approve_and_apply, enroll_custodians, genesis, propose, TestRoot};
 use vault_e2e::{checkout, json_of, key_and_csr, put, req, Appliance};
 
 fn code(r: &vault_client::Response) -> (u16, String) {
@@ -185,16 +185,11 @@ fn a_pam_server_reaches_only_what_its_grants_cover() {
     // ---- after genesis: a grant is a governance change.
     let mut alice = root.token(4101);
     let mut bob = root.token(4102);
-    for (n, t) in [("alice", &mut alice), ("bob", &mut bob)] {
-        let r = req(
-            &admin,
-            Method::POST,
-            "/v1/custodians",
-            Some(enroll_body(n, &["security"], t)),
-        );
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        a.issue("custodian", n);
-    }
+    enroll_custodians(
+        &a,
+        &["security"],
+        &mut [("alice", &mut alice), ("bob", &mut bob)],
+    );
     genesis(
         &a,
         json!([{"group": "security", "k": 2}]),

@@ -75,6 +75,14 @@ pub enum AuditCmd {
 #[derive(Args)]
 pub struct VerifyArgs {
     dir: PathBuf,
+    #[command(flatten)]
+    trust: Trust,
+}
+
+/// What an offline verification trusts: the pinned key(s) and, if kept, an
+/// earlier checkpoint.
+#[derive(Args)]
+pub struct Trust {
     /// The checkpoint public key (PEM), obtained and pinned beforehand.
     #[arg(long)]
     key: PathBuf,
@@ -85,6 +93,15 @@ pub struct VerifyArgs {
     /// A checkpoint you saved earlier; the log must extend it.
     #[arg(long)]
     trusted_checkpoint: Option<PathBuf>,
+}
+
+impl Trust {
+    /// The pinned key first, then the earlier ones.
+    fn keys(&self) -> Vec<PathBuf> {
+        let mut keys = vec![self.key.clone()];
+        keys.extend(self.previous_keys.iter().cloned());
+        keys
+    }
 }
 
 fn b64d(s: &str) -> anyhow::Result<Vec<u8>> {
@@ -227,9 +244,8 @@ async fn append_entries(
 
 /// `audit verify DIR --key K`: a log that does not verify exits 5.
 pub fn verify(json: bool, a: VerifyArgs) -> Outcome {
-    let mut keys = vec![a.key];
-    keys.extend(a.previous_keys);
-    if !verify_dir(&a.dir, &keys, a.trusted_checkpoint.as_ref(), json)? {
+    let t = &a.trust;
+    if !verify_dir(&a.dir, &t.keys(), t.trusted_checkpoint.as_ref(), json)? {
         return Ok(Err(ServerError(
             0,
             "verification_failed".into(),

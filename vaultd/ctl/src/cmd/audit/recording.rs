@@ -29,15 +29,8 @@ pub struct VerifyRecordingArgs {
     /// An export directory (`vaultctl audit export --out DIR`).
     #[arg(long)]
     dir: PathBuf,
-    /// The checkpoint public key (PEM), obtained and pinned beforehand.
-    #[arg(long)]
-    key: PathBuf,
-    /// Earlier checkpoint keys of this appliance (PEM; repeatable).
-    #[arg(long = "previous-key")]
-    previous_keys: Vec<PathBuf>,
-    /// A checkpoint you saved earlier; the log must extend it.
-    #[arg(long)]
-    trusted_checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    trust: super::Trust,
 }
 
 /// SHA-256 (lowercase hex) and size of a file, read in pieces.
@@ -94,9 +87,8 @@ pub fn verify_recording(json: bool, a: VerifyRecordingArgs) -> Outcome {
         anyhow::bail!("--checkout is a checkout id (a UUID)");
     }
     let (sha, size) = file_digest(&a.file)?;
-    let mut keys = vec![a.key];
-    keys.extend(a.previous_keys);
-    let (report, recs, _) = check_dir(&a.dir, &keys, a.trusted_checkpoint.as_ref(), json)?;
+    let t = &a.trust;
+    let (report, recs, _) = check_dir(&a.dir, &t.keys(), t.trusted_checkpoint.as_ref(), json)?;
     if let Some(f) = &report.failure {
         return failed(format!(
             "the audit log did not verify ({} at index {}: {}); nothing in it can be trusted",

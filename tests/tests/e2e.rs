@@ -375,12 +375,12 @@ fn flipped_ciphertext_byte_is_an_integrity_error() {
         .unwrap();
         // Swap svc/b's row content onto svc/c's identity: must not decrypt either.
         c.execute(
-            "INSERT INTO secrets SELECT 'svc/c', exclusive, current_version, metadata, created_at, updated_at, tier, approvals, custody, max_lease_seconds FROM secrets WHERE path = 'svc/b'",
+            "INSERT INTO secrets SELECT 'svc/c', exclusive, current_version, metadata, created_at, updated_at, tier, approvals, custody, max_lease_seconds, NULL, NULL FROM secrets WHERE path = 'svc/b'",
             [],
         )
         .unwrap();
         c.execute(
-            "INSERT INTO secret_versions SELECT 'svc/c', version, key_version, wrapped_dek, ciphertext, created_at, created_by FROM secret_versions WHERE path = 'svc/b'",
+            "INSERT INTO secret_versions SELECT 'svc/c', version, key_version, wrapped_dek, ciphertext, created_at, created_by, NULL, NULL FROM secret_versions WHERE path = 'svc/b'",
             [],
         )
         .unwrap();

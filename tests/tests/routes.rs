@@ -56,6 +56,7 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Who> {
         (("GET", "/v1/secrets/{*path}"), Roles(ALL)),
         (("PUT", "/v1/secrets/{*path}"), Roles(&["writer"])),
         (("POST", "/v1/secrets/{*path}"), Roles(&["pam"])),
+        (("DELETE", "/v1/secrets/{*path}"), Roles(&["admin"])),
         (("POST", "/v1/checkouts/{id}/checkin"), Roles(&["pam"])),
         (("POST", "/v1/checkouts/{id}/renew"), Roles(&["pam"])),
         (("POST", "/v1/checkouts/{id}/recordings"), Roles(&["pam"])),

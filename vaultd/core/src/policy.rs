@@ -96,12 +96,14 @@ pub enum Action {
     ReadMetrics,
     /// Renew one's own client certificate (same name and role, new key).
     RenewOwnCertificate,
+    /// Destroy a secret's old versions, or delete the secret.
+    DestroySecret,
 }
 
 impl Action {
     /// Every action, in declaration order (the docs' permission tables are
     /// checked against `allowed` over this list).
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 20] = [
         Action::Unseal,
         Action::IssueCertificate,
         Action::RotateKeyring,
@@ -121,6 +123,7 @@ impl Action {
         Action::UpdateImage,
         Action::ReadMetrics,
         Action::RenewOwnCertificate,
+        Action::DestroySecret,
     ];
 
     /// The action's name as the docs write it.
@@ -147,6 +150,7 @@ impl Action {
             Action::UpdateImage => "UpdateImage",
             Action::ReadMetrics => "ReadMetrics",
             Action::RenewOwnCertificate => "RenewOwnCertificate",
+            Action::DestroySecret => "DestroySecret",
         }
     }
 }
@@ -175,6 +179,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
                 | ListCheckouts
                 | RevokeCheckout
                 | ReadMetrics
+                | DestroySecret
         ),
         Role::Writer => matches!(action, WriteSecret | ReadMetadata | ListSecrets),
         Role::Pam => matches!(

@@ -81,7 +81,7 @@ pub enum Cmd {
     /// Certificates: issue and revoke (admin), renew your own (every role).
     #[command(subcommand)]
     Cert(cert::CertCmd),
-    /// Secrets: write (writer), metadata and list.
+    /// Secrets: write (writer), metadata and list; destroy old versions, delete (admin).
     #[command(subcommand)]
     Secret(secret::SecretCmd),
     /// Check a secret out (pam). Prints the value.
@@ -90,7 +90,7 @@ pub enum Cmd {
     Checkin { checkout_id: String },
     /// Leases: list (admin, auditor; pam: its own), renew (pam, its own),
     /// revoke (admin, with a reason).
-    #[command(subcommand)]
+    #[command(subcommand, visible_alias = "checkouts")]
     Lease(lease::LeaseCmd),
     /// Access grants: which paths each PAM server may check out (default
     /// deny). add (admin; a governance request after genesis), remove

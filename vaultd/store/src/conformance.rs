@@ -44,6 +44,7 @@ pub fn exercise(h: &dyn Harness) {
         governance(&*b);
         concurrent_writers(&*b, &kr);
         audit_log(&*b);
+        lifecycle(&*b, &kr);
         let root = b.audit_log().read().root();
         root
     };
@@ -149,6 +150,7 @@ fn grants(b: &dyn Backend, kr: &Keyring) {
             id: id.into(),
             path: path.into(),
             expect_version: None,
+            named: None,
             principal: who.into(),
             fingerprint: "0e".repeat(32),
             reason: "r".into(),
@@ -416,11 +418,128 @@ fn secrets(b: &dyn Backend, kr: &Keyring) {
     );
 }
 
+/// Named older versions, destroyed versions and deleted secrets.
+fn lifecycle(b: &dyn Backend, kr: &Keyring) {
+    let code = |r: Result<WriteOutcome, StoreError>| r.err().map(|e| e.code()).unwrap_or("ok");
+    for v in [b"d1", b"d2", b"d3"] {
+        put(b, kr, "c/d", v).unwrap();
+    }
+    let named = |id: &str, v: u64| {
+        b.write(WriteOp::Checkout {
+            id: id.into(),
+            path: "c/d".into(),
+            expect_version: None,
+            named: Some(v),
+            principal: "pam01".into(),
+            fingerprint: "0f".repeat(32),
+            reason: "r".into(),
+            now: 20,
+            expires_at: 80,
+        })
+    };
+    let checkin = |id: &str| {
+        b.write(WriteOp::Checkin {
+            id: id.into(),
+            principal: "pam01".into(),
+            fingerprint: "0f".repeat(32),
+            now: 21,
+        })
+        .unwrap();
+    };
+    let id = |n: u8| format!("00000000-0000-4000-8000-0000000009{n:02}");
+    // An older version is checked out as that version.
+    match named(&id(1), 1).unwrap() {
+        WriteOutcome::CheckedOut { version, .. } => assert_eq!(version, 1),
+        o => panic!("named checkout answered {o:?}"),
+    }
+    assert_eq!(b.checkout(&id(1)).unwrap().unwrap().version, 1);
+    checkin(&id(1));
+    assert_eq!(code(named(&id(2), 9)), "not_found", "no version 9");
+    let destroy = |versions: Vec<u64>| {
+        b.write(WriteOp::DestroyVersions {
+            path: "c/d".into(),
+            versions,
+            by: "admin".into(),
+            now: 22,
+        })
+    };
+    // The current version is never destroyed, and a refused op destroys
+    // nothing (version 1 before the current one in the same op).
+    assert_eq!(code(destroy(vec![1, 3])), "version_current");
+    assert!(b.secret_version("c/d", 1).unwrap().is_some());
+    assert_eq!(code(destroy(vec![7])), "not_found");
+    assert!(matches!(destroy(vec![1]), Ok(WriteOutcome::Destroyed(v)) if v == [1]));
+    assert!(
+        matches!(destroy(vec![1, 2]), Ok(WriteOutcome::Destroyed(v)) if v == [2]),
+        "destroyed already: left as it is"
+    );
+    // Fail closed: a destroyed value is never returned, nor checked out.
+    assert_eq!(
+        b.secret_version("c/d", 1).err().map(|e| e.code()),
+        Some("version_destroyed")
+    );
+    assert_eq!(code(named(&id(3), 2)), "version_destroyed");
+    let info = b.secret("c/d").unwrap().unwrap();
+    let destroyed: Vec<bool> = info
+        .versions
+        .iter()
+        .map(|v| v.destroyed.is_some())
+        .collect();
+    assert_eq!(destroyed, [true, true, false]);
+    assert_eq!(info.versions[0].destroyed, Some((22, "admin".into())));
+    // No re-encryption ever reaches a destroyed version.
+    let stale = b.stale_versions(999, 100).unwrap();
+    assert!(!stale.iter().any(|s| s.path == "c/d" && s.version < 3));
+    // The current version still checks out.
+    let r = checkout(b, &id(4), "c/d", 23);
+    assert!(r.is_ok(), "{r:?}");
+    checkin(&id(4));
+    // Deletion: every version destroyed, the secret gone from reads and
+    // listings, its version numbers kept for the next write.
+    assert!(matches!(
+        b.write(WriteOp::DeleteSecret { path: "c/d".into(), by: "admin".into(), now: 24 }),
+        Ok(WriteOutcome::Destroyed(v)) if v == [3]
+    ));
+    assert!(b.current("c/d").unwrap().is_none());
+    assert!(!b
+        .list("c/", None, 100)
+        .unwrap()
+        .iter()
+        .any(|s| s.path == "c/d"));
+    assert_eq!(code(checkout(b, &id(5), "c/d", 25)), "not_found");
+    assert_eq!(code(named(&id(6), 3)), "not_found");
+    assert_eq!(
+        b.secret("c/d").unwrap().unwrap().deleted,
+        Some((24, "admin".into()))
+    );
+    assert_eq!(
+        code(b.write(WriteOp::DeleteSecret {
+            path: "c/d".into(),
+            by: "admin".into(),
+            now: 26
+        })),
+        "not_found",
+        "deleted already"
+    );
+    assert_eq!(code(destroy(vec![1])), "not_found");
+    assert_eq!(put(b, kr, "c/d", b"d4").unwrap(), 4, "numbers continue");
+    let (v, sealed, _) = b.current("c/d").unwrap().unwrap();
+    assert_eq!(v, 4);
+    assert_eq!(
+        kr.open_value("c/d", 4, Tier::Standard, &sealed)
+            .unwrap()
+            .expose_secret(),
+        b"d4"
+    );
+    assert!(b.secret("c/d").unwrap().unwrap().deleted.is_none());
+}
+
 fn checkout(b: &dyn Backend, id: &str, path: &str, now: i64) -> Result<WriteOutcome, StoreError> {
     b.write(WriteOp::Checkout {
         id: id.into(),
         path: path.into(),
         expect_version: None,
+        named: None,
         principal: "pam01".into(),
         fingerprint: "0f".repeat(32),
         reason: "r".into(),
@@ -457,6 +576,7 @@ fn checkouts(b: &dyn Backend, kr: &Keyring) {
             id: "00000000-0000-4000-8000-000000000004".into(),
             path: "c/p".into(),
             expect_version: Some(1),
+            named: None,
             principal: "pam01".into(),
             fingerprint: "0f".repeat(32),
             reason: "r".into(),
@@ -614,6 +734,7 @@ fn renewals(b: &dyn Backend, kr: &Keyring, expired_open: &str) {
         id: "00000000-0000-4000-8000-000000000008".into(),
         path: "c/short".into(),
         expect_version: None,
+        named: None,
         principal: "pam01".into(),
         fingerprint: "0f".repeat(32),
         reason: "r".into(),
@@ -818,6 +939,7 @@ fn certificate_renewals(b: &dyn Backend) {
         id: "co-renew".into(),
         path: "c/p".into(),
         expect_version: None,
+        named: None,
         principal: "pam-r".into(),
         fingerprint: old.clone(),
         reason: "renewal test".into(),
@@ -862,6 +984,7 @@ fn certificate_renewals(b: &dyn Backend) {
         id: "co-closed".into(),
         path: "c/p".into(),
         expect_version: None,
+        named: None,
         principal: "pam-r".into(),
         fingerprint: old.clone(),
         reason: "renewal test".into(),

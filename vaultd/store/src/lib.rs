@@ -127,6 +127,10 @@ conflicts! {
     TierMismatch = "tier_mismatch";
     /// The version a write or checkout was computed for is not current.
     VersionChanged = "version_changed";
+    /// The version's value was destroyed.
+    VersionDestroyed = "version_destroyed";
+    /// Destroying the current version (delete the secret instead).
+    VersionCurrent = "version_current";
     /// A request collected as the other kind.
     WrongRequestKind = "wrong_request_kind";
     /// The custodians changed since the governance change was proposed.
@@ -266,6 +270,9 @@ pub struct Store {
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // A destroyed version's bytes are overwritten in the data file, not
+    // left in a free page.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(())
 }
 
@@ -579,7 +586,8 @@ impl Backend for Store {
         self.read(|c| {
             let v = c
                 .query_row(
-                    "SELECT current_version, tier, approvals, custody FROM secrets WHERE path = ?1",
+                    "SELECT current_version, tier, approvals, custody FROM secrets
+                     WHERE path = ?1 AND deleted_at IS NULL",
                     [path],
                     |r| {
                         Ok((
@@ -671,7 +679,7 @@ impl Backend for Store {
         self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT path, current_version, exclusive, updated_at FROM secrets
-                 WHERE substr(path, 1, length(?1)) = ?1 AND path > ?2
+                 WHERE substr(path, 1, length(?1)) = ?1 AND path > ?2 AND deleted_at IS NULL
                  ORDER BY path LIMIT ?3",
             )?;
             let rows = st.query_map(params![prefix, after.unwrap_or(""), limit as i64], |r| {
@@ -880,7 +888,7 @@ pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInf
     let head = c
         .query_row(
             "SELECT exclusive, current_version, metadata, created_at, updated_at, tier, approvals, custody,
-                    max_lease_seconds
+                    max_lease_seconds, deleted_at, deleted_by
              FROM secrets WHERE path = ?1",
             [path],
             |r| {
@@ -897,6 +905,7 @@ pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInf
                         prefixes: Vec::new(),
                     },
                     r.get::<_, Option<i64>>(8)?.map(|m| m as u64),
+                    stamp(r.get(9)?, r.get(10)?),
                 ))
             },
         )
@@ -909,6 +918,7 @@ pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInf
         updated_at,
         mut policy,
         max_lease_seconds,
+        deleted,
     )) = head
     else {
         return Ok(None);
@@ -917,7 +927,8 @@ pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInf
     let metadata = serde_json::from_str(&metadata)
         .map_err(|e| StoreError::Corrupt(format!("metadata of {path}: {e}")))?;
     let mut st = c.prepare_cached(
-        "SELECT version, created_at, created_by, key_version FROM secret_versions WHERE path = ?1 ORDER BY version",
+        "SELECT version, created_at, created_by, key_version, destroyed_at, destroyed_by
+         FROM secret_versions WHERE path = ?1 ORDER BY version",
     )?;
     let versions = st
         .query_map([path], |r| {
@@ -926,6 +937,7 @@ pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInf
                 created_at: r.get(1)?,
                 created_by: r.get(2)?,
                 key_version: r.get::<_, i64>(3)? as u32,
+                destroyed: stamp(r.get(4)?, r.get(5)?),
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -953,7 +965,13 @@ pub(crate) fn read_secret(c: &Connection, path: &str) -> Result<Option<SecretInf
         open_checkouts,
         policy,
         max_lease_seconds,
+        deleted,
     }))
+}
+
+/// A (time, by) pair of nullable columns.
+fn stamp(at: Option<i64>, by: Option<String>) -> Option<(i64, String)> {
+    at.map(|at| (at, by.unwrap_or_default()))
 }
 
 pub(crate) fn read_sealed(
@@ -963,14 +981,24 @@ pub(crate) fn read_sealed(
 ) -> Result<Option<SealedValue>, StoreError> {
     let row = c
         .query_row(
-            "SELECT key_version, wrapped_dek, ciphertext FROM secret_versions WHERE path = ?1 AND version = ?2",
+            "SELECT key_version, wrapped_dek, ciphertext, destroyed_at FROM secret_versions
+             WHERE path = ?1 AND version = ?2",
             params![path, version as i64],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?)),
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                ))
+            },
         )
         .optional()?;
     match row {
         None => Ok(None),
-        Some((kv, wrapped_dek, ciphertext)) => {
+        // Fail closed: a destroyed value is never handed to a decryptor.
+        Some((.., Some(_))) => Err(StoreError::Conflict(Conflict::VersionDestroyed)),
+        Some((kv, wrapped_dek, ciphertext, None)) => {
             let key_version = u32::try_from(kv).map_err(|_| {
                 StoreError::Corrupt(format!("{path} v{version}: key version {kv} out of range"))
             })?;

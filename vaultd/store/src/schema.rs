@@ -190,6 +190,18 @@ const MIGRATIONS: &[&str] = &[
         SELECT DISTINCT name, '*', CAST(strftime('%s', 'now') AS INTEGER), 'schema migration 10'
         FROM principals WHERE role = 'pam' AND revoked = 0;
     "#,
+    // 11: a version's value can be destroyed (its ciphertext, wrapped key
+    // and custodian shares are erased; the row stays, so the version is
+    // never reused and the audit log's version numbers keep their meaning),
+    // and a secret deleted (every version destroyed; the row stays as a
+    // tombstone with its approvals, so a later write continues the version
+    // numbers under the same policy).
+    r#"
+    ALTER TABLE secret_versions ADD COLUMN destroyed_at INTEGER;
+    ALTER TABLE secret_versions ADD COLUMN destroyed_by TEXT;
+    ALTER TABLE secrets ADD COLUMN deleted_at INTEGER;
+    ALTER TABLE secrets ADD COLUMN deleted_by TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

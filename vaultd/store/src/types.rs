@@ -19,6 +19,9 @@ pub struct SecretInfo {
     /// The longest a lease of it may last, renewals included (`None`: the
     /// configured `limits.max_lease_seconds`).
     pub max_lease_seconds: Option<u64>,
+    /// When and by whom it was deleted (a tombstone: every version is
+    /// destroyed until a write continues it).
+    pub deleted: Option<(i64, String)>,
 }
 
 /// How a secret is protected: its tier, the approvals its checkouts need
@@ -66,6 +69,8 @@ pub struct VersionInfo {
     pub created_at: i64,
     pub created_by: String,
     pub key_version: u32,
+    /// When and by whom its value was destroyed.
+    pub destroyed: Option<(i64, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -58,17 +58,38 @@ pub enum WriteOp {
         sealed: SealedValue,
     },
     /// Records a checkout of the current version, which must still be
-    /// `expect_version` (the caller has already decrypted it).
+    /// `expect_version` (the caller has already decrypted it), or of the
+    /// `named` older version, which must not be destroyed.
     Checkout {
         id: String,
         path: String,
         expect_version: Option<u64>,
+        named: Option<u64>,
         principal: String,
         /// The certificate making it: only it may check in or renew.
         fingerprint: String,
         reason: String,
         now: i64,
         expires_at: i64,
+    },
+    /// Destroys old versions' values: ciphertext, wrapped key and
+    /// custodian shares are erased, the rows stay (`destroyed_at`). The
+    /// current version cannot be destroyed ([`Conflict::VersionCurrent`]:
+    /// delete the secret); one destroyed already is left as it is.
+    /// [`WriteOutcome::Destroyed`] lists those this op destroyed.
+    DestroyVersions {
+        path: String,
+        versions: Vec<u64>,
+        by: String,
+        now: i64,
+    },
+    /// Deletes a secret: every version is destroyed and the secret is a
+    /// tombstone (not listed, not checked out, not found) until a write
+    /// continues its version numbers under the same approvals and tier.
+    DeleteSecret {
+        path: String,
+        by: String,
+        now: i64,
     },
     /// A session recording's registration (`POST
     /// /v1/checkouts/{id}/recordings`): only an audit entry is written, in
@@ -308,6 +329,8 @@ pub enum WriteOutcome {
     Expired(CheckoutRow),
     /// The lease after a `RenewCheckout` or `RevokeCheckout`.
     Checkout(CheckoutRow),
+    /// The versions a `DestroyVersions` or `DeleteSecret` destroyed.
+    Destroyed(Vec<u64>),
 }
 
 struct Job {
@@ -904,6 +927,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                             id: &id,
                             path: &req.path,
                             expect_version: Some(req.version),
+                            named: None,
                             principal: &req.requester,
                             fingerprint: &fingerprint,
                             reason: &req.reason,
@@ -971,12 +995,14 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 | WriteOp::SetPrefixApprovals { .. }
                 | WriteOp::Grant { .. }
                 | WriteOp::AddPrincipalGranted { .. }
-                | WriteOp::AddPrincipal(_)) => {
+                | WriteOp::AddPrincipal(_)
+                | WriteOp::DestroyVersions { .. }
+                | WriteOp::DeleteSecret { .. }) => {
                     apply(c, inner)?;
                 }
                 _ => {
                     return Err(StoreError::Forbidden(
-                        "a governance change enrols, removes or regroups a custodian, sets governance metadata or approvals, or adds a principal",
+                        "a governance change enrols, removes or regroups a custodian, sets governance metadata or approvals, adds a principal or a grant, or destroys values",
                     ))
                 }
             }
@@ -990,6 +1016,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             id,
             path,
             expect_version,
+            named,
             principal,
             fingerprint,
             reason,
@@ -1001,6 +1028,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 id: &id,
                 path: &path,
                 expect_version,
+                named,
                 principal: &principal,
                 fingerprint: &fingerprint,
                 reason: &reason,
@@ -1023,6 +1051,38 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 checked_in_at: Some(now),
                 ..row
             }))
+        }
+        WriteOp::DestroyVersions {
+            path,
+            versions,
+            by,
+            now,
+        } => {
+            let (current, _) = live_secret(c, &path)?;
+            let mut done = Vec::new();
+            for v in versions {
+                if v == current {
+                    return Err(StoreError::Conflict(Conflict::VersionCurrent));
+                }
+                if destroy_version(c, &path, v, &by, now)? {
+                    done.push(v);
+                }
+            }
+            Ok(WriteOutcome::Destroyed(done))
+        }
+        WriteOp::DeleteSecret { path, by, now } => {
+            let (current, _) = live_secret(c, &path)?;
+            let mut done = Vec::new();
+            for v in 1..=current {
+                if destroy_version(c, &path, v, &by, now)? {
+                    done.push(v);
+                }
+            }
+            c.execute(
+                "UPDATE secrets SET deleted_at = ?2, deleted_by = ?3, updated_at = ?2 WHERE path = ?1",
+                params![path, now, by],
+            )?;
+            Ok(WriteOutcome::Destroyed(done))
         }
         WriteOp::RecordSession {
             id,
@@ -1595,7 +1655,8 @@ fn put_secret(
     if existing.is_some() {
         c.execute(
             "UPDATE secrets SET current_version = ?2, exclusive = ?3, metadata = ?4, updated_at = ?5,
-               custody = coalesce(?6, custody), max_lease_seconds = coalesce(?7, max_lease_seconds)
+               custody = coalesce(?6, custody), max_lease_seconds = coalesce(?7, max_lease_seconds),
+               deleted_at = NULL, deleted_by = NULL
              WHERE path = ?1",
             params![path, version as i64, exclusive as i64, metadata, now, custody, max_lease],
         )?;
@@ -1629,11 +1690,58 @@ fn put_secret(
     Ok(WriteOutcome::Version(version))
 }
 
+/// A secret that is not deleted: its current version and whether it is
+/// exclusive (not found otherwise).
+fn live_secret(c: &Connection, path: &str) -> Result<(u64, bool), StoreError> {
+    c.query_row(
+        "SELECT current_version, exclusive FROM secrets WHERE path = ?1 AND deleted_at IS NULL",
+        [path],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? != 0)),
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound)
+}
+
+/// Erases a version's value (false: destroyed already; not found: no such
+/// version).
+fn destroy_version(
+    c: &Connection,
+    path: &str,
+    version: u64,
+    by: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let destroyed: Option<Option<i64>> = c
+        .query_row(
+            "SELECT destroyed_at FROM secret_versions WHERE path = ?1 AND version = ?2",
+            params![path, version as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match destroyed {
+        None => return Err(StoreError::NotFound),
+        Some(Some(_)) => return Ok(false),
+        Some(None) => {}
+    }
+    c.execute(
+        "UPDATE secret_versions SET key_version = 0, wrapped_dek = x'', ciphertext = x'',
+           destroyed_at = ?3, destroyed_by = ?4
+         WHERE path = ?1 AND version = ?2",
+        params![path, version as i64, now, by],
+    )?;
+    c.execute(
+        "DELETE FROM sealed_shares WHERE path = ?1 AND version = ?2",
+        params![path, version as i64],
+    )?;
+    Ok(true)
+}
+
 /// A checkout to record.
 struct NewCheckout<'a> {
     id: &'a str,
     path: &'a str,
     expect_version: Option<u64>,
+    named: Option<u64>,
     principal: &'a str,
     fingerprint: &'a str,
     reason: &'a str,
@@ -1660,6 +1768,7 @@ fn insert_checkout(c: &Connection, n: NewCheckout<'_>) -> Result<WriteOutcome, S
         id,
         path,
         expect_version,
+        named,
         principal,
         fingerprint,
         reason,
@@ -1667,9 +1776,10 @@ fn insert_checkout(c: &Connection, n: NewCheckout<'_>) -> Result<WriteOutcome, S
         expires_at,
     } = n;
     require_grant(c, principal, path)?;
-    let (version, exclusive, max_lease) = c
+    let (current, exclusive, max_lease) = c
         .query_row(
-            "SELECT current_version, exclusive, max_lease_seconds FROM secrets WHERE path = ?1",
+            "SELECT current_version, exclusive, max_lease_seconds FROM secrets
+             WHERE path = ?1 AND deleted_at IS NULL",
             [path],
             |r| {
                 Ok((
@@ -1681,9 +1791,28 @@ fn insert_checkout(c: &Connection, n: NewCheckout<'_>) -> Result<WriteOutcome, S
         )
         .optional()?
         .ok_or(StoreError::NotFound)?;
-    if expect_version.is_some_and(|v| v != version) {
-        return Err(StoreError::Conflict(Conflict::VersionChanged));
-    }
+    let version = match named {
+        Some(v) => {
+            let destroyed: Option<i64> = c
+                .query_row(
+                    "SELECT destroyed_at FROM secret_versions WHERE path = ?1 AND version = ?2",
+                    params![path, v as i64],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            if destroyed.is_some() {
+                return Err(StoreError::Conflict(Conflict::VersionDestroyed));
+            }
+            v
+        }
+        None => {
+            if expect_version.is_some_and(|v| v != current) {
+                return Err(StoreError::Conflict(Conflict::VersionChanged));
+            }
+            current
+        }
+    };
     if max_lease.is_some_and(|m| expires_at - now > m) {
         return Err(StoreError::Conflict(Conflict::LeaseMaxExceeded));
     }

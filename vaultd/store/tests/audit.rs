@@ -66,6 +66,7 @@ fn audited_writes_chain_and_survive_reopen() {
                             id: format!("c{t}-{i}"),
                             path: "missing".into(),
                             expect_version: None,
+                            named: None,
                             principal: "p".into(),
                             fingerprint: "0f".repeat(32),
                             reason: "r".into(),

@@ -52,6 +52,12 @@ actions! {
     SecretCheckout => "secret.checkout",
     SecretMetadata => "secret.metadata",
     SecretList => "secret.list",
+    /// A secret's old versions destroyed (at once before genesis; after
+    /// it, the governance request's apply is `governance.apply`).
+    SecretDestroy => "secret.destroy",
+    /// A secret deleted, likewise; also a refused `DELETE
+    /// /v1/secrets/{path}`.
+    SecretDelete => "secret.delete",
     CheckoutCheckin => "checkout.checkin",
     CheckoutExpire => "checkout.expire",
     CheckoutRenew => "checkout.renew",

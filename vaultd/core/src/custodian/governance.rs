@@ -119,6 +119,10 @@ pub enum Change {
     /// ask for) the paths `prefix` covers: `*` every path, `a/b/` every
     /// path under it, `a/b` that path.
     GrantAccess { principal: String, prefix: String },
+    /// Old versions of a secret destroyed (their values erased for good).
+    DestroyVersions { path: String, versions: Vec<u64> },
+    /// A secret deleted: every version destroyed.
+    DeleteSecret { path: String },
 }
 
 /// Whether `prefix` is a grant's form: `*`, a secret path, or a path
@@ -169,6 +173,9 @@ impl Change {
             Change::SetApprovals { path, .. } => format!("policies/{path}"),
             Change::IssueCertificate { name, .. } => format!("principals/{name}"),
             Change::GrantAccess { principal, .. } => format!("grants/{principal}"),
+            Change::DestroyVersions { path, .. } | Change::DeleteSecret { path } => {
+                format!("secrets/{path}")
+            }
         }
     }
 
@@ -184,6 +191,8 @@ impl Change {
             Change::SetApprovals { .. } => "set_approvals",
             Change::IssueCertificate { .. } => "issue_certificate",
             Change::GrantAccess { .. } => "grant_access",
+            Change::DestroyVersions { .. } => "destroy_versions",
+            Change::DeleteSecret { .. } => "delete_secret",
         }
     }
 }

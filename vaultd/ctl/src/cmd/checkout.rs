@@ -15,6 +15,9 @@ pub struct CheckoutArgs {
     /// Lease length in seconds (server default if omitted).
     #[arg(long)]
     ttl: Option<u64>,
+    /// A named older version (audited as such; the current one if omitted).
+    #[arg(long)]
+    version: Option<u64>,
 }
 
 /// `checkout PATH --reason R`: the value alone on stdout; a checkout that
@@ -23,6 +26,9 @@ pub async fn checkout(c: &ConnArgs, j: bool, a: CheckoutArgs) -> Outcome {
     let mut body = json!({"reason": a.reason});
     if let Some(t) = a.ttl {
         body["ttl_seconds"] = json!(t);
+    }
+    if let Some(v) = a.version {
+        body["version"] = json!(v);
     }
     let v = server!(
         call(

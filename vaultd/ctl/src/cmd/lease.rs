@@ -20,6 +20,7 @@ pub enum LeaseCmd {
         ttl: Option<u64>,
     },
     /// End a lease now (admin); the reason is audited.
+    #[command(visible_alias = "force-checkin")]
     Revoke {
         checkout_id: String,
         #[arg(long)]

@@ -93,6 +93,14 @@ pub async fn run(cli: Cli) -> Outcome {
         Cmd::Secret(SecretCmd::Put(a)) => secret::put(c, j, a).await,
         Cmd::Secret(SecretCmd::Get { path }) => secret::get(c, j, &path).await,
         Cmd::Secret(SecretCmd::List { prefix }) => secret::list(c, j, &prefix).await,
+        Cmd::Secret(SecretCmd::DestroyVersion {
+            path,
+            versions,
+            reason,
+        }) => secret::destroy(c, j, &path, Some(&versions), reason.as_deref()).await,
+        Cmd::Secret(SecretCmd::Delete { path, reason }) => {
+            secret::destroy(c, j, &path, None, reason.as_deref()).await
+        }
         Cmd::Checkout(a) => checkout::checkout(c, j, a).await,
         Cmd::Checkin { checkout_id } => checkout::checkin(c, j, &checkout_id).await,
         Cmd::Lease(LeaseCmd::List(a)) => lease::list(c, j, a).await,

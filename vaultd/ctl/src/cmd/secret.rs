@@ -1,5 +1,6 @@
-//! `vaultctl secret`: write (writer), metadata and list. A value is read
-//! from a file or stdin, never from argv.
+//! `vaultctl secret`: write (writer), metadata and list; destroying old
+//! versions and deleting a secret (admin; a governance request after
+//! genesis). A value is read from a file or stdin, never from argv.
 
 use std::path::PathBuf;
 
@@ -23,6 +24,82 @@ pub enum SecretCmd {
         #[arg(long, default_value = "")]
         prefix: String,
     },
+    /// Destroy old versions' values for good (admin; a governance request
+    /// after genesis). The current version cannot be destroyed.
+    DestroyVersion {
+        path: String,
+        /// Version numbers, e.g. `1 2`.
+        #[arg(required = true, num_args = 1..)]
+        versions: Vec<u64>,
+        /// Why (in the audit log and the governance request).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Delete a secret: every version's value destroyed (admin; a
+    /// governance request after genesis). A later write continues its
+    /// version numbers under the same approvals.
+    Delete {
+        path: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// `secret destroy-version PATH V...` and `secret delete PATH`.
+pub async fn destroy(
+    c: &ConnArgs,
+    j: bool,
+    path: &str,
+    versions: Option<&[u64]>,
+    reason: Option<&str>,
+) -> Outcome {
+    let mut q = Vec::new();
+    if let Some(vs) = versions {
+        let list: Vec<String> = vs.iter().map(u64::to_string).collect();
+        q.push(format!("versions={}", list.join(",")));
+    }
+    if let Some(r) = reason {
+        q.push(format!("reason={}", enc(r)));
+    }
+    let mut uri = format!("/v1/secrets/{}", enc(path));
+    if !q.is_empty() {
+        uri.push('?');
+        uri.push_str(&q.join("&"));
+    }
+    let v = server!(call(c, Method::DELETE, &uri, None).await?);
+    if v.get("request_id").is_some() {
+        out(j, &v, crate::cmd::governance::print_proposal);
+        return Ok(Ok(()));
+    }
+    out(j, &v, |v| {
+        let done: Vec<String> = v["destroyed_versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| n.to_string())
+            .collect();
+        if v["deleted"] == true {
+            println!("deleted {path}; destroyed versions: {}", done.join(" "));
+        } else if done.is_empty() {
+            println!("{path}: those versions were destroyed already");
+        } else {
+            println!("{path}: destroyed versions {}", done.join(" "));
+        }
+        let open: Vec<&str> = v["open_checkouts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str())
+            .collect();
+        if !open.is_empty() {
+            eprintln!(
+                "warning: {} lease(s) still open, their value is out: {} (end them with `vaultctl lease revoke`)",
+                open.len(),
+                open.join(" ")
+            );
+        }
+    });
+    Ok(Ok(()))
 }
 
 #[derive(Args)]
@@ -100,9 +177,22 @@ fn print_secret(v: &Value) {
         println!("max lease       : {} s", v["max_lease_seconds"]);
     }
     println!("metadata        : {}", v["metadata"]);
-    for ver in v["versions"].as_array().into_iter().flatten() {
+    if let Some(at) = v["deleted_at"].as_str() {
         println!(
-            "  v{} {} by {}",
+            "deleted         : {at} by {}",
+            v["deleted_by"].as_str().unwrap_or("")
+        );
+    }
+    for ver in v["versions"].as_array().into_iter().flatten() {
+        let destroyed = match ver["destroyed_at"].as_str() {
+            Some(at) => format!(
+                " (destroyed {at} by {})",
+                ver["destroyed_by"].as_str().unwrap_or("")
+            ),
+            None => String::new(),
+        };
+        println!(
+            "  v{} {} by {}{destroyed}",
             ver["version"],
             ver["created_at"].as_str().unwrap_or(""),
             ver["created_by"].as_str().unwrap_or("")

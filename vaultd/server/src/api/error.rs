@@ -93,9 +93,12 @@ codes! {
     InvalidNames = "invalid_names", BAD_REQUEST;
     InvalidRecording = "invalid_recording", BAD_REQUEST;
     InvalidGrant = "invalid_grant", BAD_REQUEST;
+    InvalidVersions = "invalid_versions", BAD_REQUEST;
     // Conflicts with the stored state.
     CheckedOut = "checked_out", CONFLICT;
     VersionChanged = "version_changed", CONFLICT;
+    VersionDestroyed = "version_destroyed", CONFLICT;
+    VersionCurrent = "version_current", CONFLICT;
     AlreadyCheckedIn = "already_checked_in", CONFLICT;
     LeaseExpired = "lease_expired", CONFLICT;
     LeaseActive = "lease_active", CONFLICT;
@@ -106,6 +109,7 @@ codes! {
     RenewalClosed = "renewal_closed", CONFLICT;
     RecordingBeforeCheckout = "recording_before_checkout", CONFLICT;
     GrantExists = "grant_exists", CONFLICT;
+    OlderVersionGated = "older_version_gated", CONFLICT;
     KeyringVersionExists = "keyring_version_exists", CONFLICT;
     SealedTier = "sealed_tier", CONFLICT;
     NotSealedTier = "not_sealed_tier", CONFLICT;

@@ -597,6 +597,16 @@ fn change_op(
             now: st.now(),
         })
         .showing(json!({"principal": principal, "prefix": prefix}))),
+        Change::DestroyVersions { path, versions } => {
+            let (op, _) = super::lifecycle::write_of(change, &auth.principal.name, st.now())
+                .ok_or_else(ApiError::integrity)?;
+            Ok(ChangeWrite::new(op).showing(json!({"path": path, "destroyed_versions": versions})))
+        }
+        Change::DeleteSecret { path } => {
+            let (op, _) = super::lifecycle::write_of(change, &auth.principal.name, st.now())
+                .ok_or_else(ApiError::integrity)?;
+            Ok(ChangeWrite::new(op).showing(json!({"path": path, "deleted": true})))
+        }
     }
 }
 

@@ -33,6 +33,7 @@ pub mod error;
 pub mod extract;
 pub mod governance;
 pub mod grants;
+pub mod lifecycle;
 pub mod routes;
 pub mod secrets;
 pub mod sys;

@@ -16,7 +16,7 @@ use vault_core::policy::Action;
 
 use super::error::ApiError;
 use super::extract::Auth;
-use super::{audit, checkouts, custodians, governance, grants, secrets, sys, update};
+use super::{audit, checkouts, custodians, governance, grants, lifecycle, secrets, sys, update};
 use crate::state::AppState;
 
 /// Who may call a route.
@@ -85,6 +85,7 @@ pub fn table() -> Vec<Route> {
         GET "/v1/secrets/{*path}" P(Action::ReadMetadata), Refuse, SecretMetadata => get(secrets::get);
         PUT "/v1/secrets/{*path}" P(Action::WriteSecret), Refuse, SecretWrite => put(secrets::put);
         POST "/v1/secrets/{*path}" P(Action::Checkout), Refuse, SecretCheckout => post(secrets::post);
+        DELETE "/v1/secrets/{*path}" P(Action::DestroySecret), Refuse, SecretDelete => delete(lifecycle::delete);
         GET "/v1/checkouts" P(Action::ListCheckouts), Refuse, CheckoutList => get(checkouts::list);
         POST "/v1/checkouts/{id}/checkin" P(Action::Checkin), Refuse, CheckoutCheckin => post(secrets::checkin);
         POST "/v1/checkouts/{id}/renew" P(Action::Checkin), Refuse, CheckoutRenew => post(checkouts::renew);

@@ -69,7 +69,7 @@ pub(crate) fn check_ttl(limits: &crate::config::Limits, ttl: Option<u64>) -> Api
     Ok(ttl)
 }
 
-fn check_path(p: &str) -> ApiResult<()> {
+pub(crate) fn check_path(p: &str) -> ApiResult<()> {
     validate_path(p).map_err(|e| ApiError::new(Code::InvalidPath, e.to_string()))
 }
 
@@ -342,7 +342,11 @@ pub async fn get(
             "created_at": rfc3339(v.created_at),
             "created_by": v.created_by,
             "keyring_version": v.key_version,
+            "destroyed_at": v.destroyed.as_ref().map(|d| rfc3339(d.0)),
+            "destroyed_by": v.destroyed.as_ref().map(|d| d.1.clone()),
         })).collect::<Vec<_>>(),
+        "deleted_at": info.deleted.as_ref().map(|d| rfc3339(d.0)),
+        "deleted_by": info.deleted.as_ref().map(|d| d.1.clone()),
         "open_checkouts": info.open_checkouts.iter().map(|c| json!({
             "checkout_id": c.id,
             "principal": c.principal,
@@ -406,6 +410,10 @@ pub struct CheckoutRequest {
     /// SEC1 uncompressed) that custodians re-seal their shares to.
     #[serde(default)]
     recipient_key: Option<String>,
+    /// A named version (absent: the current one). An older version is
+    /// audited as such (`named_version`), and refused once destroyed.
+    #[serde(default)]
+    version: Option<u64>,
 }
 
 /// What a checkout attempt led to.
@@ -422,6 +430,7 @@ struct CheckoutInput {
     reason: String,
     ttl: u64,
     recipient_key: Option<Vec<u8>>,
+    named: Option<u64>,
 }
 
 impl CheckoutInput {
@@ -455,12 +464,19 @@ impl CheckoutInput {
             }
             (false, None) => None,
         };
+        if req.version == Some(0) {
+            return Err(ApiError::new(
+                Code::InvalidBody,
+                "version counts from 1 (omit it for the current version)",
+            ));
+        }
         Ok(CheckoutInput {
             path: path.to_owned(),
             breakglass,
             reason,
             ttl,
             recipient_key,
+            named: req.version,
         })
     }
 }
@@ -586,6 +602,10 @@ fn checkout(
             .current(path)?
             .ok_or_else(|| ApiError::not_found(format!("no secret at {path}")))?;
         let (kind, rules) = gate(&policy, input.breakglass)?;
+        let named = input.named.filter(|v| *v != version);
+        if let Some(v) = named {
+            return checkout_named(st, kr, auth, input, (v, version), (kind, &rules));
+        }
         if kind == RequestKind::Breakglass || !rules.is_empty() {
             let key = input.recipient_key.clone();
             return custodians::open_request(
@@ -606,6 +626,7 @@ fn checkout(
                     id: id.clone(),
                     path: path.clone(),
                     expect_version: Some(version),
+                    named: None,
                     principal: auth.principal.name.clone(),
                     fingerprint: auth.principal.fingerprint.clone(),
                     reason: reason.clone(),
@@ -628,6 +649,59 @@ fn checkout(
         Code::VersionChanged,
         "the secret changed repeatedly during checkout; retry",
     ))
+}
+
+/// A checkout of the named older version `v` (`current` is the current
+/// one). Only for secrets that need no approvals: a request and its
+/// custodians' votes are for the current version.
+fn checkout_named(
+    st: &Arc<AppState>,
+    kr: &Keyring,
+    auth: &Auth,
+    input: &CheckoutInput,
+    (v, current): (u64, u64),
+    (kind, rules): (RequestKind, &[GroupRule]),
+) -> ApiResult<Attempt> {
+    let CheckoutInput {
+        path, reason, ttl, ..
+    } = input;
+    if kind == RequestKind::Breakglass || !rules.is_empty() {
+        return Err(ApiError::new(
+            Code::OlderVersionGated,
+            "only the current version of a secret that needs approvals (or of a sealed-tier secret) can be checked out",
+        ));
+    }
+    let not_found = || ApiError::not_found(format!("{path} has no version {v}"));
+    if v > current {
+        return Err(not_found());
+    }
+    let sealed = st.store.secret_version(path, v)?.ok_or_else(not_found)?;
+    let audit = checkout_audit(st, &auth.who, path, (v, *ttl, reason.clone()))
+        .detail("named_version", "true")
+        .detail("current_version", current.to_string());
+    let rec = Record {
+        path,
+        version: v,
+        ttl_seconds: *ttl,
+        how: "checkout",
+    };
+    let d = disclose(st, kr, auth, &sealed, rec, |id, now, expires_at| {
+        st.store.write_audited(
+            WriteOp::Checkout {
+                id: id.clone(),
+                path: path.clone(),
+                expect_version: None,
+                named: Some(v),
+                principal: auth.principal.name.clone(),
+                fingerprint: auth.principal.fingerprint.clone(),
+                reason: reason.clone(),
+                now,
+                expires_at,
+            },
+            audit.on_success("checkout_id", id),
+        )
+    })?;
+    Ok(Attempt::Value(d))
 }
 
 /// Collects an approved checkout request: the approved version, once.

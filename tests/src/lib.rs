@@ -13,6 +13,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod postgres;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -9,7 +9,8 @@
 //! * `vault-core` does no I/O: no async runtime, HTTP, database or device
 //!   crate below it, and no `std::fs`, `std::net`, `std::process` or
 //!   `std::env` in its code;
-//! * the device crates and the store never depend on the daemon.
+//! * the device crates, the store and the rotation connectors never depend
+//!   on the daemon (and the connectors on no store or device crate).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -174,6 +175,18 @@ fn devices_and_store_never_depend_on_the_daemon() {
             (
                 "vault-piv",
                 &["vaultd", "vault-store", "vault-hsm", "vault-tpm"],
+            ),
+            // Connectors reach targets only: never the store, the seal
+            // devices or the daemon.
+            (
+                "vault-connect",
+                &[
+                    "vaultd",
+                    "vault-store",
+                    "vault-hsm",
+                    "vault-tpm",
+                    "vault-piv",
+                ],
             ),
         ],
     );

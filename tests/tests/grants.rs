@@ -164,6 +164,19 @@ fn a_pam_server_reaches_only_what_its_grants_cover() {
     let p2 = a.keep("p2", json_of(&r)["certificate_pem"].as_str().unwrap(), &key);
     assert_eq!(checkout(&p2, "db/b").status, 200);
     assert_eq!(code(&checkout(&p2, "db/a")), (403, "not_granted".into()));
+    // Revoked (every certificate of the name), the name loses its grants:
+    // a certificate issued for it again reaches nothing.
+    let r = req(
+        &admin,
+        Method::POST,
+        "/v1/sys/principals/revoke",
+        Some(json!({"name": "p2"})),
+    );
+    assert_eq!(r.status, 200);
+    assert!(!listed(&admin).iter().any(|(p, _)| p == "p2"));
+    let p2 = bare_pam(&a, "p2");
+    assert_eq!(code(&checkout(&p2, "db/b")), (403, "not_granted".into()));
+    assert_eq!(grant(&admin, "p2", "db/b").status, 200);
 
     // Audited: grants given and removed, refusals under their callers.
     let entries = a.audit_entries();
@@ -173,7 +186,7 @@ fn a_pam_server_reaches_only_what_its_grants_cover() {
             .filter(|e| e.action == action && format!("{:?}", e.outcome).to_lowercase() == outcome)
             .count()
     };
-    assert_eq!(n("grant.add", "success"), 2);
+    assert_eq!(n("grant.add", "success"), 3);
     assert_eq!(n("grant.remove", "success"), 1);
     assert!(n("grant.add", "denied") >= 3);
     let issued = entries

@@ -261,6 +261,43 @@ fn grants(b: &dyn Backend, kr: &Keyring) {
         .collect();
     assert_eq!(listed, [("pam-g", "g/a/"), ("pam01", "*")]);
     assert_eq!((gs[0].granted_by.as_str(), gs[0].granted_at), ("admin", 5));
+    // A name left without an unrevoked certificate loses its grants, so a
+    // certificate issued for it later starts from default deny.
+    let has = |who: &str| b.grants().unwrap().iter().any(|g| g.principal == who);
+    for fp in ["a1", "a2"] {
+        b.write(WriteOp::AddPrincipal(principal(
+            &fp.repeat(32),
+            "pam-r",
+            "pam",
+        )))
+        .unwrap();
+    }
+    assert_eq!(code(grant("pam-r", "r/")), "ok");
+    b.write(WriteOp::RevokePrincipal {
+        fingerprint: "a1".repeat(32),
+        now: 8,
+    })
+    .unwrap();
+    assert!(has("pam-r"), "another certificate of the name is unrevoked");
+    b.write(WriteOp::RevokePrincipal {
+        fingerprint: "a2".repeat(32),
+        now: 8,
+    })
+    .unwrap();
+    assert!(!has("pam-r"), "the last certificate revoked");
+    b.write(WriteOp::AddPrincipal(principal(
+        &"a3".repeat(32),
+        "pam-r",
+        "pam",
+    )))
+    .unwrap();
+    assert_eq!(code(grant("pam-r", "r/")), "ok");
+    b.write(WriteOp::RevokeName {
+        name: "pam-r".into(),
+        now: 9,
+    })
+    .unwrap();
+    assert!(!has("pam-r"), "revoked by name");
 }
 
 fn meta(b: &dyn Backend) {

@@ -1165,6 +1165,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 "UPDATE principals SET revoked = 1 WHERE name = ?1 AND revoked = 0",
                 [&name],
             )?;
+            drop_orphan_grants(c, &name)?;
             Ok(WriteOutcome::Revoked(
                 rows.into_iter().map(|(fp, _)| fp).collect(),
             ))
@@ -1190,6 +1191,12 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                     [fp],
                 )?;
             }
+            let name: String = c.query_row(
+                "SELECT name FROM principals WHERE fingerprint = ?1",
+                [&fingerprint],
+                |r| r.get(0),
+            )?;
+            drop_orphan_grants(c, &name)?;
             Ok(WriteOutcome::Revoked(chain))
         }
         WriteOp::RenewPrincipal { old, new, now } => {
@@ -1688,6 +1695,19 @@ fn put_secret(
         )?;
     }
     Ok(WriteOutcome::Version(version))
+}
+
+/// A name left with no unrevoked certificate loses its access grants: a
+/// certificate issued for it later (a new key, perhaps a new holder)
+/// starts from default deny, and whoever approves that issuance sees every
+/// grant it gets.
+fn drop_orphan_grants(c: &Connection, name: &str) -> Result<(), StoreError> {
+    c.execute(
+        "DELETE FROM grants WHERE principal = ?1
+           AND NOT EXISTS (SELECT 1 FROM principals WHERE name = ?1 AND revoked = 0)",
+        [name],
+    )?;
+    Ok(())
 }
 
 /// A secret that is not deleted: its current version and whether it is

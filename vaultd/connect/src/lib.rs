@@ -11,8 +11,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod exec;
 pub mod postgres;
 
+pub use exec::ExecHook;
 pub use postgres::PostgresRole;
 
 /// Whether a target accepted a value at login.

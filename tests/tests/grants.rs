@@ -76,8 +76,32 @@ fn a_pam_server_reaches_only_what_its_grants_cover() {
     assert_eq!(code(&checkout(&p1, "no/such")), (403, "not_granted".into()));
     assert!(listed(&admin).is_empty());
 
+    // Nor from its metadata or listing.
+    let meta = |c: &vault_client::Client, p: &str| {
+        code(&req(c, Method::GET, &format!("/v1/secrets/{p}"), None))
+    };
+    let paths = |c: &vault_client::Client| -> Vec<String> {
+        json_of(&req(c, Method::GET, "/v1/secrets?limit=2", None))["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(meta(&p1, "db/a"), (403, "not_granted".into()));
+    assert_eq!(meta(&p1, "no/such"), (403, "not_granted".into()));
+    assert!(paths(&p1).is_empty());
+
     // Before genesis the admin grants at once.
     assert_eq!(grant(&admin, "p1", "db/").status, 200);
+    assert_eq!(meta(&p1, "db/a").0, 200);
+    assert_eq!(meta(&p1, "db/none"), (404, "not_found".into()));
+    assert_eq!(meta(&p1, "web/b"), (403, "not_granted".into()));
+    // A page of 2 over db/a, db/b (both granted), then dbx, web/b (not).
+    assert_eq!(paths(&p1), ["db/a", "db/b"]);
+    let v = json_of(&req(&p1, Method::GET, "/v1/secrets?after=db/b", None));
+    assert_eq!(v["secrets"], json!([]), "dbx and web/b are not listed");
+    assert_eq!(paths(&writer), ["db/a", "db/b"], "others see every path");
     assert_eq!(checkout(&p1, "db/a").status, 200);
     assert_eq!(checkout(&p1, "db/b").status, 200);
     assert_eq!(

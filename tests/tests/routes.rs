@@ -230,7 +230,9 @@ fn every_route_with_every_role_gives_the_expected_answer_and_audit_entry() {
             .block_on(admin.request(
                 Method::POST,
                 "/v1/sys/certs",
-                Some(&json!({"name": name, "role": role, "csr_pem": csr})),
+                // A pam certificate with a `*` grant: this test is about
+                // roles, not grants (tests/grants.rs).
+                Some(&vault_e2e::pam_body(name, role, &csr)),
             ))
             .unwrap();
         assert_eq!(r.status, 200, "issue {role}");

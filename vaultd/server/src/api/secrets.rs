@@ -311,17 +311,29 @@ fn write_version(
     Ok(version)
 }
 
+/// `GET /v1/secrets/{path}`. A PAM server sees the metadata of the paths
+/// its grants cover only: another path is 403 `not_granted` whether it
+/// exists or not, as its checkout would be.
 pub async fn get(
     State(st): State<Arc<AppState>>,
-    _auth: Auth,
+    auth: Auth,
     Path(path): Path<String>,
 ) -> ApiResult<Json<Value>> {
     check_path(&path)?;
     let s = st.clone();
     let p = path.clone();
-    let info = blocking(move || s.store.secret(&p))
-        .await??
-        .ok_or_else(|| ApiError::not_found(format!("no secret at {path}")))?;
+    let pam =
+        (auth.principal.role == vault_core::policy::Role::Pam).then(|| auth.principal.name.clone());
+    let info = blocking(move || {
+        if let Some(name) = pam {
+            if !s.store.granted(&name, &p)? {
+                return Err(StoreError::NotGranted);
+            }
+        }
+        s.store.secret(&p)
+    })
+    .await??
+    .ok_or_else(|| ApiError::not_found(format!("no secret at {path}")))?;
     let now = st.now();
     Ok(Json(json!({
         "path": info.path,
@@ -367,9 +379,12 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
+/// `GET /v1/secrets`. A PAM server's listing holds only the paths its
+/// grants cover; `next_after` pages over every path, so one of its pages
+/// may hold fewer than `limit` (follow `next_after` until it is null).
 pub async fn list(
     State(st): State<Arc<AppState>>,
-    _auth: Auth,
+    auth: Auth,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = q.map_err(|e| ApiError::new(Code::InvalidQuery, e.body_text()))?;
@@ -383,12 +398,32 @@ pub async fn list(
     }
     let s = st.clone();
     let after = q.after.clone();
-    let rows = blocking(move || s.store.list(&prefix, after.as_deref(), limit)).await??;
+    let pam =
+        (auth.principal.role == vault_core::policy::Role::Pam).then(|| auth.principal.name.clone());
+    let (mut rows, grants) = blocking(move || -> Result<_, StoreError> {
+        let rows = s.store.list(&prefix, after.as_deref(), limit)?;
+        let grants: Option<Vec<String>> = match pam {
+            Some(name) => Some(
+                s.store
+                    .grants()?
+                    .into_iter()
+                    .filter(|g| g.principal == name)
+                    .map(|g| g.prefix)
+                    .collect(),
+            ),
+            None => None,
+        };
+        Ok((rows, grants))
+    })
+    .await??;
     let next = if rows.len() == limit {
         rows.last().map(|r| r.path.clone())
     } else {
         None
     };
+    if let Some(g) = grants {
+        rows.retain(|r| g.iter().any(|p| vault_store::grant_covers(p, &r.path)));
+    }
     Ok(Json(json!({
         "secrets": rows.iter().map(|r| json!({
             "path": r.path,

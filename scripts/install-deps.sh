@@ -14,6 +14,8 @@ need softhsm2-util softhsm2
 need /usr/lib/softhsm/libsofthsm2.so softhsm2
 need pkg-config pkg-config
 need curl curl
+# the PAM integration guide's Python example is run by the tests
+need python3 python3
 need openssl openssl
 pkg-config --exists tss2-esys 2>/dev/null || pkgs+=(libtss2-dev)
 # the yubikey crate (custodian tokens) links libpcsclite

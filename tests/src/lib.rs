@@ -258,6 +258,12 @@ level = "info"
 
     /// Starts `vaultd` (output appended to vaultd.log).
     pub fn spawn(&mut self) {
+        self.spawn_with(&[]);
+    }
+
+    /// Starts `vaultd` with extra environment variables (a debug build's
+    /// fault-injection hooks).
+    pub fn spawn_with(&mut self, env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -268,6 +274,9 @@ level = "info"
         let clock = self.clock_file();
         if clock.exists() {
             cmd.env("VAULTD_TEST_CLOCK_FILE", &clock);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let child = cmd
             .arg("--config")
@@ -376,6 +385,23 @@ level = "info"
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// Waits up to `timeout` for the daemon to exit by itself (a fault
+    /// injection point); whether it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while let Some(c) = self.child.as_mut() {
+            if let Ok(Some(_)) = c.try_wait() {
+                self.child = None;
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
     }
 
     /// SIGKILL: no shutdown path at all.

@@ -7,7 +7,10 @@
 //! cleared but for `PATH=/usr/sbin:/usr/bin:/sbin:/bin` and
 //! `VAULT_HOOK_ACTION`. Exit status: 0 done (for `verify`: accepted), 1
 //! (for `verify`) rejected, anything else an error; a hook that runs past
-//! its timeout is killed and is an error. What the hook writes on stderr
+//! its timeout is killed and is an error. Any failure once the hook runs
+//! is `target_uncertain` (it may have changed the target before failing);
+//! a hook that cannot be started is `target_unreachable`. What the hook
+//! writes on stderr
 //! becomes the error's words (at most 512 bytes, the value cut out if the
 //! hook echoed it); stdout is ignored.
 //!
@@ -62,26 +65,28 @@ impl ExecHook {
             drop(stdin);
             child.wait_with_output().await
         };
+        // Once the hook runs, a failure says nothing certain about the
+        // target: the hook may have changed it before it failed.
         let out = tokio::time::timeout(self.timeout, run)
             .await
             .map_err(|_| {
-                ConnectorError::Unreachable(format!(
+                ConnectorError::Uncertain(format!(
                     "the hook {action} ran past {} s and was killed",
                     self.timeout.as_secs()
                 ))
             })?
-            .map_err(|e| ConnectorError::Unreachable(format!("the hook {action}: {e}")))?;
+            .map_err(|e| ConnectorError::Uncertain(format!("the hook {action}: {e}")))?;
         match out.status.code() {
             Some(c) => {
                 if c != 0 && !(c == 1 && action == "verify") {
-                    return Err(ConnectorError::Refused(format!(
+                    return Err(ConnectorError::Uncertain(format!(
                         "the hook {action} exited {c}: {}",
                         words(&out.stderr, value)
                     )));
                 }
                 Ok(c)
             }
-            None => Err(ConnectorError::Refused(format!(
+            None => Err(ConnectorError::Uncertain(format!(
                 "the hook {action} was killed by a signal: {}",
                 words(&out.stderr, value)
             ))),

@@ -37,6 +37,11 @@ pub enum ConnectorError {
     /// The target answered but refused the change.
     #[error("the target refused the change: {0}")]
     Refused(String),
+    /// The step failed after it may have reached the target (a connection
+    /// lost mid-way, a hook that failed or hung): the target may hold the
+    /// new value or the old one.
+    #[error("the change may or may not have reached the target: {0}")]
+    Uncertain(String),
 }
 
 impl ConnectorError {
@@ -46,6 +51,13 @@ impl ConnectorError {
             ConnectorError::Unreachable(_) => "target_unreachable",
             ConnectorError::CredentialRefused(_) => "connector_credential_refused",
             ConnectorError::Refused(_) => "target_refused",
+            ConnectorError::Uncertain(_) => "target_uncertain",
         }
+    }
+
+    /// Whether the target certainly did not change: it was not reached,
+    /// refused the connector's login, or refused the change as a whole.
+    pub fn changed_nothing(&self) -> bool {
+        !matches!(self, ConnectorError::Uncertain(_))
     }
 }

@@ -81,11 +81,13 @@ impl PostgresRole {
             escape_identifier(&self.role),
             escape_literal(&verifier)
         );
+        // One statement, atomic: a refusal from the server changed nothing;
+        // a connection lost on the way may have.
         client.batch_execute(&sql).await.map_err(|e| {
             if e.as_db_error().is_some() {
                 ConnectorError::Refused(describe(&e))
             } else {
-                ConnectorError::Unreachable(describe(&e))
+                ConnectorError::Uncertain(describe(&e))
             }
         })
     }

@@ -38,6 +38,7 @@ pub mod custodian;
 pub mod keyring;
 pub mod keys;
 pub mod policy;
+pub mod rotation;
 pub mod seal;
 pub mod secret;
 

@@ -98,12 +98,14 @@ pub enum Action {
     RenewOwnCertificate,
     /// Destroy a secret's old versions, or delete the secret.
     DestroySecret,
+    /// Set, read and remove rotation policies; start a rotation.
+    ManageRotation,
 }
 
 impl Action {
     /// Every action, in declaration order (the docs' permission tables are
     /// checked against `allowed` over this list).
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 21] = [
         Action::Unseal,
         Action::IssueCertificate,
         Action::RotateKeyring,
@@ -124,6 +126,7 @@ impl Action {
         Action::ReadMetrics,
         Action::RenewOwnCertificate,
         Action::DestroySecret,
+        Action::ManageRotation,
     ];
 
     /// The action's name as the docs write it.
@@ -151,6 +154,7 @@ impl Action {
             Action::ReadMetrics => "ReadMetrics",
             Action::RenewOwnCertificate => "RenewOwnCertificate",
             Action::DestroySecret => "DestroySecret",
+            Action::ManageRotation => "ManageRotation",
         }
     }
 }
@@ -180,6 +184,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
                 | RevokeCheckout
                 | ReadMetrics
                 | DestroySecret
+                | ManageRotation
         ),
         Role::Writer => matches!(action, WriteSecret | ReadMetadata | ListSecrets),
         Role::Pam => matches!(

@@ -97,6 +97,10 @@ pub enum Cmd {
     /// (admin, immediate), list.
     #[command(subcommand)]
     Grant(grant::GrantCmd),
+    /// Rotation of secrets on their targets (admin): set (a governance
+    /// request after genesis), show, now, remove.
+    #[command(subcommand)]
+    Rotation(crate::cmd::rotation::RotationCmd),
     /// Keyring (admin).
     #[command(subcommand)]
     Keyring(keyring::KeyringCmd),

@@ -28,6 +28,8 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub custodians: CustodianConfig,
+    #[serde(default)]
+    pub rotation: RotationConfig,
     /// `[appliance]`: settings of the flashed appliance image (data volume,
     /// first-boot ceremony, A/B updates). Absent on a development machine.
     #[serde(default)]
@@ -150,6 +152,34 @@ impl SiemConfig {
         }
         if self.batch_entries == 0 || self.batch_entries > 10_000 {
             p.push("audit.siem.batch_entries must be 1..=10000".into());
+        }
+    }
+}
+
+/// `[rotation]`: credential rotation on targets (`crate::rotate`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationConfig {
+    /// The only directory exec hooks run from (absent: no exec hooks). An
+    /// exec hook runs as vaultd, so on the appliance this is a directory of
+    /// the signed, read-only root file system: a hook is then code that
+    /// was signed with the image, never something an admin uploaded.
+    #[serde(default)]
+    pub exec_hook_dir: Option<PathBuf>,
+    /// Tries of a rotation that changed nothing before it is `failed`.
+    #[serde(default = "d_rotation_tries")]
+    pub max_tries: u32,
+}
+
+fn d_rotation_tries() -> u32 {
+    5
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        RotationConfig {
+            exec_hook_dir: None,
+            max_tries: d_rotation_tries(),
         }
     }
 }
@@ -552,6 +582,14 @@ impl Config {
                 }
             }
         }
+        if let Some(d) = &self.rotation.exec_hook_dir {
+            if !d.is_absolute() {
+                p.push("rotation.exec_hook_dir must be an absolute path".into());
+            }
+        }
+        if !(1..=100).contains(&self.rotation.max_tries) {
+            p.push("rotation.max_tries must be 1..=100".into());
+        }
         if l.max_handshakes == 0 {
             p.push("limits.max_handshakes must be positive".into());
         }
@@ -745,6 +783,7 @@ mod doc_tests {
             ("audit", vec![]),
             ("audit.siem", vec!["jsonl_path = \"/tmp/a.jsonl\""]),
             ("custodians", vec![]),
+            ("rotation", vec![]),
             ("appliance", vec![]),
         ];
         let s = sections
@@ -835,6 +874,7 @@ mod doc_tests {
             ("log", "### `[log]`"),
             ("audit", "### `[audit]`"),
             ("custodians", "### `[custodians]`"),
+            ("rotation", "### `[rotation]`"),
             ("appliance", "### `[appliance]`"),
             ("tls", "### `[tls]`"),
         ] {

@@ -42,6 +42,7 @@ pub mod init;
 pub mod leases;
 pub mod metrics;
 pub mod recover;
+pub mod rotate;
 pub mod rotation;
 pub mod servedcert;
 pub mod servercert;
@@ -262,6 +263,7 @@ pub async fn run(
     update::spawn_watcher(state.clone());
     audit::spawn_checkpointer(state.clone());
     leases::spawn_reaper(state.clone());
+    rotate::spawn(state.clone());
     servercert::spawn_renewer(state.clone());
     let _siem = siem::spawn(state.clone()); // dropped last: drains and stops the sinks
     let addr = listener

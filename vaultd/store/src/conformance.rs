@@ -17,8 +17,8 @@ use vault_core::keyring::{Keyring, KeyringVersion, Tier};
 use vault_core::keys::RootKey;
 
 use crate::{
-    Backend, CheckoutFilter, CheckoutRow, CustodianRow, PrincipalRow, RequestRow, StoreError,
-    VoteRow, WriteOp, WriteOutcome,
+    Backend, CheckoutFilter, CheckoutRow, CustodianRow, PrincipalRow, RequestRow,
+    RotationPolicyRow, RotationState, StoreError, VoteRow, WriteOp, WriteOutcome,
 };
 
 /// Opens handles on one storage. The first call sees empty storage; every
@@ -45,6 +45,7 @@ pub fn exercise(h: &dyn Harness) {
         concurrent_writers(&*b, &kr);
         audit_log(&*b);
         lifecycle(&*b, &kr);
+        rotations(&*b, &kr);
         let root = b.audit_log().read().root();
         root
     };
@@ -569,6 +570,202 @@ fn lifecycle(b: &dyn Backend, kr: &Keyring) {
         b"d4"
     );
     assert!(b.secret("c/d").unwrap().unwrap().deleted.is_none());
+}
+
+/// Rotation policies and the rotation state machine's steps.
+fn rotations(b: &dyn Backend, kr: &Keyring) {
+    let code = |r: Result<WriteOutcome, StoreError>| r.err().map(|e| e.code()).unwrap_or("ok");
+    let policy = |path: &str, cred: &str, interval: Option<u64>| {
+        b.write(WriteOp::SetRotationPolicy {
+            row: RotationPolicyRow {
+                path: path.into(),
+                policy: "{}".into(),
+                triggers: "checkin".into(),
+                interval_seconds: interval,
+                credential: Some(cred.into()),
+                set_at: 100,
+                set_by: "admin".into(),
+                last_rotated_at: None,
+            },
+        })
+    };
+    assert_eq!(
+        code(policy("r/app", "r/cred", None)),
+        "not_found",
+        "no secret yet"
+    );
+    put(b, kr, "r/app", b"v1").unwrap();
+    assert_eq!(
+        code(policy("r/app", "r/cred", None)),
+        "not_found",
+        "no credential yet"
+    );
+    put(b, kr, "r/cred", b"c1").unwrap();
+    assert_eq!(code(policy("r/app", "r/cred", None)), "ok");
+    let got = b.rotation_policy("r/app").unwrap().unwrap();
+    assert_eq!(
+        (got.triggers.as_str(), got.credential.as_deref()),
+        ("checkin", Some("r/cred"))
+    );
+    // The connector's credential is use-only.
+    let id = |n: u8| format!("00000000-0000-4000-8000-0000000007{n:02}");
+    assert_eq!(code(checkout(b, &id(1), "r/cred", 101)), "use_only");
+
+    let step = |from: RotationState, to: RotationState, attempt: Option<(String, i64)>| {
+        b.write(WriteOp::RotationStep {
+            path: "r/app".into(),
+            from,
+            to,
+            attempt,
+            next_at: 102,
+        })
+    };
+    let state = || b.rotation("r/app").unwrap().map(|r| r.state);
+    b.write(WriteOp::RequestRotation {
+        path: "r/app".into(),
+        trigger: "manual".into(),
+        now: 101,
+    })
+    .unwrap();
+    assert_eq!(state(), Some(RotationState::Due));
+    assert_eq!(
+        b.due_rotations(100, 10).unwrap().len(),
+        0,
+        "not before next_at"
+    );
+    assert_eq!(b.due_rotations(101, 10).unwrap()[0].trigger, "manual");
+    let pending = |expect: u64| {
+        b.write(WriteOp::RotationPending {
+            path: "r/app".into(),
+            expect_current: expect,
+            sealed: kr.seal_value("r/app", 2, Tier::Standard, b"v2-rotated"),
+        })
+    };
+    assert_eq!(code(pending(7)), "version_changed");
+    assert_eq!(code(pending(1)), "ok");
+    assert_eq!(code(pending(1)), "rotation_changed", "pending once");
+    assert_eq!(state(), Some(RotationState::Pending));
+    // While pending: the current value is still served; no write.
+    assert_eq!(code(checkout(b, &id(2), "r/app", 101)), "ok");
+    b.write(WriteOp::Checkin {
+        id: id(2),
+        principal: "pam01".into(),
+        fingerprint: "0f".repeat(32),
+        now: 101,
+    })
+    .unwrap();
+    assert_eq!(
+        code(put(b, kr, "r/app", b"by hand").map(|_| WriteOutcome::Done)),
+        "rotation_in_progress"
+    );
+    assert_eq!(
+        code(step(RotationState::Due, RotationState::Applying, None)),
+        "rotation_changed"
+    );
+    assert_eq!(
+        code(step(RotationState::Pending, RotationState::Applying, None)),
+        "ok"
+    );
+    // While applying: the target may hold either value, so no checkout,
+    // and the policy cannot be removed.
+    assert_eq!(
+        code(checkout(b, &id(3), "r/app", 102)),
+        "rotation_in_progress"
+    );
+    assert_eq!(
+        code(b.write(WriteOp::RemoveRotationPolicy {
+            path: "r/app".into()
+        })),
+        "rotation_in_progress"
+    );
+    assert_eq!(
+        code(step(
+            RotationState::Applying,
+            RotationState::Applying,
+            Some(("target down".into(), 102))
+        )),
+        "ok"
+    );
+    let r = b.rotation("r/app").unwrap().unwrap();
+    assert_eq!(
+        (r.attempts, r.last_error.as_deref()),
+        (1, Some("target down"))
+    );
+    assert!(matches!(
+        b.write(WriteOp::RotationPromote {
+            path: "r/app".into(),
+            now: 103
+        }),
+        Ok(WriteOutcome::Version(2))
+    ));
+    assert_eq!(state(), None);
+    let (v, sealed, _) = b.current("r/app").unwrap().unwrap();
+    assert_eq!(v, 2);
+    assert_eq!(
+        kr.open_value("r/app", 2, Tier::Standard, &sealed)
+            .unwrap()
+            .expose_secret(),
+        b"v2-rotated"
+    );
+    assert_eq!(
+        b.rotation_policy("r/app").unwrap().unwrap().last_rotated_at,
+        Some(103)
+    );
+    assert_eq!(
+        code(b.write(WriteOp::RotationPromote {
+            path: "r/app".into(),
+            now: 104
+        })),
+        "not_found",
+        "promoted once"
+    );
+
+    // A check-in starts a rotation in its own transaction.
+    assert_eq!(code(checkout(b, &id(4), "r/app", 104)), "ok");
+    b.write(WriteOp::Checkin {
+        id: id(4),
+        principal: "pam01".into(),
+        fingerprint: "0f".repeat(32),
+        now: 105,
+    })
+    .unwrap();
+    let r = b.rotation("r/app").unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.trigger.as_str()),
+        (RotationState::Due, "checkin")
+    );
+    // A failed rotation is not worked on, and starts again when asked.
+    assert_eq!(
+        code(step(RotationState::Due, RotationState::Failed, None)),
+        "ok"
+    );
+    assert!(b.due_rotations(1000, 10).unwrap().is_empty());
+    b.write(WriteOp::RequestRotation {
+        path: "r/app".into(),
+        trigger: "manual".into(),
+        now: 106,
+    })
+    .unwrap();
+    assert_eq!(state(), Some(RotationState::Due));
+    // A rotation not yet applied is dropped with its policy.
+    b.write(WriteOp::RemoveRotationPolicy {
+        path: "r/app".into(),
+    })
+    .unwrap();
+    assert_eq!(state(), None);
+    assert_eq!(
+        code(b.write(WriteOp::RequestRotation {
+            path: "r/app".into(),
+            trigger: "manual".into(),
+            now: 107
+        })),
+        "not_found"
+    );
+    // A schedule: due once the interval has passed since the policy (or
+    // the last rotation).
+    assert_eq!(code(policy("r/app", "r/cred", Some(60))), "ok");
+    assert!(b.scheduled_rotations(159).unwrap().is_empty());
+    assert_eq!(b.scheduled_rotations(160).unwrap(), ["r/app"]);
 }
 
 fn checkout(b: &dyn Backend, id: &str, path: &str, now: i64) -> Result<WriteOutcome, StoreError> {

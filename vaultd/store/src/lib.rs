@@ -131,6 +131,13 @@ conflicts! {
     VersionDestroyed = "version_destroyed";
     /// Destroying the current version (delete the secret instead).
     VersionCurrent = "version_current";
+    /// The secret's value is being rotated on its target: no write, and
+    /// (while the new value may have reached the target) no checkout.
+    RotationInProgress = "rotation_in_progress";
+    /// A connector's credential: used by the vault, never checked out.
+    UseOnly = "use_only";
+    /// A rotation step on a rotation that is no longer in that state.
+    RotationChanged = "rotation_changed";
     /// A request collected as the other kind.
     WrongRequestKind = "wrong_request_kind";
     /// The custodians changed since the governance change was proposed.
@@ -408,6 +415,20 @@ pub trait Backend: Send + Sync {
 
     /// Number of secret versions per keyring version.
     fn key_version_counts(&self) -> Result<Vec<(u32, u64)>, StoreError>;
+
+    /// A secret's rotation policy.
+    fn rotation_policy(&self, path: &str) -> Result<Option<RotationPolicyRow>, StoreError>;
+
+    /// A secret's rotation in flight (or failed).
+    fn rotation(&self, path: &str) -> Result<Option<RotationRow>, StoreError>;
+
+    /// Rotations to work on at `now` (not failed, `next_at` reached),
+    /// oldest first.
+    fn due_rotations(&self, now: i64, limit: usize) -> Result<Vec<RotationRow>, StoreError>;
+
+    /// Secrets whose schedule calls for a rotation at `now` (none in
+    /// flight).
+    fn scheduled_rotations(&self, now: i64) -> Result<Vec<String>, StoreError>;
 }
 
 impl Store {
@@ -856,6 +877,59 @@ impl Backend for Store {
                     wrapped_dek: r.get(3)?,
                 })
             })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn rotation_policy(&self, path: &str) -> Result<Option<RotationPolicyRow>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT path, policy, triggers, interval_seconds, credential, set_at, set_by, last_rotated_at
+                 FROM rotation_policies WHERE path = ?1",
+                [path],
+                |r| {
+                    Ok(RotationPolicyRow {
+                        path: r.get(0)?,
+                        policy: r.get(1)?,
+                        triggers: r.get(2)?,
+                        interval_seconds: r.get::<_, Option<i64>>(3)?.map(|i| i as u64),
+                        credential: r.get(4)?,
+                        set_at: r.get(5)?,
+                        set_by: r.get(6)?,
+                        last_rotated_at: r.get(7)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+    }
+
+    fn rotation(&self, path: &str) -> Result<Option<RotationRow>, StoreError> {
+        self.read(|c| write::read_rotation(c, path))
+    }
+
+    fn due_rotations(&self, now: i64, limit: usize) -> Result<Vec<RotationRow>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT path, state, trigger, attempts, next_at, last_error, started_at, pending_version,
+                        key_version, wrapped_dek, ciphertext
+                 FROM rotations WHERE state <> 'failed' AND next_at <= ?1 ORDER BY next_at LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![now, limit as i64], write::rotation_from_row)?;
+            rows.map(|r| r?).collect()
+        })
+    }
+
+    fn scheduled_rotations(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT p.path FROM rotation_policies p
+                 WHERE p.interval_seconds IS NOT NULL
+                   AND coalesce(p.last_rotated_at, p.set_at) + p.interval_seconds <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM rotations r WHERE r.path = p.path)
+                 ORDER BY p.path",
+            )?;
+            let rows = st.query_map([now], |r| r.get(0))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }

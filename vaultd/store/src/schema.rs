@@ -202,6 +202,38 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE secrets ADD COLUMN deleted_at INTEGER;
     ALTER TABLE secrets ADD COLUMN deleted_by TEXT;
     "#,
+    // 12: rotation. A policy names what changes a secret's value on its
+    // target (`policy`, canonical JSON), its triggers (`triggers`, e.g.
+    // `checkin,expiry`), its schedule and the connector's own credential
+    // (a secret that no principal checks out). A rotation in flight is a
+    // row of `rotations`: its state, and once generated the pending value,
+    // encrypted for the version it becomes.
+    r#"
+    CREATE TABLE rotation_policies (
+        path             TEXT PRIMARY KEY,
+        policy           TEXT NOT NULL,
+        triggers         TEXT NOT NULL,
+        interval_seconds INTEGER,
+        credential       TEXT,
+        set_at           INTEGER NOT NULL,
+        set_by           TEXT NOT NULL,
+        last_rotated_at  INTEGER
+    ) STRICT;
+    CREATE INDEX rotation_policies_credential ON rotation_policies(credential);
+    CREATE TABLE rotations (
+        path            TEXT PRIMARY KEY,
+        state           TEXT NOT NULL,
+        trigger         TEXT NOT NULL,
+        attempts        INTEGER NOT NULL,
+        next_at         INTEGER NOT NULL,
+        last_error      TEXT,
+        started_at      INTEGER NOT NULL,
+        pending_version INTEGER,
+        key_version     INTEGER,
+        wrapped_dek     BLOB,
+        ciphertext      BLOB
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

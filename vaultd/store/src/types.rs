@@ -3,6 +3,7 @@
 use serde_json::Value;
 use vault_core::custodian::approval::Decision;
 use vault_core::custodian::request::{RequestKind, RequestStatus};
+use vault_core::keyring::SealedValue;
 use vault_core::policy::Role;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -229,4 +230,72 @@ pub struct SealedVersion {
     pub ciphertext: Vec<u8>,
     /// (custodian, envelope sealed to their 9d key)
     pub shares: Vec<(String, Vec<u8>)>,
+}
+
+/// A secret's rotation policy as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationPolicyRow {
+    pub path: String,
+    /// Canonical JSON (`vault_core::rotation::RotationPolicy`).
+    pub policy: String,
+    /// Comma-separated triggers (`checkin`, `expiry`).
+    pub triggers: String,
+    pub interval_seconds: Option<u64>,
+    /// The connector's credential secret (use-only).
+    pub credential: Option<String>,
+    pub set_at: i64,
+    pub set_by: String,
+    pub last_rotated_at: Option<i64>,
+}
+
+/// Where a rotation in flight is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationState {
+    /// To be generated (waits while the secret has open leases).
+    Due,
+    /// The new value is generated and stored, not yet sent to the target:
+    /// the current value is still the one in service.
+    Pending,
+    /// The new value may have reached the target: checkouts wait until it
+    /// is verified and promoted.
+    Applying,
+    /// Given up after its tries; the current value stays in service.
+    Failed,
+}
+
+impl RotationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RotationState::Due => "due",
+            RotationState::Pending => "pending",
+            RotationState::Applying => "applying",
+            RotationState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RotationState> {
+        Some(match s {
+            "due" => RotationState::Due,
+            "pending" => RotationState::Pending,
+            "applying" => RotationState::Applying,
+            "failed" => RotationState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A rotation in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationRow {
+    pub path: String,
+    pub state: RotationState,
+    /// What started it: `checkin`, `expiry`, `schedule` or `manual`.
+    pub trigger: String,
+    pub attempts: u32,
+    pub next_at: i64,
+    pub last_error: Option<String>,
+    pub started_at: i64,
+    /// The version the pending value becomes, and the value encrypted for
+    /// it (once generated).
+    pub pending: Option<(u64, SealedValue)>,
 }

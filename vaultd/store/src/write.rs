@@ -12,7 +12,8 @@ use vault_core::keyring::{KeyringVersion, SealedValue};
 use crate::audit::AuditLog;
 use crate::sql::Text;
 use crate::types::{
-    CheckoutRow, CustodianRow, PrefixPolicy, PrincipalRow, RequestRow, SealedVersion, VoteRow,
+    CheckoutRow, CustodianRow, PrefixPolicy, PrincipalRow, RequestRow, RotationPolicyRow,
+    RotationRow, RotationState, SealedVersion, VoteRow,
 };
 use crate::{Conflict, StoreError};
 use vault_core::custodian::approval::Decision;
@@ -89,6 +90,47 @@ pub enum WriteOp {
     DeleteSecret {
         path: String,
         by: String,
+        now: i64,
+    },
+    /// Sets (or replaces) a secret's rotation policy. The secret and the
+    /// connector's credential secret must exist (not found otherwise).
+    SetRotationPolicy {
+        row: RotationPolicyRow,
+    },
+    /// Removes a secret's rotation policy; refused while a rotation may
+    /// have reached the target ([`Conflict::RotationInProgress`]); a
+    /// rotation not yet applied is dropped with it.
+    RemoveRotationPolicy {
+        path: String,
+    },
+    /// Starts a rotation (`trigger`: `manual`, `schedule`, …) unless one is
+    /// in flight; a failed one starts again. Not found without a policy.
+    RequestRotation {
+        path: String,
+        trigger: String,
+        now: i64,
+    },
+    /// The generated value, stored before it goes anywhere: `Due` →
+    /// `Pending`, if the secret's current version is still
+    /// `expect_current` (the value is encrypted for `expect_current + 1`).
+    RotationPending {
+        path: String,
+        expect_current: u64,
+        sealed: SealedValue,
+    },
+    /// Moves a rotation from `from` to `to`, counting an attempt if
+    /// `failed` (with its error and the next try's time).
+    RotationStep {
+        path: String,
+        from: RotationState,
+        to: RotationState,
+        attempt: Option<(String, i64)>,
+        next_at: i64,
+    },
+    /// The verified new value becomes the current version; the rotation
+    /// row is removed (from `Applying` only).
+    RotationPromote {
+        path: String,
         now: i64,
     },
     /// A session recording's registration (`POST
@@ -997,12 +1039,13 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 | WriteOp::AddPrincipalGranted { .. }
                 | WriteOp::AddPrincipal(_)
                 | WriteOp::DestroyVersions { .. }
-                | WriteOp::DeleteSecret { .. }) => {
+                | WriteOp::DeleteSecret { .. }
+                | WriteOp::SetRotationPolicy { .. }) => {
                     apply(c, inner)?;
                 }
                 _ => {
                     return Err(StoreError::Forbidden(
-                        "a governance change enrols, removes or regroups a custodian, sets governance metadata or approvals, adds a principal or a grant, or destroys values",
+                        "a governance change enrols, removes or regroups a custodian, sets governance metadata or approvals, adds a principal or a grant, destroys values or sets a rotation policy",
                     ))
                 }
             }
@@ -1047,10 +1090,144 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 "UPDATE checkouts SET checked_in_at = ?2 WHERE id = ?1",
                 params![id, now],
             )?;
+            lease_ended(c, &row.path, "checkin", now)?;
             Ok(WriteOutcome::CheckedIn(CheckoutRow {
                 checked_in_at: Some(now),
                 ..row
             }))
+        }
+        WriteOp::SetRotationPolicy { row } => {
+            live_secret(c, &row.path)?;
+            if let Some(cred) = &row.credential {
+                live_secret(c, cred)?;
+            }
+            c.execute(
+                "INSERT INTO rotation_policies (path, policy, triggers, interval_seconds, credential, set_at, set_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (path) DO UPDATE SET policy = ?2, triggers = ?3, interval_seconds = ?4,
+                   credential = ?5, set_at = ?6, set_by = ?7",
+                params![
+                    row.path,
+                    row.policy,
+                    row.triggers,
+                    row.interval_seconds.map(|i| i as i64),
+                    row.credential,
+                    row.set_at,
+                    row.set_by
+                ],
+            )?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::RemoveRotationPolicy { path } => {
+            if rotation_state(c, &path)? == Some(RotationState::Applying) {
+                return Err(StoreError::Conflict(Conflict::RotationInProgress));
+            }
+            let n = c.execute("DELETE FROM rotation_policies WHERE path = ?1", [&path])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            c.execute("DELETE FROM rotations WHERE path = ?1", [&path])?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::RequestRotation { path, trigger, now } => {
+            let has: Option<i64> = c
+                .query_row(
+                    "SELECT 1 FROM rotation_policies WHERE path = ?1",
+                    [&path],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if has.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            live_secret(c, &path)?;
+            c.execute(
+                "DELETE FROM rotations WHERE path = ?1 AND state = 'failed'",
+                [&path],
+            )?;
+            start_rotation(c, &path, &trigger, now)?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::RotationPending {
+            path,
+            expect_current,
+            sealed,
+        } => {
+            if rotation_state(c, &path)? != Some(RotationState::Due) {
+                return Err(StoreError::Conflict(Conflict::RotationChanged));
+            }
+            let (current, _) = live_secret(c, &path)?;
+            if current != expect_current {
+                return Err(StoreError::Conflict(Conflict::VersionChanged));
+            }
+            c.execute(
+                "UPDATE rotations SET state = 'pending', pending_version = ?2, key_version = ?3,
+                   wrapped_dek = ?4, ciphertext = ?5
+                 WHERE path = ?1",
+                params![
+                    path,
+                    (current + 1) as i64,
+                    sealed.key_version,
+                    sealed.wrapped_dek,
+                    sealed.ciphertext
+                ],
+            )?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::RotationStep {
+            path,
+            from,
+            to,
+            attempt,
+            next_at,
+        } => {
+            if rotation_state(c, &path)? != Some(from) {
+                return Err(StoreError::Conflict(Conflict::RotationChanged));
+            }
+            let (inc, err) = match &attempt {
+                Some((e, _)) => (1, Some(e.clone())),
+                None => (0, None),
+            };
+            c.execute(
+                "UPDATE rotations SET state = ?2, attempts = attempts + ?3,
+                   last_error = coalesce(?4, last_error), next_at = ?5
+                 WHERE path = ?1",
+                params![path, to.as_str(), inc, err, next_at],
+            )?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::RotationPromote { path, now } => {
+            let row = read_rotation(c, &path)?.ok_or(StoreError::NotFound)?;
+            let (Some((version, sealed)), RotationState::Applying) = (row.pending, row.state)
+            else {
+                return Err(StoreError::Conflict(Conflict::RotationChanged));
+            };
+            let (current, _) = live_secret(c, &path)?;
+            if current + 1 != version {
+                return Err(StoreError::Conflict(Conflict::VersionChanged));
+            }
+            c.execute(
+                "INSERT INTO secret_versions (path, version, key_version, wrapped_dek, ciphertext, created_at, created_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'vaultd rotation')",
+                params![
+                    path,
+                    version as i64,
+                    sealed.key_version,
+                    sealed.wrapped_dek,
+                    sealed.ciphertext,
+                    now
+                ],
+            )?;
+            c.execute(
+                "UPDATE secrets SET current_version = ?2, updated_at = ?3 WHERE path = ?1",
+                params![path, version as i64, now],
+            )?;
+            c.execute("DELETE FROM rotations WHERE path = ?1", [&path])?;
+            c.execute(
+                "UPDATE rotation_policies SET last_rotated_at = ?2 WHERE path = ?1",
+                params![path, now],
+            )?;
+            Ok(WriteOutcome::Version(version))
         }
         WriteOp::DestroyVersions {
             path,
@@ -1082,6 +1259,9 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 "UPDATE secrets SET deleted_at = ?2, deleted_by = ?3, updated_at = ?2 WHERE path = ?1",
                 params![path, now, by],
             )?;
+            // Nothing left to rotate (a later write starts without a policy).
+            c.execute("DELETE FROM rotations WHERE path = ?1", [&path])?;
+            c.execute("DELETE FROM rotation_policies WHERE path = ?1", [&path])?;
             Ok(WriteOutcome::Destroyed(done))
         }
         WriteOp::RecordSession {
@@ -1113,6 +1293,7 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 "UPDATE checkouts SET expired_at = ?2 WHERE id = ?1",
                 params![id, now],
             )?;
+            lease_ended(c, &row.path, "expiry", now)?;
             Ok(WriteOutcome::Expired(CheckoutRow {
                 expired_at: Some(now),
                 ..row
@@ -1140,6 +1321,8 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 "UPDATE checkouts SET checked_in_at = ?2, revoked_by = ?3, revoke_reason = ?4 WHERE id = ?1",
                 params![id, now, by, reason],
             )?;
+            // An admin ending a lease early: the value is rotated as at expiry.
+            lease_ended(c, &row.path, "expiry", now)?;
             Ok(WriteOutcome::Checkout(CheckoutRow {
                 checked_in_at: Some(now),
                 revoked: Some((by, reason)),
@@ -1632,6 +1815,12 @@ fn put_secret(
             },
         )
         .optional()?;
+    if matches!(
+        rotation_state(c, path)?,
+        Some(RotationState::Pending | RotationState::Applying)
+    ) {
+        return Err(StoreError::Conflict(Conflict::RotationInProgress));
+    }
     if let Some(e) = &existing {
         // A secret keeps its tier: a standard version of a sealed secret
         // would put it back under the root key, and a sealed version of a
@@ -1695,6 +1884,102 @@ fn put_secret(
         )?;
     }
     Ok(WriteOutcome::Version(version))
+}
+
+/// The state of `path`'s rotation in flight, if any.
+pub(crate) fn rotation_state(
+    c: &Connection,
+    path: &str,
+) -> Result<Option<RotationState>, StoreError> {
+    let s: Option<String> = c
+        .query_row("SELECT state FROM rotations WHERE path = ?1", [path], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    s.map(|s| {
+        RotationState::parse(&s)
+            .ok_or_else(|| StoreError::Corrupt(format!("rotation of {path}: state {s}")))
+    })
+    .transpose()
+}
+
+/// Starts a rotation of `path` unless one is in flight.
+fn start_rotation(c: &Connection, path: &str, trigger: &str, now: i64) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT OR IGNORE INTO rotations (path, state, trigger, attempts, next_at, started_at)
+         VALUES (?1, 'due', ?2, 0, ?3, ?3)",
+        params![path, trigger, now],
+    )?;
+    Ok(())
+}
+
+/// A lease of `path` ended (`trigger` = `checkin` or `expiry`): a rotation
+/// starts if the secret's policy has that trigger, in the same transaction.
+fn lease_ended(c: &Connection, path: &str, trigger: &str, now: i64) -> Result<(), StoreError> {
+    let triggers: Option<String> = c
+        .query_row(
+            "SELECT triggers FROM rotation_policies WHERE path = ?1",
+            [path],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if triggers.is_some_and(|t| t.split(',').any(|x| x == trigger)) {
+        start_rotation(c, path, trigger, now)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn read_rotation(c: &Connection, path: &str) -> Result<Option<RotationRow>, StoreError> {
+    let row = c
+        .query_row(
+            "SELECT path, state, trigger, attempts, next_at, last_error, started_at, pending_version,
+                    key_version, wrapped_dek, ciphertext
+             FROM rotations WHERE path = ?1",
+            [path],
+            rotation_from_row,
+        )
+        .optional()?;
+    row.transpose()
+}
+
+/// A `rotations` row (the inner result: a state this build does not know
+/// is corrupt, never a default).
+pub(crate) fn rotation_from_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<RotationRow, StoreError>> {
+    let path: String = r.get(0)?;
+    let state: String = r.get(1)?;
+    let pending = match (
+        r.get::<_, Option<i64>>(7)?,
+        r.get::<_, Option<i64>>(8)?,
+        r.get::<_, Option<Vec<u8>>>(9)?,
+        r.get::<_, Option<Vec<u8>>>(10)?,
+    ) {
+        (Some(v), Some(kv), Some(w), Some(ct)) => Some((
+            v as u64,
+            SealedValue {
+                key_version: kv as u32,
+                wrapped_dek: w,
+                ciphertext: ct,
+            },
+        )),
+        _ => None,
+    };
+    let Some(state) = RotationState::parse(&state) else {
+        return Ok(Err(StoreError::Corrupt(format!(
+            "rotation of {path}: state {state}"
+        ))));
+    };
+    Ok(Ok(RotationRow {
+        state,
+        trigger: r.get(2)?,
+        attempts: r.get::<_, i64>(3)? as u32,
+        next_at: r.get(4)?,
+        last_error: r.get(5)?,
+        started_at: r.get(6)?,
+        pending,
+        path,
+    }))
 }
 
 /// A name left with no unrevoked certificate loses its access grants: a
@@ -1811,6 +2096,19 @@ fn insert_checkout(c: &Connection, n: NewCheckout<'_>) -> Result<WriteOutcome, S
         )
         .optional()?
         .ok_or(StoreError::NotFound)?;
+    let use_only: Option<i64> = c
+        .query_row(
+            "SELECT 1 FROM rotation_policies WHERE credential = ?1 LIMIT 1",
+            [path],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if use_only.is_some() {
+        return Err(StoreError::Conflict(Conflict::UseOnly));
+    }
+    if rotation_state(c, path)? == Some(RotationState::Applying) {
+        return Err(StoreError::Conflict(Conflict::RotationInProgress));
+    }
     let version = match named {
         Some(v) => {
             let destroyed: Option<i64> = c

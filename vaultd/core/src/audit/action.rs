@@ -58,6 +58,17 @@ actions! {
     /// A secret deleted, likewise; also a refused `DELETE
     /// /v1/secrets/{path}`.
     SecretDelete => "secret.delete",
+    /// vaultd changed a secret's value on its target and made the new
+    /// value current (principal `vaultd`).
+    SecretRotate => "secret.rotate",
+    /// A rotation gave up after its tries; the old value stays in service.
+    RotationFailed => "rotation.failed",
+    /// A rotation policy set (before genesis; after it `governance.apply`).
+    RotationSet => "rotation.set",
+    RotationRemove => "rotation.remove",
+    /// An admin started a rotation now.
+    RotationRequest => "rotation.request",
+    RotationRead => "rotation.read",
     CheckoutCheckin => "checkout.checkin",
     CheckoutExpire => "checkout.expire",
     CheckoutRenew => "checkout.renew",

@@ -123,6 +123,12 @@ pub enum Change {
     DestroyVersions { path: String, versions: Vec<u64> },
     /// A secret deleted: every version destroyed.
     DeleteSecret { path: String },
+    /// A secret's rotation policy: its new values go where the connector
+    /// points, so setting or changing one widens access.
+    SetRotationPolicy {
+        path: String,
+        policy: crate::rotation::RotationPolicy,
+    },
 }
 
 /// Whether `prefix` is a grant's form: `*`, a secret path, or a path
@@ -176,6 +182,7 @@ impl Change {
             Change::DestroyVersions { path, .. } | Change::DeleteSecret { path } => {
                 format!("secrets/{path}")
             }
+            Change::SetRotationPolicy { path, .. } => format!("rotation/{path}"),
         }
     }
 
@@ -193,6 +200,7 @@ impl Change {
             Change::GrantAccess { .. } => "grant_access",
             Change::DestroyVersions { .. } => "destroy_versions",
             Change::DeleteSecret { .. } => "delete_secret",
+            Change::SetRotationPolicy { .. } => "set_rotation_policy",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod keyring;
 pub mod lease;
 pub mod recover;
 pub mod requests;
+pub mod rotation;
 pub mod secret;
 pub mod sys;
 pub mod update;
@@ -113,6 +114,7 @@ pub async fn run(cli: Cli) -> Outcome {
         }) => lease::revoke(c, j, &checkout_id, &reason).await,
         Cmd::Lease(LeaseCmd::Record(a)) => lease::record(c, j, a).await,
         Cmd::Grant(g) => grant::run(c, j, g).await,
+        Cmd::Rotation(r) => rotation::run(c, j, r).await,
         Cmd::Keyring(KeyringCmd::Rotate) => keyring::rotate(c, j).await,
         Cmd::Keyring(KeyringCmd::Status) => keyring::status(c, j).await,
         Cmd::Audit(AuditCmd::Export { out }) => audit::export(c, j, &out).await,

@@ -94,11 +94,15 @@ codes! {
     InvalidRecording = "invalid_recording", BAD_REQUEST;
     InvalidGrant = "invalid_grant", BAD_REQUEST;
     InvalidVersions = "invalid_versions", BAD_REQUEST;
+    InvalidRotationPolicy = "invalid_rotation_policy", BAD_REQUEST;
     // Conflicts with the stored state.
     CheckedOut = "checked_out", CONFLICT;
     VersionChanged = "version_changed", CONFLICT;
     VersionDestroyed = "version_destroyed", CONFLICT;
     VersionCurrent = "version_current", CONFLICT;
+    RotationInProgress = "rotation_in_progress", CONFLICT;
+    UseOnly = "use_only", CONFLICT;
+    RotationChanged = "rotation_changed", CONFLICT;
     AlreadyCheckedIn = "already_checked_in", CONFLICT;
     LeaseExpired = "lease_expired", CONFLICT;
     LeaseActive = "lease_active", CONFLICT;

@@ -602,6 +602,10 @@ fn change_op(
                 .ok_or_else(ApiError::integrity)?;
             Ok(ChangeWrite::new(op).showing(json!({"path": path, "destroyed_versions": versions})))
         }
+        Change::SetRotationPolicy { path, policy } => Ok(ChangeWrite::new(WriteOp::SetRotationPolicy {
+            row: super::rotations::row_of(path, policy, &auth.principal.name, st.now()),
+        })
+        .showing(json!({"path": path, "policy": serde_json::from_str::<Value>(&policy.text()).unwrap_or(Value::Null)}))),
         Change::DeleteSecret { path } => {
             let (op, _) = super::lifecycle::write_of(change, &auth.principal.name, st.now())
                 .ok_or_else(ApiError::integrity)?;

@@ -34,6 +34,7 @@ pub mod extract;
 pub mod governance;
 pub mod grants;
 pub mod lifecycle;
+pub mod rotations;
 pub mod routes;
 pub mod secrets;
 pub mod sys;

@@ -16,7 +16,9 @@ use vault_core::policy::Action;
 
 use super::error::ApiError;
 use super::extract::Auth;
-use super::{audit, checkouts, custodians, governance, grants, lifecycle, secrets, sys, update};
+use super::{
+    audit, checkouts, custodians, governance, grants, lifecycle, rotations, secrets, sys, update,
+};
 use crate::state::AppState;
 
 /// Who may call a route.
@@ -86,6 +88,10 @@ pub fn table() -> Vec<Route> {
         PUT "/v1/secrets/{*path}" P(Action::WriteSecret), Refuse, SecretWrite => put(secrets::put);
         POST "/v1/secrets/{*path}" P(Action::Checkout), Refuse, SecretCheckout => post(secrets::post);
         DELETE "/v1/secrets/{*path}" P(Action::DestroySecret), Refuse, SecretDelete => delete(lifecycle::delete);
+        GET "/v1/rotation/{*path}" P(Action::ManageRotation), Refuse, RotationRead => get(rotations::get);
+        PUT "/v1/rotation/{*path}" P(Action::ManageRotation), Refuse, RotationSet => put(rotations::set);
+        DELETE "/v1/rotation/{*path}" P(Action::ManageRotation), Refuse, RotationRemove => delete(rotations::remove);
+        POST "/v1/rotation/{*path}" P(Action::ManageRotation), Refuse, RotationRequest => post(rotations::request);
         GET "/v1/checkouts" P(Action::ListCheckouts), Refuse, CheckoutList => get(checkouts::list);
         POST "/v1/checkouts/{id}/checkin" P(Action::Checkin), Refuse, CheckoutCheckin => post(secrets::checkin);
         POST "/v1/checkouts/{id}/renew" P(Action::Checkin), Refuse, CheckoutRenew => post(checkouts::renew);

@@ -1,0 +1,460 @@
+//! Credential rotation (issue 12, items 2 and 3) end to end: the real
+//! vaultd rotates a real PostgreSQL role's password (a server started in a
+//! temp dir) on check-in and on demand; a target that is down leaves the
+//! old value in service and is reported; the connector's credential is
+//! use-only; and a vaultd killed at every step of a rotation recovers with
+//! the target accepting exactly the value the vault hands out.
+
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::{json, Value};
+use vault_e2e::postgres::Postgres;
+use vault_e2e::{checkout, json_of, put, req, runtime, Appliance};
+
+fn code(r: &vault_client::Response) -> (u16, String) {
+    (r.status, r.error_code().unwrap_or_default())
+}
+
+/// Whether the role logs in with `password`.
+fn login(pg: &Postgres, role: &str, password: &str) -> bool {
+    runtime().block_on(async {
+        tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(pg.port)
+            .dbname("postgres")
+            .user(role)
+            .password(password)
+            .connect_timeout(Duration::from_secs(5))
+            .connect(tokio_postgres::NoTls)
+            .await
+            .is_ok()
+    })
+}
+
+fn policy(pg: &Postgres, triggers: Value) -> Value {
+    json!({"policy": {
+        "connector": {"kind": "postgres", "host": "127.0.0.1", "port": pg.port, "dbname": "postgres",
+                      "role": "app", "connector_user": "rotator", "credential": "pg/rotator"},
+        "triggers": triggers,
+        "password": {"length": 24, "classes": ["lower", "upper", "digit"]}}})
+}
+
+fn current_version(c: &vault_client::Client, path: &str) -> u64 {
+    json_of(&req(c, Method::GET, &format!("/v1/secrets/{path}"), None))["current_version"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Waits until the secret's current version is `v` (the rotation engine
+/// runs every second).
+fn wait_version(a: &Appliance, c: &vault_client::Client, path: &str, v: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while current_version(c, path) < v {
+        assert!(
+            Instant::now() < deadline,
+            "{path} never reached version {v}: {}\n{}",
+            json_of(&req(c, Method::GET, &format!("/v1/rotation/{path}"), None)),
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(current_version(c, path), v, "one rotation, one version");
+}
+
+/// Checks the secret out and in; its value (for policies without a
+/// check-in trigger).
+fn value_of(pam: &vault_client::Client, path: &str) -> String {
+    let r = checkout(pam, path);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = json_of(&r);
+    let id = v["checkout_id"].as_str().unwrap();
+    assert_eq!(
+        req(
+            pam,
+            Method::POST,
+            &format!("/v1/checkouts/{id}/checkin"),
+            None
+        )
+        .status,
+        200
+    );
+    v["value"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_postgres_role_rotates_on_checkin_and_on_demand_and_a_down_target_keeps_the_old_value() {
+    let mut pg = Postgres::start();
+    pg.psql("CREATE ROLE rotator LOGIN CREATEROLE PASSWORD 'rotator-pw'");
+    pg.psql("GRANT pg_signal_backend TO rotator");
+    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app-initial-pw'");
+    let a = Appliance::start(Default::default());
+    let admin = a.admin();
+    let writer = a.issue("writer", "w1");
+    let pam = a.issue("pam", "p1");
+    let aud = a.issue("auditor", "aud");
+    assert_eq!(put(&writer, "pg/rotator", "rotator-pw", false).status, 200);
+    assert_eq!(put(&writer, "pg/app", "app-initial-pw", false).status, 200);
+
+    // Only the admin sets a policy; a bad one is refused with its reason.
+    let set = |c: &vault_client::Client, body: Value| {
+        req(c, Method::PUT, "/v1/rotation/pg/app", Some(body))
+    };
+    for (who, c) in [("writer", &writer), ("pam", &pam), ("auditor", &aud)] {
+        assert_eq!(
+            code(&set(c, policy(&pg, json!(["checkin"])))),
+            (403, "forbidden".into()),
+            "{who}"
+        );
+    }
+    let mut bad = policy(&pg, json!(["checkin"]));
+    bad["policy"]["connector"]["credential"] = json!("pg/app");
+    assert_eq!(
+        code(&set(&admin, bad)),
+        (400, "invalid_rotation_policy".into())
+    );
+    let mut missing = policy(&pg, json!(["checkin"]));
+    missing["policy"]["connector"]["credential"] = json!("pg/none");
+    assert_eq!(code(&set(&admin, missing)), (404, "not_found".into()));
+    let r = set(&admin, policy(&pg, json!(["checkin"])));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    // The connector's credential is use-only: nobody checks it out.
+    assert_eq!(
+        code(&checkout(&pam, "pg/rotator")),
+        (409, "use_only".into())
+    );
+
+    // A check-in rotates: the value handed out before no longer logs in,
+    // the new one does.
+    let co = |c: &vault_client::Client| -> (String, String) {
+        let r = checkout(c, "pg/app");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v = json_of(&r);
+        (
+            v["checkout_id"].as_str().unwrap().to_owned(),
+            v["value"].as_str().unwrap().to_owned(),
+        )
+    };
+    let checkin = |id: &str| {
+        assert_eq!(
+            req(
+                &pam,
+                Method::POST,
+                &format!("/v1/checkouts/{id}/checkin"),
+                None
+            )
+            .status,
+            200
+        );
+    };
+    let (id, v1) = co(&pam);
+    assert_eq!(v1, "app-initial-pw");
+    checkin(&id);
+    wait_version(&a, &admin, "pg/app", 2);
+    let (id, v2) = co(&pam);
+    assert_eq!(v2.len(), 24);
+    assert!(
+        login(&pg, "app", &v2),
+        "the target takes the value the vault hands out"
+    );
+    assert!(!login(&pg, "app", &v1), "the old value still logs in");
+    // The new value never reached the server in clear (a SCRAM verifier).
+    assert!(
+        !pg.log().contains(&v2),
+        "the plaintext is in the server log"
+    );
+    checkin(&id);
+    wait_version(&a, &admin, "pg/app", 3);
+    let (id, v3) = co(&pam);
+    assert!(login(&pg, "app", &v3) && !login(&pg, "app", &v2));
+
+    // On demand (admin only); it waits while a lease is open, so a session
+    // using the value is not cut off.
+    assert_eq!(
+        req(&pam, Method::POST, "/v1/rotation/pg/app", None).status,
+        403
+    );
+    let r = req(&admin, Method::POST, "/v1/rotation/pg/app", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(json_of(&r)["rotation"]["state"], "due");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        current_version(&admin, "pg/app"),
+        3,
+        "rotated under an open lease"
+    );
+    assert!(login(&pg, "app", &v3));
+    checkin(&id);
+    wait_version(&a, &admin, "pg/app", 4);
+    let shown = json_of(&req(&admin, Method::GET, "/v1/rotation/pg/app", None));
+    assert!(shown["last_rotated_at"].is_string(), "{shown}");
+    assert_eq!(shown["policy"]["triggers"], json!(["checkin"]));
+
+    // A target that is down: the old value stays in service, the failure
+    // is shown, and the rotation completes once the target is back.
+    pg.stop();
+    assert_eq!(
+        req(&admin, Method::POST, "/v1/rotation/pg/app", None).status,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shown = loop {
+        let v = json_of(&req(&admin, Method::GET, "/v1/rotation/pg/app", None));
+        if v["rotation"]["tries"].as_u64().unwrap_or(0) >= 1 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no failed try shown: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(shown["rotation"]["state"], "pending", "{shown}");
+    assert!(
+        shown["rotation"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{shown}"
+    );
+    assert_eq!(current_version(&admin, "pg/app"), 4, "nothing promoted");
+    let (id, v4) = co(&pam);
+    checkin(&id);
+    pg.spawn();
+    wait_version(&a, &admin, "pg/app", 5);
+    let (id, v5) = co(&pam);
+    assert!(login(&pg, "app", &v5) && !login(&pg, "app", &v4));
+
+    // Removing the policy stops rotations (with the lease still open, no
+    // rotation is in flight).
+    assert_eq!(
+        req(&admin, Method::DELETE, "/v1/rotation/pg/app", None).status,
+        200
+    );
+    checkin(&id);
+    assert_eq!(
+        code(&req(&admin, Method::GET, "/v1/rotation/pg/app", None)),
+        (404, "not_found".into())
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(current_version(&admin, "pg/app"), 5);
+
+    // Audited: each rotation by vaultd, with its trigger, and the policy.
+    let entries = a.audit_entries();
+    let rotated: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.action == "secret.rotate" && e.principal == "vaultd")
+        .map(|e| e.details["trigger"].as_str())
+        .collect();
+    assert_eq!(rotated, ["checkin", "checkin", "manual", "manual"]);
+    assert!(entries.iter().any(|e| e.action == "rotation.set"));
+    assert!(entries.iter().any(|e| e.action == "rotation.remove"));
+}
+
+#[test]
+fn a_vaultd_killed_at_every_rotation_step_recovers_with_the_value_the_target_takes() {
+    let pg = Postgres::start();
+    pg.psql("CREATE ROLE rotator LOGIN CREATEROLE PASSWORD 'rotator-pw'");
+    pg.psql("GRANT pg_signal_backend TO rotator");
+    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app-initial-pw'");
+    let mut a = Appliance::start(Default::default());
+    let admin = a.admin();
+    let writer = a.issue("writer", "w1");
+    let pam = a.issue("pam", "p1");
+    assert_eq!(put(&writer, "pg/rotator", "rotator-pw", false).status, 200);
+    assert_eq!(put(&writer, "pg/app", "app-initial-pw", false).status, 200);
+    let r = req(
+        &admin,
+        Method::PUT,
+        "/v1/rotation/pg/app",
+        Some(policy(&pg, json!([]))),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let mut version = 1;
+    for point in [
+        "after_pending",
+        "after_applying",
+        "after_apply",
+        "after_promote",
+    ] {
+        a.stop();
+        a.spawn_with(&[("VAULTD_FAULT_ROTATION", point)]);
+        a.wait_ready();
+        assert_eq!(
+            req(&admin, Method::POST, "/v1/rotation/pg/app", None).status,
+            200
+        );
+        assert!(
+            a.wait_exit(Duration::from_secs(30)),
+            "vaultd did not stop at {point}"
+        );
+        assert!(a
+            .log()
+            .contains(&format!("fault injection at rotation step {point}")));
+        a.spawn();
+        a.wait_ready();
+        version += 1;
+        wait_version(&a, &admin, "pg/app", version);
+        let v = value_of(&pam, "pg/app");
+        assert!(
+            login(&pg, "app", &v),
+            "after a crash {point}: the target refuses the value handed out"
+        );
+    }
+    // Each crash left one rotation, promoted once.
+    let promoted = a
+        .audit_entries()
+        .iter()
+        .filter(|e| e.action == "secret.rotate")
+        .count();
+    assert_eq!(promoted, 4);
+}
+
+/// An exec hook whose "target" is a file: `apply` stores the value,
+/// `verify` compares with it.
+fn file_hook(at: &std::path::Path, dir: &std::path::Path, name: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = at.join(name);
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\nd='{}'\ncase \"$1\" in\n  apply) cat > \"$d/{name}.current\" ;;\n  verify) cat > \"$d/{name}.try\"; cmp -s \"$d/{name}.try\" \"$d/{name}.current\" ;;\n  end-sessions) echo ended >> \"$d/{name}.ended\" ;;\nesac\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn vaultctl_drives_an_exec_hook_rotation_and_after_genesis_a_policy_needs_the_quorum() {
+    use vault_e2e::piv::{approve_and_apply, enroll_custodians, genesis, TestRoot};
+    let root = TestRoot::new("Test PIV Root");
+    // Hooks run only from rotation.exec_hook_dir (the signed root on the
+    // appliance).
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = dir.path().join("hooks");
+    std::fs::create_dir(&hooks).unwrap();
+    let mut opts = root.options();
+    opts.extra_config.push_str(&format!(
+        "\n[rotation]\nexec_hook_dir = \"{}\"\n",
+        hooks.display()
+    ));
+    let a = Appliance::start(opts);
+    let admin = a.admin();
+    let writer = a.issue("writer", "w1");
+    let pam = a.issue("pam", "p1");
+    assert_eq!(put(&writer, "svc/key", "initial", false).status, 200);
+    let first = file_hook(&hooks, dir.path(), "first");
+    let second = file_hook(&hooks, dir.path(), "second");
+    // A program outside the hook directory (or reached through a symlink
+    // from inside it) is refused.
+    let outside = file_hook(dir.path(), dir.path(), "outside");
+    std::os::unix::fs::symlink(&outside, hooks.join("link")).unwrap();
+    for program in [
+        outside.clone(),
+        hooks.join("link").display().to_string(),
+        "/bin/sh".into(),
+    ] {
+        let r = req(
+            &admin,
+            Method::PUT,
+            "/v1/rotation/svc/key",
+            Some(json!({"policy": {"connector": {"kind": "exec", "program": program}}})),
+        );
+        assert_eq!(
+            code(&r),
+            (400, "invalid_rotation_policy".into()),
+            "{program}"
+        );
+    }
+    let policy_file = |program: &str| {
+        let f = dir.path().join("policy.json");
+        std::fs::write(
+            &f,
+            json!({"connector": {"kind": "exec", "program": program}, "triggers": ["checkin"]})
+                .to_string(),
+        )
+        .unwrap();
+        f.display().to_string()
+    };
+    let ctl = |args: &[&str]| a.vaultctl("admin", args, None);
+
+    // Before genesis: the admin sets it at once and rotates.
+    let f = policy_file(&first);
+    let out = vault_e2e::ok(&ctl(&["rotation", "set", "svc/key", "--policy-file", &f]));
+    assert!(out.contains("rotation policy of svc/key set"), "{out}");
+    vault_e2e::ok(&ctl(&["rotation", "now", "svc/key"]));
+    wait_version(&a, &admin, "svc/key", 2);
+    // (read under the lease: its check-in triggers the next rotation)
+    let held = |file: &str| -> (String, String) {
+        let r = checkout(&pam, "svc/key");
+        let v = json_of(&r);
+        let on_target = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        let id = v["checkout_id"].as_str().unwrap();
+        assert_eq!(
+            req(
+                &pam,
+                Method::POST,
+                &format!("/v1/checkouts/{id}/checkin"),
+                None
+            )
+            .status,
+            200
+        );
+        (v["value"].as_str().unwrap().to_owned(), on_target)
+    };
+    let (v, on_target) = held("first.current");
+    assert_eq!(
+        on_target, v,
+        "the hook's target holds the value the vault hands out"
+    );
+    assert!(
+        dir.path().join("first.ended").exists(),
+        "the old value's sessions were ended"
+    );
+    // (the check-in above triggers the next rotation)
+    wait_version(&a, &admin, "svc/key", 3);
+    let shown: Value = serde_json::from_str(&vault_e2e::ok(&ctl(&[
+        "--json", "rotation", "show", "svc/key",
+    ])))
+    .unwrap();
+    assert_eq!(shown["policy"]["connector"]["program"], first);
+    assert!(shown["last_rotated_at"].is_string());
+
+    // After genesis one admin cannot point the new values elsewhere.
+    let mut alice = root.token(4301);
+    let mut bob = root.token(4302);
+    enroll_custodians(
+        &a,
+        &["security"],
+        &mut [("alice", &mut alice), ("bob", &mut bob)],
+    );
+    genesis(
+        &a,
+        json!([{"group": "security", "k": 2}]),
+        &mut [("alice", &mut alice), ("bob", &mut bob)],
+    );
+    let f = policy_file(&second);
+    let o = ctl(&["--json", "rotation", "set", "svc/key", "--policy-file", &f]);
+    let v: Value = serde_json::from_str(&vault_e2e::ok(&o)).unwrap();
+    let id = v["request_id"].as_str().unwrap().to_owned();
+    let change: Value = serde_json::from_str(v["change"].as_str().unwrap()).unwrap();
+    assert_eq!(change["change"], "set_rotation_policy");
+    assert_eq!(change["policy"]["connector"]["program"], second);
+    let shown = json_of(&req(&admin, Method::GET, "/v1/rotation/svc/key", None));
+    assert_eq!(
+        shown["policy"]["connector"]["program"], first,
+        "in force before the quorum"
+    );
+    let r = approve_and_apply(&a, &id, &mut [("alice", &mut alice), ("bob", &mut bob)]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    vault_e2e::ok(&ctl(&["rotation", "now", "svc/key"]));
+    wait_version(&a, &admin, "svc/key", 4);
+    let (v, on_target) = held("second.current");
+    assert_eq!(on_target, v);
+    // Removal stays immediate (it sends values nowhere).
+    wait_version(&a, &admin, "svc/key", 5);
+    vault_e2e::ok(&ctl(&["rotation", "remove", "svc/key"]));
+    let o = ctl(&["rotation", "show", "svc/key"]);
+    assert_eq!(o.status.code(), Some(1));
+}

@@ -535,6 +535,17 @@ pub fn put(c: &Client, path: &str, value: &str, exclusive: bool) -> Response {
     )
 }
 
+/// Checks a checkout in, asserting it was.
+pub fn checkin(c: &Client, checkout_id: &str) {
+    let r = req(
+        c,
+        Method::POST,
+        &format!("/v1/checkouts/{checkout_id}/checkin"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
 pub fn checkout(c: &Client, path: &str) -> Response {
     req(
         c,
@@ -816,6 +827,37 @@ pub mod piv {
             .to_owned();
         let r = approve_and_apply(a, &id, members);
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+
+    /// Alice and Bob (tokens of `serials`) enrolled in `security`, and the
+    /// governance established with `security: 2`: what a test needs before
+    /// it tries a control-plane change as one admin. Their tokens, to vote.
+    pub fn alice_and_bob_genesis(
+        a: &crate::Appliance,
+        root: &TestRoot,
+        serials: [u32; 2],
+    ) -> (SoftToken, SoftToken) {
+        let mut alice = root.token(serials[0]);
+        let mut bob = root.token(serials[1]);
+        enroll_custodians(
+            a,
+            &["security"],
+            &mut [("alice", &mut alice), ("bob", &mut bob)],
+        );
+        genesis(
+            a,
+            json!([{"group": "security", "k": 2}]),
+            &mut [("alice", &mut alice), ("bob", &mut bob)],
+        );
+        (alice, bob)
+    }
+
+    /// A governance request's answer (202): its id and its change.
+    pub fn proposed(r: &vault_client::Response) -> (String, Value) {
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        let v = crate::json_of(r);
+        let change = serde_json::from_str(v["change"].as_str().unwrap()).unwrap();
+        (v["request_id"].as_str().unwrap().to_owned(), change)
     }
 
     /// A certificate of a role under the governance (pam, admin,

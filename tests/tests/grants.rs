@@ -4,8 +4,8 @@
 //! admin, the PAM server itself, a writer and an auditor.
 
 use hyper::Method;
-use serde_json::{json, Value};
-use vault_e2e::piv::{approve_and_apply, enroll_custodians, genesis, propose, TestRoot};
+use serde_json::json;
+use vault_e2e::piv::{alice_and_bob_genesis, approve_and_apply, propose, proposed, TestRoot};
 use vault_e2e::{checkout, json_of, key_and_csr, put, req, Appliance};
 
 fn code(r: &vault_client::Response) -> (u16, String) {
@@ -220,29 +220,14 @@ fn a_pam_server_reaches_only_what_its_grants_cover() {
     assert_eq!(issued.details["grants"], "db/b");
 
     // ---- after genesis: a grant is a governance change.
-    let mut alice = root.token(4101);
-    let mut bob = root.token(4102);
-    enroll_custodians(
-        &a,
-        &["security"],
-        &mut [("alice", &mut alice), ("bob", &mut bob)],
-    );
-    genesis(
-        &a,
-        json!([{"group": "security", "k": 2}]),
-        &mut [("alice", &mut alice), ("bob", &mut bob)],
-    );
-    let r = grant(&admin, "p1", "*");
-    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
-    let v: Value = json_of(&r);
-    let change: Value = serde_json::from_str(v["change"].as_str().unwrap()).unwrap();
+    let (mut alice, mut bob) = alice_and_bob_genesis(&a, &root, [4101, 4102]);
+    let (id, change) = proposed(&grant(&admin, "p1", "*"));
     assert_eq!(
         change,
         json!({"change": "grant_access", "principal": "p1", "prefix": "*"})
     );
     // Not before the quorum approves.
     assert_eq!(code(&checkout(&p1, "db/a")), (403, "not_granted".into()));
-    let id = v["request_id"].as_str().unwrap().to_owned();
     let r = approve_and_apply(&a, &id, &mut [("alice", &mut alice), ("bob", &mut bob)]);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(checkout(&p1, "db/a").status, 200);

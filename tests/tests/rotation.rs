@@ -68,17 +68,7 @@ fn value_of(pam: &vault_client::Client, path: &str) -> String {
     let r = checkout(pam, path);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let v = json_of(&r);
-    let id = v["checkout_id"].as_str().unwrap();
-    assert_eq!(
-        req(
-            pam,
-            Method::POST,
-            &format!("/v1/checkouts/{id}/checkin"),
-            None
-        )
-        .status,
-        200
-    );
+    vault_e2e::checkin(pam, v["checkout_id"].as_str().unwrap());
     v["value"].as_str().unwrap().to_owned()
 }
 
@@ -136,18 +126,7 @@ fn a_postgres_role_rotates_on_checkin_and_on_demand_and_a_down_target_keeps_the_
             v["value"].as_str().unwrap().to_owned(),
         )
     };
-    let checkin = |id: &str| {
-        assert_eq!(
-            req(
-                &pam,
-                Method::POST,
-                &format!("/v1/checkouts/{id}/checkin"),
-                None
-            )
-            .status,
-            200
-        );
-    };
+    let checkin = |id: &str| vault_e2e::checkin(&pam, id);
     let (id, v1) = co(&pam);
     assert_eq!(v1, "app-initial-pw");
     checkin(&id);
@@ -327,7 +306,7 @@ fn file_hook(at: &std::path::Path, dir: &std::path::Path, name: &str) -> String 
 
 #[test]
 fn vaultctl_drives_an_exec_hook_rotation_and_after_genesis_a_policy_needs_the_quorum() {
-    use vault_e2e::piv::{approve_and_apply, enroll_custodians, genesis, TestRoot};
+    use vault_e2e::piv::{alice_and_bob_genesis, approve_and_apply, TestRoot};
     let root = TestRoot::new("Test PIV Root");
     // Hooks run only from rotation.exec_hook_dir (the signed root on the
     // appliance).
@@ -390,17 +369,7 @@ fn vaultctl_drives_an_exec_hook_rotation_and_after_genesis_a_policy_needs_the_qu
         let r = checkout(&pam, "svc/key");
         let v = json_of(&r);
         let on_target = std::fs::read_to_string(dir.path().join(file)).unwrap();
-        let id = v["checkout_id"].as_str().unwrap();
-        assert_eq!(
-            req(
-                &pam,
-                Method::POST,
-                &format!("/v1/checkouts/{id}/checkin"),
-                None
-            )
-            .status,
-            200
-        );
+        vault_e2e::checkin(&pam, v["checkout_id"].as_str().unwrap());
         (v["value"].as_str().unwrap().to_owned(), on_target)
     };
     let (v, on_target) = held("first.current");
@@ -422,18 +391,7 @@ fn vaultctl_drives_an_exec_hook_rotation_and_after_genesis_a_policy_needs_the_qu
     assert!(shown["last_rotated_at"].is_string());
 
     // After genesis one admin cannot point the new values elsewhere.
-    let mut alice = root.token(4301);
-    let mut bob = root.token(4302);
-    enroll_custodians(
-        &a,
-        &["security"],
-        &mut [("alice", &mut alice), ("bob", &mut bob)],
-    );
-    genesis(
-        &a,
-        json!([{"group": "security", "k": 2}]),
-        &mut [("alice", &mut alice), ("bob", &mut bob)],
-    );
+    let (mut alice, mut bob) = alice_and_bob_genesis(&a, &root, [4301, 4302]);
     let f = policy_file(&second);
     let o = ctl(&["--json", "rotation", "set", "svc/key", "--policy-file", &f]);
     let v: Value = serde_json::from_str(&vault_e2e::ok(&o)).unwrap();

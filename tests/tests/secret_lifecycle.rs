@@ -7,7 +7,7 @@
 
 use hyper::Method;
 use serde_json::{json, Value};
-use vault_e2e::piv::{approve_and_apply, enroll_custodians, genesis, TestRoot};
+use vault_e2e::piv::{alice_and_bob_genesis, approve_and_apply, proposed, TestRoot};
 use vault_e2e::{checkout, json_of, put, req, Appliance};
 
 fn code(r: &vault_client::Response) -> (u16, String) {
@@ -33,14 +33,7 @@ fn destroy(c: &vault_client::Client, path: &str, query: &str) -> vault_client::R
 }
 
 fn checkin(c: &vault_client::Client, r: &vault_client::Response) {
-    let id = json_of(r)["checkout_id"].as_str().unwrap().to_owned();
-    let r = req(
-        c,
-        Method::POST,
-        &format!("/v1/checkouts/{id}/checkin"),
-        None,
-    );
-    assert_eq!(r.status, 200);
+    vault_e2e::checkin(c, json_of(r)["checkout_id"].as_str().unwrap());
 }
 
 /// The stored ciphertext of a version, read from the data file.
@@ -227,22 +220,8 @@ fn old_versions_are_checked_out_by_name_destroyed_and_deleted() {
     assert_eq!(json_of(&checkout(&pam, "db/gone"))["value"], "g3");
 
     // ---- after genesis: one admin can no longer erase anything.
-    let mut alice = root.token(4201);
-    let mut bob = root.token(4202);
-    enroll_custodians(
-        &a,
-        &["security"],
-        &mut [("alice", &mut alice), ("bob", &mut bob)],
-    );
-    genesis(
-        &a,
-        json!([{"group": "security", "k": 2}]),
-        &mut [("alice", &mut alice), ("bob", &mut bob)],
-    );
-    let r = destroy(&admin, "db/root", "?versions=2");
-    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
-    let v: Value = json_of(&r);
-    let change: Value = serde_json::from_str(v["change"].as_str().unwrap()).unwrap();
+    let (mut alice, mut bob) = alice_and_bob_genesis(&a, &root, [4201, 4202]);
+    let (id, change) = proposed(&destroy(&admin, "db/root", "?versions=2"));
     assert_eq!(
         change,
         json!({"change": "destroy_versions", "path": "db/root", "versions": [2]})
@@ -252,7 +231,6 @@ fn old_versions_are_checked_out_by_name_destroyed_and_deleted() {
         long(2),
         "not before the quorum"
     );
-    let id = v["request_id"].as_str().unwrap().to_owned();
     let r = approve_and_apply(&a, &id, &mut [("alice", &mut alice), ("bob", &mut bob)]);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(
@@ -260,10 +238,7 @@ fn old_versions_are_checked_out_by_name_destroyed_and_deleted() {
         (409, "version_destroyed".into())
     );
 
-    let r = destroy(&admin, "db/gone", "");
-    assert_eq!(r.status, 202);
-    let v: Value = json_of(&r);
-    let change: Value = serde_json::from_str(v["change"].as_str().unwrap()).unwrap();
+    let (id, change) = proposed(&destroy(&admin, "db/gone", ""));
     assert_eq!(
         change,
         json!({"change": "delete_secret", "path": "db/gone"})
@@ -273,7 +248,6 @@ fn old_versions_are_checked_out_by_name_destroyed_and_deleted() {
         200,
         "not before the quorum"
     );
-    let id = v["request_id"].as_str().unwrap().to_owned();
     let r = approve_and_apply(&a, &id, &mut [("alice", &mut alice), ("bob", &mut bob)]);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(code(&checkout(&pam, "db/gone")), (404, "not_found".into()));

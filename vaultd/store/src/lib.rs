@@ -910,11 +910,10 @@ impl Backend for Store {
 
     fn due_rotations(&self, now: i64, limit: usize) -> Result<Vec<RotationRow>, StoreError> {
         self.read(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT path, state, trigger, attempts, next_at, last_error, started_at, pending_version,
-                        key_version, wrapped_dek, ciphertext
-                 FROM rotations WHERE state <> 'failed' AND next_at <= ?1 ORDER BY next_at LIMIT ?2",
-            )?;
+            let mut st = c.prepare_cached(&format!(
+                "{} WHERE state <> 'failed' AND next_at <= ?1 ORDER BY next_at LIMIT ?2",
+                write::ROTATION_SELECT
+            ))?;
             let rows = st.query_map(params![now, limit as i64], write::rotation_from_row)?;
             rows.map(|r| r?).collect()
         })

@@ -1929,12 +1929,16 @@ fn lease_ended(c: &Connection, path: &str, trigger: &str, now: i64) -> Result<()
     Ok(())
 }
 
+/// The columns [`rotation_from_row`] reads, in its order.
+pub(crate) const ROTATION_SELECT: &str =
+    "SELECT path, state, trigger, attempts, next_at, last_error, started_at, pending_version,
+            key_version, wrapped_dek, ciphertext
+     FROM rotations";
+
 pub(crate) fn read_rotation(c: &Connection, path: &str) -> Result<Option<RotationRow>, StoreError> {
     let row = c
         .query_row(
-            "SELECT path, state, trigger, attempts, next_at, last_error, started_at, pending_version,
-                    key_version, wrapped_dek, ciphertext
-             FROM rotations WHERE path = ?1",
+            &format!("{ROTATION_SELECT} WHERE path = ?1"),
             [path],
             rotation_from_row,
         )
@@ -2007,6 +2011,20 @@ fn live_secret(c: &Connection, path: &str) -> Result<(u64, bool), StoreError> {
     .ok_or(StoreError::NotFound)
 }
 
+/// A version's `destroyed_at` (outer `None`: no such version).
+fn version_destroyed(
+    c: &Connection,
+    path: &str,
+    version: u64,
+) -> Result<Option<Option<i64>>, StoreError> {
+    Ok(c.query_row(
+        "SELECT destroyed_at FROM secret_versions WHERE path = ?1 AND version = ?2",
+        params![path, version as i64],
+        |r| r.get(0),
+    )
+    .optional()?)
+}
+
 /// Erases a version's value (false: destroyed already; not found: no such
 /// version).
 fn destroy_version(
@@ -2016,14 +2034,7 @@ fn destroy_version(
     by: &str,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let destroyed: Option<Option<i64>> = c
-        .query_row(
-            "SELECT destroyed_at FROM secret_versions WHERE path = ?1 AND version = ?2",
-            params![path, version as i64],
-            |r| r.get(0),
-        )
-        .optional()?;
-    match destroyed {
+    match version_destroyed(c, path, version)? {
         None => return Err(StoreError::NotFound),
         Some(Some(_)) => return Ok(false),
         Some(None) => {}
@@ -2111,14 +2122,7 @@ fn insert_checkout(c: &Connection, n: NewCheckout<'_>) -> Result<WriteOutcome, S
     }
     let version = match named {
         Some(v) => {
-            let destroyed: Option<i64> = c
-                .query_row(
-                    "SELECT destroyed_at FROM secret_versions WHERE path = ?1 AND version = ?2",
-                    params![path, v as i64],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .ok_or(StoreError::NotFound)?;
+            let destroyed = version_destroyed(c, path, v)?.ok_or(StoreError::NotFound)?;
             if destroyed.is_some() {
                 return Err(StoreError::Conflict(Conflict::VersionDestroyed));
             }

@@ -656,20 +656,14 @@ fn checkout(
             how: "checkout",
         };
         let r = disclose(st, kr, auth, &sealed, rec, |id, now, expires_at| {
-            st.store.write_audited(
-                WriteOp::Checkout {
-                    id: id.clone(),
-                    path: path.clone(),
-                    expect_version: Some(version),
-                    named: None,
-                    principal: auth.principal.name.clone(),
-                    fingerprint: auth.principal.fingerprint.clone(),
-                    reason: reason.clone(),
-                    now,
-                    expires_at,
-                },
-                audit.on_success("checkout_id", id),
-            )
+            let op = checkout_op(
+                auth,
+                input,
+                (id.clone(), now, expires_at),
+                (Some(version), None),
+            );
+            st.store
+                .write_audited(op, audit.on_success("checkout_id", id))
         });
         match r {
             Ok(d) => return Ok(Attempt::Value(d)),
@@ -684,6 +678,27 @@ fn checkout(
         Code::VersionChanged,
         "the secret changed repeatedly during checkout; retry",
     ))
+}
+
+/// The checkout record of `input` by `auth`: `(id, now, expires_at)`, and
+/// `(expect_version, named)` as [`WriteOp::Checkout`] takes them.
+fn checkout_op(
+    auth: &Auth,
+    input: &CheckoutInput,
+    (id, now, expires_at): (String, i64, i64),
+    (expect_version, named): (Option<u64>, Option<u64>),
+) -> WriteOp {
+    WriteOp::Checkout {
+        id,
+        path: input.path.clone(),
+        expect_version,
+        named,
+        principal: auth.principal.name.clone(),
+        fingerprint: auth.principal.fingerprint.clone(),
+        reason: input.reason.clone(),
+        now,
+        expires_at,
+    }
 }
 
 /// A checkout of the named older version `v` (`current` is the current
@@ -721,20 +736,9 @@ fn checkout_named(
         how: "checkout",
     };
     let d = disclose(st, kr, auth, &sealed, rec, |id, now, expires_at| {
-        st.store.write_audited(
-            WriteOp::Checkout {
-                id: id.clone(),
-                path: path.clone(),
-                expect_version: None,
-                named: Some(v),
-                principal: auth.principal.name.clone(),
-                fingerprint: auth.principal.fingerprint.clone(),
-                reason: reason.clone(),
-                now,
-                expires_at,
-            },
-            audit.on_success("checkout_id", id),
-        )
+        let op = checkout_op(auth, input, (id.clone(), now, expires_at), (None, Some(v)));
+        st.store
+            .write_audited(op, audit.on_success("checkout_id", id))
     })?;
     Ok(Attempt::Value(d))
 }

@@ -43,6 +43,8 @@ if ((${#pkgs[@]})); then
   fi
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  # The downloaded .debs are installed now: their cache is disk the builds need.
+  $SUDO apt-get clean
   [[ -z "$added_policy" ]] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 

@@ -2,8 +2,9 @@
 //! vaultd rotates a real PostgreSQL role's password (a server started in a
 //! temp dir) on check-in and on demand; a target that is down leaves the
 //! old value in service and is reported; the connector's credential is
-//! use-only; and a vaultd killed at every step of a rotation recovers with
-//! the target accepting exactly the value the vault hands out.
+//! use-only; a vaultd killed at every step of a rotation recovers with
+//! the target accepting exactly the value the vault hands out; one-time
+//! mode hands each password out once; and a cron schedule (UTC) rotates.
 
 use std::time::{Duration, Instant};
 
@@ -49,7 +50,11 @@ fn current_version(c: &vault_client::Client, path: &str) -> u64 {
 /// Waits until the secret's current version is `v` (the rotation engine
 /// runs every second).
 fn wait_version(a: &Appliance, c: &vault_client::Client, path: &str, v: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_version_for(a, c, path, v, Duration::from_secs(60))
+}
+
+fn wait_version_for(a: &Appliance, c: &vault_client::Client, path: &str, v: u64, d: Duration) {
+    let deadline = Instant::now() + d;
     while current_version(c, path) < v {
         assert!(
             Instant::now() < deadline,
@@ -415,4 +420,185 @@ fn vaultctl_drives_an_exec_hook_rotation_and_after_genesis_a_policy_needs_the_qu
     vault_e2e::ok(&ctl(&["rotation", "remove", "svc/key"]));
     let o = ctl(&["rotation", "show", "svc/key"]);
     assert_eq!(o.status.code(), Some(1));
+}
+
+/// Waits until the rotation of `path` has failed at least once (its target
+/// is down); the rotation as shown.
+fn wait_failed_try(c: &vault_client::Client, path: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = json_of(&req(c, Method::GET, &format!("/v1/rotation/{path}"), None));
+        if v["rotation"]["tries"].as_u64().unwrap_or(0) >= 1 {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "no failed try shown: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_postgres_role_in_one_time_mode_hands_each_password_out_once() {
+    let mut pg = Postgres::start();
+    pg.psql("CREATE ROLE rotator LOGIN CREATEROLE PASSWORD 'rotator-pw'");
+    pg.psql("GRANT pg_signal_backend TO rotator");
+    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app-initial-pw'");
+    let a = Appliance::start(Default::default());
+    let admin = a.admin();
+    let writer = a.issue("writer", "w1");
+    let pam = a.issue("pam", "p1");
+    let other = a.issue("pam", "p2");
+    assert_eq!(put(&writer, "pg/rotator", "rotator-pw", false).status, 200);
+    // Not exclusive: one-time mode alone keeps a value to one checkout.
+    assert_eq!(put(&writer, "pg/app", "app-initial-pw", false).status, 200);
+    let r = req(
+        &admin,
+        Method::PUT,
+        "/v1/rotation/pg/app",
+        Some(policy(&pg, json!(["one_time"]))),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let co = |c: &vault_client::Client, ttl: u64| {
+        req(
+            c,
+            Method::POST,
+            "/v1/secrets/pg/app/checkout",
+            Some(json!({"reason": "one-time test", "ttl_seconds": ttl})),
+        )
+    };
+    let taken = |r: &vault_client::Response| -> (String, String) {
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v = json_of(r);
+        (
+            v["checkout_id"].as_str().unwrap().to_owned(),
+            v["value"].as_str().unwrap().to_owned(),
+        )
+    };
+    // A refusal never carries a value, and says when to ask again.
+    let refused = |r: &vault_client::Response, what: &str| {
+        let (status, code) = code(r);
+        assert_eq!(status, 409, "{what}: {}", String::from_utf8_lossy(&r.body));
+        assert!(
+            code == "one_time_used" || code == "rotation_in_progress",
+            "{what}: {code}"
+        );
+        assert!(
+            r.retry_after.is_some_and(|s| s > 0),
+            "{what}: no Retry-After"
+        );
+        assert!(json_of(r).get("value").is_none());
+    };
+
+    // The value never handed out is handed out once: a second PAM server
+    // (or the same one) is refused while it is held, and an older version
+    // is never one-time.
+    let (id, v1) = taken(&co(&pam, 60));
+    assert_eq!(v1, "app-initial-pw");
+    let r = co(&other, 60);
+    assert_eq!(code(&r), (409, "one_time_used".into()));
+    assert_eq!(r.retry_after, Some(5));
+    refused(&co(&pam, 60), "the holder again");
+    let r = req(
+        &pam,
+        Method::POST,
+        "/v1/secrets/pg/app/checkout",
+        Some(json!({"reason": "older", "version": 1})),
+    );
+    assert_eq!(code(&r), (409, "one_time_used".into()));
+
+    // Its check-in rotates it; until the new value is in service every
+    // checkout is refused with a retry hint.
+    vault_e2e::checkin(&pam, &id);
+    wait_version(&a, &admin, "pg/app", 2);
+    let (id, v2) = taken(&co(&other, 60));
+    assert!(login(&pg, "app", &v2) && !login(&pg, "app", &v1));
+    refused(&co(&pam, 60), "v2 held");
+    vault_e2e::checkin(&other, &id);
+    wait_version(&a, &admin, "pg/app", 3);
+
+    // A lease that ends at its TTL rotates too (the reaper runs every 5 s).
+    let (_, v3) = taken(&co(&pam, 2));
+    assert!(login(&pg, "app", &v3));
+    wait_version(&a, &admin, "pg/app", 4);
+    assert!(
+        !login(&pg, "app", &v3),
+        "the expired lease's value still logs in"
+    );
+
+    // A target that is down: the used value is never handed out again,
+    // and the rotation completes once the target is back.
+    let (id, v4) = taken(&co(&pam, 60));
+    pg.stop();
+    vault_e2e::checkin(&pam, &id);
+    let shown = wait_failed_try(&admin, "pg/app");
+    assert_eq!(shown["rotation"]["trigger"], "checkin", "{shown}");
+    refused(&co(&other, 60), "target down");
+    assert_eq!(current_version(&admin, "pg/app"), 4, "nothing promoted");
+    pg.spawn();
+    wait_version(&a, &admin, "pg/app", 5);
+    let (_, v5) = taken(&co(&other, 60));
+    assert!(login(&pg, "app", &v5) && !login(&pg, "app", &v4));
+
+    let entries = a.audit_entries();
+    let rotated: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.action == "secret.rotate")
+        .map(|e| e.details["trigger"].as_str())
+        .collect();
+    assert_eq!(rotated, ["checkin", "checkin", "expiry", "checkin"]);
+}
+
+#[test]
+fn a_postgres_role_rotates_on_a_cron_schedule_in_utc() {
+    let pg = Postgres::start();
+    pg.psql("CREATE ROLE rotator LOGIN CREATEROLE PASSWORD 'rotator-pw'");
+    pg.psql("GRANT pg_signal_backend TO rotator");
+    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app-initial-pw'");
+    let a = Appliance::start(Default::default());
+    let admin = a.admin();
+    let writer = a.issue("writer", "w1");
+    let pam = a.issue("pam", "p1");
+    assert_eq!(put(&writer, "pg/rotator", "rotator-pw", false).status, 200);
+    assert_eq!(put(&writer, "pg/app", "app-initial-pw", false).status, 200);
+    let with_cron = |cron: &str| {
+        let mut p = policy(&pg, json!([]));
+        p["policy"]["cron"] = json!(cron);
+        req(&admin, Method::PUT, "/v1/rotation/pg/app", Some(p))
+    };
+    // A schedule that never comes, or that is not cron, is refused with
+    // the reason.
+    for (bad, says) in [
+        ("0 0 30 2 *", "never matches"),
+        ("0 3 * * MON", "names are not accepted"),
+        ("0 3 * *", "5 fields"),
+    ] {
+        let r = with_cron(bad);
+        assert_eq!(code(&r), (400, "invalid_rotation_policy".into()), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains(says),
+            "{bad}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let mut both = policy(&pg, json!([]));
+    both["policy"]["cron"] = json!("@hourly");
+    both["policy"]["interval_seconds"] = json!(3600);
+    assert_eq!(
+        code(&req(&admin, Method::PUT, "/v1/rotation/pg/app", Some(both))),
+        (400, "invalid_rotation_policy".into())
+    );
+    // Every minute: the first rotation comes at the next minute (UTC).
+    let r = with_cron(" *  * * * * ");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let shown = json_of(&req(&admin, Method::GET, "/v1/rotation/pg/app", None));
+    assert_eq!(shown["policy"]["cron"], "* * * * *", "stored in one form");
+    wait_version_for(&a, &admin, "pg/app", 2, Duration::from_secs(90));
+    let v = value_of(&pam, "pg/app");
+    assert!(login(&pg, "app", &v) && !login(&pg, "app", "app-initial-pw"));
+    let entries = a.audit_entries();
+    let rotated: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.action == "secret.rotate")
+        .map(|e| e.details["trigger"].as_str())
+        .collect();
+    assert_eq!(rotated[0], "schedule", "{rotated:?}");
 }

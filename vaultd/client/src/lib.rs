@@ -52,6 +52,9 @@ pub struct Response {
     /// Seconds the caller's certificate has left, when the server says it
     /// is in its renewal window (`vault-certificate-expires-in`).
     pub cert_expires_in: Option<i64>,
+    /// Seconds to wait before asking again (`Retry-After`), on refusals
+    /// that end by themselves (a rotation on its way).
+    pub retry_after: Option<u64>,
 }
 
 impl Response {
@@ -441,11 +444,17 @@ impl Conn {
             .get("vault-certificate-expires-in")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
+        let retry_after = resp
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let body = resp.into_body().collect().await?.to_bytes();
         Ok(Response {
             status,
             body: zeroize::Zeroizing::new(body.to_vec()),
             cert_expires_in,
+            retry_after,
         })
     }
 }

@@ -34,6 +34,7 @@
 pub mod audit;
 pub mod barrier;
 pub mod boot;
+pub mod cron;
 pub mod custodian;
 pub mod keyring;
 pub mod keys;

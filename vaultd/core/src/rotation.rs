@@ -46,6 +46,11 @@ pub enum Trigger {
     Checkin,
     /// When a checkout's lease ends at its TTL (or is revoked).
     Expiry,
+    /// One-time passwords: a value is handed out once. A checkout of a
+    /// value that was handed out before, or during a rotation, is refused
+    /// (409 `one_time_used` / `rotation_in_progress`, with `Retry-After`),
+    /// and every end of a lease (check-in, expiry, revocation) rotates.
+    OneTime,
 }
 
 impl Trigger {
@@ -53,6 +58,7 @@ impl Trigger {
         match self {
             Trigger::Checkin => "checkin",
             Trigger::Expiry => "expiry",
+            Trigger::OneTime => "one_time",
         }
     }
 }
@@ -120,6 +126,10 @@ pub struct RotationPolicy {
     /// schedule).
     #[serde(default)]
     pub interval_seconds: Option<u64>,
+    /// A cron schedule in UTC ([`crate::cron`]), instead of an interval:
+    /// a rotation at the first time it names after the last rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
     #[serde(default)]
     pub password: PasswordPolicy,
 }
@@ -136,6 +146,14 @@ impl RotationPolicy {
         p.triggers.dedup();
         p.password.classes.sort();
         p.password.classes.dedup();
+        if let Some(c) = &p.cron {
+            p.cron = Some(
+                crate::cron::Cron::parse(c)
+                    .map_err(|e| format!("cron: {e}"))?
+                    .text()
+                    .to_owned(),
+            );
+        }
         p.check(path)?;
         Ok(p)
     }
@@ -183,6 +201,9 @@ impl RotationPolicy {
                     return Err("connector.args: at most 16, each at most 256 bytes".into());
                 }
             }
+        }
+        if self.interval_seconds.is_some() && self.cron.is_some() {
+            return Err("a schedule is interval_seconds or cron, not both".into());
         }
         if let Some(i) = self.interval_seconds {
             if i < MIN_INTERVAL {
@@ -263,6 +284,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.triggers, [Trigger::Checkin, Trigger::Expiry]);
+        let otp = RotationPolicy::parse(
+            "pg/app",
+            &json!({"connector": pg(), "triggers": ["one_time"]}),
+        )
+        .unwrap();
+        assert_eq!(otp.triggers, [Trigger::OneTime]);
+        assert!(otp.text().contains(r#""triggers":["one_time"]"#));
+        let cron = RotationPolicy::parse("pg/app", &json!({"connector": pg(), "cron": " @daily "}))
+            .unwrap();
+        assert_eq!(cron.cron.as_deref(), Some("0 0 * * *"));
+        assert!(cron.text().contains(r#""cron":"0 0 * * *""#));
+        assert!(!p.text().contains("cron"), "no schedule, no field");
         assert_eq!(p.password, PasswordPolicy::default());
         assert_eq!(p.credential(), Some("pg/rotator"));
         let again =
@@ -273,6 +306,8 @@ mod tests {
             json!({"connector": {"kind": "ldap"}}),
             json!({"connector": pg(), "triggers": ["sometimes"]}),
             json!({"connector": pg(), "interval_seconds": 5}),
+            json!({"connector": pg(), "cron": "0 0 30 2 *"}),
+            json!({"connector": pg(), "cron": "0 3 * * *", "interval_seconds": 3600}),
             json!({"connector": pg(), "password": {"length": 8}}),
             json!({"connector": pg(), "password": {"classes": []}}),
             json!({"connector": pg(), "password": {"classes": ["digit"], "exclude": "0123456789"}}),

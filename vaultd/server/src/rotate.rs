@@ -209,7 +209,19 @@ pub async fn tick(st: &Arc<AppState>) -> Result<(), StoreError> {
     };
     let now = st.now();
     let s = st.clone();
-    let scheduled = blocking(move || s.store.scheduled_rotations(now)).await?;
+    let mut scheduled = blocking(move || s.store.scheduled_rotations(now)).await?;
+    let s = st.clone();
+    for (path, text, since) in blocking(move || s.store.cron_schedules()).await? {
+        match vault_core::cron::Cron::parse(&text) {
+            Ok(c) if c.next_after(since).is_some_and(|t| t <= now) => scheduled.push(path),
+            Ok(_) => {}
+            // Written only from a parsed policy: a row that does not parse
+            // was changed behind the daemon's back, and is not acted on.
+            Err(e) => {
+                tracing::error!(%path, error = %e, "rotation: a stored cron schedule does not parse")
+            }
+        }
+    }
     for path in scheduled {
         let s = st.clone();
         blocking(move || {
@@ -242,7 +254,11 @@ pub async fn tick(st: &Arc<AppState>) -> Result<(), StoreError> {
             Err(StepError::Broken(why)) => {
                 tracing::error!(%path, %why, "rotation cannot proceed");
                 let s = st.clone();
-                let state = s.store.rotation(&path)?.map(|r| r.state);
+                let p = path.clone();
+                let state = blocking(move || s.store.rotation(&p))
+                    .await?
+                    .map(|r| r.state);
+                let s = st.clone();
                 if let Some(from) = state {
                     let next = s.now() + 60;
                     blocking(move || {

@@ -46,6 +46,7 @@ pub fn exercise(h: &dyn Harness) {
         audit_log(&*b);
         lifecycle(&*b, &kr);
         rotations(&*b, &kr);
+        one_time(&*b, &kr);
         let root = b.audit_log().read().root();
         root
     };
@@ -582,6 +583,7 @@ fn rotations(b: &dyn Backend, kr: &Keyring) {
                 policy: "{}".into(),
                 triggers: "checkin".into(),
                 interval_seconds: interval,
+                cron: None,
                 credential: Some(cred.into()),
                 set_at: 100,
                 set_by: "admin".into(),
@@ -766,6 +768,131 @@ fn rotations(b: &dyn Backend, kr: &Keyring) {
     assert_eq!(code(policy("r/app", "r/cred", Some(60))), "ok");
     assert!(b.scheduled_rotations(159).unwrap().is_empty());
     assert_eq!(b.scheduled_rotations(160).unwrap(), ["r/app"]);
+}
+
+/// One-time-password mode: each value is handed out once, and every end
+/// of its lease starts the rotation that replaces it.
+fn one_time(b: &dyn Backend, kr: &Keyring) {
+    let code = |r: Result<WriteOutcome, StoreError>| r.err().map(|e| e.code()).unwrap_or("ok");
+    put(b, kr, "o/app", b"v1").unwrap();
+    put(b, kr, "o/cred", b"c1").unwrap();
+    b.write(WriteOp::SetRotationPolicy {
+        row: RotationPolicyRow {
+            path: "o/app".into(),
+            policy: "{}".into(),
+            triggers: "one_time".into(),
+            interval_seconds: None,
+            cron: Some("0 3 * * *".into()),
+            credential: Some("o/cred".into()),
+            set_at: 100,
+            set_by: "admin".into(),
+            last_rotated_at: None,
+        },
+    })
+    .unwrap();
+    let id = |n: u8| format!("00000000-0000-4000-8000-0000000b09{n:02}");
+    let named = |n: u8, v: u64| {
+        b.write(WriteOp::Checkout {
+            id: id(n),
+            path: "o/app".into(),
+            expect_version: None,
+            named: Some(v),
+            principal: "pam01".into(),
+            fingerprint: "0f".repeat(32),
+            reason: "r".into(),
+            now: 101,
+            expires_at: 161,
+        })
+    };
+    let state = || b.rotation("o/app").unwrap().map(|r| (r.state, r.trigger));
+    // Its schedule counts from when the policy was set.
+    let sched = |since: i64| vec![("o/app".to_string(), "0 3 * * *".to_string(), since)];
+    assert_eq!(b.cron_schedules().unwrap(), sched(100));
+    // Not exclusive, yet the value is handed out once only.
+    assert_eq!(code(checkout(b, &id(1), "o/app", 101)), "ok");
+    assert_eq!(code(checkout(b, &id(2), "o/app", 101)), "one_time_used");
+    assert_eq!(code(named(3, 1)), "one_time_used", "an older version");
+    b.write(WriteOp::Checkin {
+        id: id(1),
+        principal: "pam01".into(),
+        fingerprint: "0f".repeat(32),
+        now: 102,
+    })
+    .unwrap();
+    assert_eq!(
+        state(),
+        Some((RotationState::Due, "checkin".into())),
+        "a check-in rotates a one-time secret"
+    );
+    // While the new value is on its way: refused with a retry, never the
+    // used value.
+    assert_eq!(
+        code(checkout(b, &id(4), "o/app", 103)),
+        "rotation_in_progress"
+    );
+    assert!(b.cron_schedules().unwrap().is_empty(), "one in flight");
+    b.write(WriteOp::RotationPending {
+        path: "o/app".into(),
+        expect_current: 1,
+        sealed: kr.seal_value("o/app", 2, Tier::Standard, b"v2"),
+    })
+    .unwrap();
+    assert_eq!(
+        code(checkout(b, &id(5), "o/app", 103)),
+        "rotation_in_progress"
+    );
+    b.write(WriteOp::RotationStep {
+        path: "o/app".into(),
+        from: RotationState::Pending,
+        to: RotationState::Applying,
+        attempt: None,
+        next_at: 103,
+    })
+    .unwrap();
+    assert!(matches!(
+        b.write(WriteOp::RotationPromote {
+            path: "o/app".into(),
+            now: 104
+        }),
+        Ok(WriteOutcome::Version(2))
+    ));
+    assert_eq!(b.cron_schedules().unwrap(), sched(104), "from the rotation");
+    // The new value, once; its lease ending at its TTL rotates too.
+    assert!(matches!(
+        checkout(b, &id(6), "o/app", 105),
+        Ok(WriteOutcome::CheckedOut { version: 2, .. })
+    ));
+    assert_eq!(code(checkout(b, &id(7), "o/app", 106)), "one_time_used");
+    b.write(WriteOp::ExpireCheckout {
+        id: id(6),
+        now: 170,
+    })
+    .unwrap();
+    assert_eq!(state(), Some((RotationState::Due, "expiry".into())));
+    // A rotation given up leaves the used value refused.
+    b.write(WriteOp::RotationStep {
+        path: "o/app".into(),
+        from: RotationState::Due,
+        to: RotationState::Failed,
+        attempt: None,
+        next_at: 171,
+    })
+    .unwrap();
+    assert_eq!(code(checkout(b, &id(8), "o/app", 172)), "one_time_used");
+    assert!(
+        b.cron_schedules().unwrap().is_empty(),
+        "a failed rotation is in flight until asked again"
+    );
+    assert_eq!(
+        b.rotation_policy("o/app").unwrap().unwrap().cron.as_deref(),
+        Some("0 3 * * *")
+    );
+    // Without its policy the secret is an ordinary one again.
+    b.write(WriteOp::RemoveRotationPolicy {
+        path: "o/app".into(),
+    })
+    .unwrap();
+    assert_eq!(code(checkout(b, &id(9), "o/app", 173)), "ok", "no policy");
 }
 
 fn checkout(b: &dyn Backend, id: &str, path: &str, now: i64) -> Result<WriteOutcome, StoreError> {

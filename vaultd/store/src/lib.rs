@@ -136,6 +136,9 @@ conflicts! {
     RotationInProgress = "rotation_in_progress";
     /// A connector's credential: used by the vault, never checked out.
     UseOnly = "use_only";
+    /// A one-time secret whose current value was handed out already: the
+    /// rotation that replaces it has to finish first.
+    OneTimeUsed = "one_time_used";
     /// A rotation step on a rotation that is no longer in that state.
     RotationChanged = "rotation_changed";
     /// A request collected as the other kind.
@@ -429,6 +432,11 @@ pub trait Backend: Send + Sync {
     /// Secrets whose schedule calls for a rotation at `now` (none in
     /// flight).
     fn scheduled_rotations(&self, now: i64) -> Result<Vec<String>, StoreError>;
+    /// The policies with a cron schedule and no rotation in flight: path,
+    /// schedule (canonical text) and the time it counts from (the last
+    /// rotation, or when the policy was set). Whether one is due is the
+    /// daemon's to compute.
+    fn cron_schedules(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
 }
 
 impl Store {
@@ -884,7 +892,8 @@ impl Backend for Store {
     fn rotation_policy(&self, path: &str) -> Result<Option<RotationPolicyRow>, StoreError> {
         self.read(|c| {
             Ok(c.query_row(
-                "SELECT path, policy, triggers, interval_seconds, credential, set_at, set_by, last_rotated_at
+                "SELECT path, policy, triggers, interval_seconds, credential, set_at, set_by, last_rotated_at,
+                        cron
                  FROM rotation_policies WHERE path = ?1",
                 [path],
                 |r| {
@@ -897,6 +906,7 @@ impl Backend for Store {
                         set_at: r.get(5)?,
                         set_by: r.get(6)?,
                         last_rotated_at: r.get(7)?,
+                        cron: r.get(8)?,
                     })
                 },
             )
@@ -916,6 +926,19 @@ impl Backend for Store {
             ))?;
             let rows = st.query_map(params![now, limit as i64], write::rotation_from_row)?;
             rows.map(|r| r?).collect()
+        })
+    }
+
+    fn cron_schedules(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT p.path, p.cron, coalesce(p.last_rotated_at, p.set_at) FROM rotation_policies p
+                 WHERE p.cron IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM rotations r WHERE r.path = p.path)
+                 ORDER BY p.path",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 

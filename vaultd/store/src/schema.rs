@@ -234,6 +234,14 @@ const MIGRATIONS: &[&str] = &[
         ciphertext      BLOB
     ) STRICT;
     "#,
+    // 13: one-time passwords and cron schedules. A checkout of a one-time
+    // secret asks whether its current version was ever handed out, in the
+    // checkout's own transaction: an index instead of a scan of every
+    // checkout. `cron` is a policy's schedule in UTC (canonical text).
+    r#"
+    CREATE INDEX checkouts_version ON checkouts(path, version);
+    ALTER TABLE rotation_policies ADD COLUMN cron TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

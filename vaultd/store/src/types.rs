@@ -238,9 +238,11 @@ pub struct RotationPolicyRow {
     pub path: String,
     /// Canonical JSON (`vault_core::rotation::RotationPolicy`).
     pub policy: String,
-    /// Comma-separated triggers (`checkin`, `expiry`).
+    /// Comma-separated triggers (`checkin`, `expiry`, `one_time`).
     pub triggers: String,
     pub interval_seconds: Option<u64>,
+    /// A cron schedule in UTC (`vault_core::cron`), canonical text.
+    pub cron: Option<String>,
     /// The connector's credential secret (use-only).
     pub credential: Option<String>,
     pub set_at: i64,

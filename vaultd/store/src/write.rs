@@ -1102,10 +1102,11 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                 live_secret(c, cred)?;
             }
             c.execute(
-                "INSERT INTO rotation_policies (path, policy, triggers, interval_seconds, credential, set_at, set_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO rotation_policies (path, policy, triggers, interval_seconds, credential, set_at, set_by,
+                   cron)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (path) DO UPDATE SET policy = ?2, triggers = ?3, interval_seconds = ?4,
-                   credential = ?5, set_at = ?6, set_by = ?7",
+                   credential = ?5, set_at = ?6, set_by = ?7, cron = ?8",
                 params![
                     row.path,
                     row.policy,
@@ -1113,7 +1114,8 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                     row.interval_seconds.map(|i| i as i64),
                     row.credential,
                     row.set_at,
-                    row.set_by
+                    row.set_by,
+                    row.cron
                 ],
             )?;
             Ok(WriteOutcome::Done)
@@ -1923,10 +1925,26 @@ fn lease_ended(c: &Connection, path: &str, trigger: &str, now: i64) -> Result<()
             |r| r.get(0),
         )
         .optional()?;
-    if triggers.is_some_and(|t| t.split(',').any(|x| x == trigger)) {
+    if triggers.is_some_and(|t| t.split(',').any(|x| x == trigger || x == ONE_TIME)) {
         start_rotation(c, path, trigger, now)?;
     }
     Ok(())
+}
+
+/// The trigger of one-time-password mode, as stored in
+/// `rotation_policies.triggers`.
+const ONE_TIME: &str = "one_time";
+
+/// Whether the secret's rotation policy hands each value out once.
+fn one_time(c: &Connection, path: &str) -> Result<bool, StoreError> {
+    let triggers: Option<String> = c
+        .query_row(
+            "SELECT triggers FROM rotation_policies WHERE path = ?1",
+            [path],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(triggers.is_some_and(|t| t.split(',').any(|x| x == ONE_TIME)))
 }
 
 /// The columns [`rotation_from_row`] reads, in its order.
@@ -2117,8 +2135,29 @@ fn insert_checkout(c: &Connection, n: NewCheckout<'_>) -> Result<WriteOutcome, S
     if use_only.is_some() {
         return Err(StoreError::Conflict(Conflict::UseOnly));
     }
-    if rotation_state(c, path)? == Some(RotationState::Applying) {
+    let state = rotation_state(c, path)?;
+    if state == Some(RotationState::Applying) {
         return Err(StoreError::Conflict(Conflict::RotationInProgress));
+    }
+    if one_time(c, path)? {
+        // A value is handed out once: not an older version, not while a
+        // new one is on its way, not the current one a second time.
+        if named.is_some() {
+            return Err(StoreError::Conflict(Conflict::OneTimeUsed));
+        }
+        if matches!(state, Some(RotationState::Due | RotationState::Pending)) {
+            return Err(StoreError::Conflict(Conflict::RotationInProgress));
+        }
+        let handed_out: Option<i64> = c
+            .query_row(
+                "SELECT 1 FROM checkouts WHERE path = ?1 AND version = ?2 LIMIT 1",
+                params![path, current as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if handed_out.is_some() {
+            return Err(StoreError::Conflict(Conflict::OneTimeUsed));
+        }
     }
     let version = match named {
         Some(v) => {

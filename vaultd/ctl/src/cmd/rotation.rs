@@ -15,7 +15,7 @@ use crate::util::{call, enc, out, server, Outcome};
 #[derive(Subcommand)]
 pub enum RotationCmd {
     /// Set the policy from a JSON file (`{"connector", "triggers",
-    /// "interval_seconds", "password"}`, docs/API.md "Rotation").
+    /// "interval_seconds" or "cron", "password"}`, docs/API.md "Rotation").
     Set {
         path: String,
         #[arg(long, value_name = "FILE")]

@@ -102,6 +102,7 @@ codes! {
     VersionCurrent = "version_current", CONFLICT;
     RotationInProgress = "rotation_in_progress", CONFLICT;
     UseOnly = "use_only", CONFLICT;
+    OneTimeUsed = "one_time_used", CONFLICT;
     RotationChanged = "rotation_changed", CONFLICT;
     AlreadyCheckedIn = "already_checked_in", CONFLICT;
     LeaseExpired = "lease_expired", CONFLICT;
@@ -217,6 +218,16 @@ codes! {
 }
 
 impl Code {
+    /// Seconds a client waits before asking again (`Retry-After`), for
+    /// refusals that end by themselves: a rotation on its way.
+    pub fn retry_after(self) -> Option<u32> {
+        match self {
+            Code::RotationInProgress => Some(2),
+            Code::OneTimeUsed => Some(5),
+            _ => None,
+        }
+    }
+
     /// The listed code spelled `code`, else [`Code::Unlisted`]: for codes
     /// that lower layers report as strings.
     pub fn named(code: &'static str) -> Code {
@@ -299,6 +310,15 @@ impl From<StoreError> for ApiError {
                 Code::CheckedOut,
                 "the secret is exclusive and already checked out",
             ),
+            StoreError::Conflict(Conflict::OneTimeUsed) => ApiError::new(
+                Code::OneTimeUsed,
+                "the secret's current value was handed out once already; retry after the \
+                 rotation that replaces it (it starts when that checkout ends)",
+            ),
+            StoreError::Conflict(Conflict::RotationInProgress) => ApiError::new(
+                Code::RotationInProgress,
+                "the secret's value is being rotated on its target; retry in a few seconds",
+            ),
             // A conflict is 409 whatever its code.
             StoreError::Conflict(c) => {
                 ApiError::with_status(StatusCode::CONFLICT, Code::named(c.as_str()), e.to_string())
@@ -351,6 +371,12 @@ impl IntoResponse for ApiError {
         let body =
             serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}});
         let mut resp = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.code.retry_after() {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
         resp.extensions_mut().insert(ErrorCode(self.code));
         resp
     }

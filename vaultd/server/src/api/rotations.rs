@@ -36,6 +36,7 @@ pub(crate) fn row_of(path: &str, p: &RotationPolicy, by: &str, now: i64) -> Rota
             .collect::<Vec<_>>()
             .join(","),
         interval_seconds: p.interval_seconds,
+        cron: p.cron.clone(),
         credential: p.credential().map(str::to_owned),
         set_at: now,
         set_by: by.to_owned(),

@@ -4,7 +4,8 @@
 //! old value in service and is reported; the connector's credential is
 //! use-only; a vaultd killed at every step of a rotation recovers with
 //! the target accepting exactly the value the vault hands out; one-time
-//! mode hands each password out once; and a cron schedule (UTC) rotates.
+//! mode hands each password out once; a cron schedule (UTC) rotates; and a
+//! heartbeat reports (and reconciles) a password changed behind the vault.
 
 use std::time::{Duration, Instant};
 
@@ -601,4 +602,117 @@ fn a_postgres_role_rotates_on_a_cron_schedule_in_utc() {
         .map(|e| e.details["trigger"].as_str())
         .collect();
     assert_eq!(rotated[0], "schedule", "{rotated:?}");
+}
+
+/// A gauge's value in a scrape of `/metrics`.
+fn gauge(prom: &vault_client::Client, name: &str) -> f64 {
+    let r = req(prom, Method::GET, "/metrics", None);
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_heartbeat_reports_a_password_changed_behind_the_vault_and_reconciles_it() {
+    let pg = Postgres::start();
+    pg.psql("CREATE ROLE rotator LOGIN CREATEROLE PASSWORD 'rotator-pw'");
+    pg.psql("GRANT pg_signal_backend TO rotator");
+    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app-initial-pw'");
+    pg.psql("CREATE ROLE other LOGIN PASSWORD 'other-initial-pw'");
+    let a = Appliance::start(Default::default());
+    let admin = a.admin();
+    let writer = a.issue("writer", "w1");
+    let pam = a.issue("pam", "p1");
+    let prom = a.issue("metrics", "prom");
+    assert_eq!(put(&writer, "pg/rotator", "rotator-pw", false).status, 200);
+    assert_eq!(put(&writer, "pg/app", "app-initial-pw", false).status, 200);
+    assert_eq!(
+        put(&writer, "pg/other", "other-initial-pw", false).status,
+        200
+    );
+    let with_heartbeat = |path: &str, role: &str, reconcile: bool| {
+        let mut p = policy(&pg, json!([]));
+        p["policy"]["connector"]["role"] = json!(role);
+        p["policy"]["heartbeat_seconds"] = json!(60);
+        if reconcile {
+            p["policy"]["reconcile_drift"] = json!(true);
+        }
+        req(
+            &admin,
+            Method::PUT,
+            &format!("/v1/rotation/{path}"),
+            Some(p),
+        )
+    };
+    let mut fast = policy(&pg, json!([]));
+    fast["policy"]["heartbeat_seconds"] = json!(10);
+    assert_eq!(
+        code(&req(&admin, Method::PUT, "/v1/rotation/pg/app", Some(fast))),
+        (400, "invalid_rotation_policy".into())
+    );
+    assert_eq!(with_heartbeat("pg/app", "app", true).status, 200);
+    assert_eq!(with_heartbeat("pg/other", "other", false).status, 200);
+    // Someone changes both passwords on the server, behind the vault.
+    pg.psql("ALTER ROLE app PASSWORD 'changed-behind-the-vault'");
+    pg.psql("ALTER ROLE other PASSWORD 'changed-behind-the-vault'");
+    assert_eq!(gauge(&prom, "vaultd_rotation_drift"), 0.0);
+
+    // Within a heartbeat: the reconciling policy rotates a fresh value in
+    // (trigger `drift`), the other only reports the drift.
+    wait_version_for(&a, &admin, "pg/app", 2, Duration::from_secs(120));
+    let v = value_of(&pam, "pg/app");
+    assert!(
+        login(&pg, "app", &v),
+        "the vault's value is in service again"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shown = loop {
+        let v = json_of(&req(&admin, Method::GET, "/v1/rotation/pg/other", None));
+        if v["drift_since"].is_string() {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no drift shown: {v}\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(shown["last_heartbeat_at"].is_string(), "{shown}");
+    assert_eq!(current_version(&admin, "pg/other"), 1, "reported only");
+    let info = json_of(&req(&pam, Method::GET, "/v1/secrets/pg/other", None));
+    assert_eq!(info["drift_since"], shown["drift_since"], "{info}");
+    let app = json_of(&req(&admin, Method::GET, "/v1/secrets/pg/app", None));
+    assert!(app["drift_since"].is_null(), "reconciled: {app}");
+    assert_eq!(gauge(&prom, "vaultd_rotation_drift"), 1.0);
+
+    // Rotating it ends the drift.
+    assert_eq!(
+        req(&admin, Method::POST, "/v1/rotation/pg/other", None).status,
+        200
+    );
+    wait_version(&a, &admin, "pg/other", 2);
+    let v = value_of(&pam, "pg/other");
+    assert!(login(&pg, "other", &v));
+    let info = json_of(&req(&admin, Method::GET, "/v1/secrets/pg/other", None));
+    assert!(info["drift_since"].is_null(), "{info}");
+    assert_eq!(gauge(&prom, "vaultd_rotation_drift"), 0.0);
+
+    // Audited: each drift once, by vaultd, and the reconciling rotation.
+    let entries = a.audit_entries();
+    let drift: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|e| e.action == "secret.drift")
+        .map(|e| (e.target.as_str(), e.details["reconcile"].as_str()))
+        .collect();
+    assert_eq!(drift.len(), 2, "{drift:?}");
+    assert!(drift.contains(&("pg/app", "true")) && drift.contains(&("pg/other", "false")));
+    assert!(entries.iter().any(|e| e.action == "secret.rotate"
+        && e.target == "pg/app"
+        && e.details["trigger"] == "drift"));
+    assert!(!a.log().contains(&v), "a value in the log");
 }

@@ -130,6 +130,14 @@ pub struct RotationPolicy {
     /// a rotation at the first time it names after the last rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
+    /// A heartbeat: this often, vaultd logs in to the target with the
+    /// current value; a refusal is drift (`secret.drift`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_seconds: Option<u64>,
+    /// On drift, rotate at once (the connector sets a fresh value with its
+    /// own credential) instead of only reporting it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconcile_drift: bool,
     #[serde(default)]
     pub password: PasswordPolicy,
 }
@@ -209,6 +217,12 @@ impl RotationPolicy {
             if i < MIN_INTERVAL {
                 return Err(format!("interval_seconds is at least {MIN_INTERVAL}"));
             }
+        }
+        if self.heartbeat_seconds.is_some_and(|h| h < MIN_INTERVAL) {
+            return Err(format!("heartbeat_seconds is at least {MIN_INTERVAL}"));
+        }
+        if self.reconcile_drift && self.heartbeat_seconds.is_none() {
+            return Err("reconcile_drift needs heartbeat_seconds".into());
         }
         let pw = &self.password;
         if !(16..=128).contains(&pw.length) {
@@ -296,6 +310,15 @@ mod tests {
         assert_eq!(cron.cron.as_deref(), Some("0 0 * * *"));
         assert!(cron.text().contains(r#""cron":"0 0 * * *""#));
         assert!(!p.text().contains("cron"), "no schedule, no field");
+        assert!(!p.text().contains("heartbeat") && !p.text().contains("reconcile"));
+        let hb = RotationPolicy::parse(
+            "pg/app",
+            &json!({"connector": pg(), "heartbeat_seconds": 3600, "reconcile_drift": true}),
+        )
+        .unwrap();
+        assert!(hb
+            .text()
+            .contains(r#""heartbeat_seconds":3600,"reconcile_drift":true"#));
         assert_eq!(p.password, PasswordPolicy::default());
         assert_eq!(p.credential(), Some("pg/rotator"));
         let again =
@@ -307,6 +330,8 @@ mod tests {
             json!({"connector": pg(), "triggers": ["sometimes"]}),
             json!({"connector": pg(), "interval_seconds": 5}),
             json!({"connector": pg(), "cron": "0 0 30 2 *"}),
+            json!({"connector": pg(), "heartbeat_seconds": 10}),
+            json!({"connector": pg(), "reconcile_drift": true}),
             json!({"connector": pg(), "cron": "0 3 * * *", "interval_seconds": 3600}),
             json!({"connector": pg(), "password": {"length": 8}}),
             json!({"connector": pg(), "password": {"classes": []}}),

@@ -80,6 +80,8 @@ pub struct CertSummary {
 pub struct Scraped {
     pub open_checkouts: u64,
     pub pending_requests: u64,
+    pub rotations_failed: u64,
+    pub drifted: u64,
     pub audit_entries: u64,
     /// Seconds since the newest signed checkpoint (None: none yet).
     pub checkpoint_age_secs: Option<u64>,
@@ -184,6 +186,18 @@ impl Metrics {
             "vaultd_approval_requests_pending",
             "approval and break-glass requests waiting for custodians",
             v.pending_requests,
+        );
+        g(
+            s,
+            "vaultd_rotations_failed",
+            "credential rotations that gave up after their tries (the old value in service) and wait for an admin",
+            v.rotations_failed,
+        );
+        g(
+            s,
+            "vaultd_rotation_drift",
+            "secrets whose target refused the current value at the last heartbeat",
+            v.drifted,
         );
         g(
             s,

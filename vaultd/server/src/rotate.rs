@@ -237,6 +237,33 @@ pub async fn tick(st: &Arc<AppState>) -> Result<(), StoreError> {
         .await?;
     }
     let s = st.clone();
+    for path in blocking(move || s.store.heartbeats_due(now)).await? {
+        match heartbeat(st, &kr, &path).await {
+            Ok(()) => {}
+            // A rotation started or promoted meanwhile, or the rows went:
+            // the result was about a value no longer current.
+            Err(StepError::Store(StoreError::Conflict(_) | StoreError::NotFound)) => {}
+            Err(StepError::Store(e)) => return Err(e),
+            Err(StepError::Broken(why)) => {
+                tracing::error!(%path, %why, "heartbeat cannot run");
+                let s = st.clone();
+                let p = path.clone();
+                if let Some(expect) = blocking(move || s.store.current_version(&p)).await? {
+                    let op = WriteOp::Heartbeat {
+                        path,
+                        expect,
+                        accepted: None,
+                        now,
+                    };
+                    match store_write(st, op).await {
+                        Ok(()) | Err(StoreError::Conflict(_) | StoreError::NotFound) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+    let s = st.clone();
     let due = blocking(move || s.store.due_rotations(now, 16)).await?;
     for r in due {
         let path = r.path.clone();
@@ -276,6 +303,80 @@ pub async fn tick(st: &Arc<AppState>) -> Result<(), StoreError> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// A heartbeat of `path`: vaultd logs in to the target with the current
+/// value and records the answer. The first refusal is audited as
+/// `secret.drift`; with `reconcile_drift` a rotation starts (trigger
+/// `drift`), whose connector sets a fresh value with its own credential.
+/// No answer (the target is down) is no verdict: the next heartbeat asks
+/// again.
+async fn heartbeat(st: &Arc<AppState>, kr: &Arc<Keyring>, path: &str) -> Result<(), StepError> {
+    let s = st.clone();
+    let p = path.to_owned();
+    let Some(row) = blocking(move || s.store.rotation_policy(&p)).await? else {
+        return Ok(());
+    };
+    let policy = serde_json::from_str(&row.policy)
+        .map_err(|e| e.to_string())
+        .and_then(|v| RotationPolicy::parse(path, &v))
+        .map_err(|e| StepError::Broken(format!("the stored policy does not parse: {e}")))?;
+    let reconcile = policy.reconcile_drift;
+    let s = st.clone();
+    let k = kr.clone();
+    let p = path.to_owned();
+    let (t, (version, current)) = tokio::task::spawn_blocking(move || {
+        Ok::<_, StepError>((target(&s, &k, &policy)?, current_value(&s, &k, &p)?))
+    })
+    .await
+    .map_err(|_| StepError::Broken("the heartbeat task panicked".into()))??;
+    let accepted = match t.verify(&current).await {
+        Ok(Verdict::Accepted) => Some(true),
+        Ok(Verdict::Rejected) => Some(false),
+        Err(e) => {
+            tracing::warn!(%path, error = %e, "heartbeat: no answer from the target");
+            None
+        }
+    };
+    drop(current);
+    let now = st.now();
+    let op = WriteOp::Heartbeat {
+        path: path.to_owned(),
+        expect: version,
+        accepted,
+        now,
+    };
+    if accepted != Some(false) {
+        return Ok(store_write(st, op).await?);
+    }
+    tracing::warn!(%path, version, reconcile, "heartbeat: the target refuses the current value (drift)");
+    if row.drift_at.is_none() {
+        let audit = AuditDrafts::new(Who::system().draft(
+            st,
+            "secret.drift",
+            path,
+            Outcome::Error,
+            "drift",
+        ))
+        .detail("version", version.to_string())
+        .detail("reconcile", reconcile.to_string());
+        let s = st.clone();
+        blocking(move || s.store.write_audited(op, audit).map(|_| ())).await?;
+    } else {
+        store_write(st, op).await?;
+    }
+    if reconcile {
+        store_write(
+            st,
+            WriteOp::RequestRotation {
+                path: path.to_owned(),
+                trigger: "drift".into(),
+                now,
+            },
+        )
+        .await?;
     }
     Ok(())
 }

@@ -584,6 +584,9 @@ fn rotations(b: &dyn Backend, kr: &Keyring) {
                 triggers: "checkin".into(),
                 interval_seconds: interval,
                 cron: None,
+                heartbeat_seconds: None,
+                checked_at: None,
+                drift_at: None,
                 credential: Some(cred.into()),
                 set_at: 100,
                 set_by: "admin".into(),
@@ -783,6 +786,9 @@ fn one_time(b: &dyn Backend, kr: &Keyring) {
             triggers: "one_time".into(),
             interval_seconds: None,
             cron: Some("0 3 * * *".into()),
+            heartbeat_seconds: Some(60),
+            checked_at: None,
+            drift_at: None,
             credential: Some("o/cred".into()),
             set_at: 100,
             set_by: "admin".into(),
@@ -808,6 +814,29 @@ fn one_time(b: &dyn Backend, kr: &Keyring) {
     // Its schedule counts from when the policy was set.
     let sched = |since: i64| vec![("o/app".to_string(), "0 3 * * *".to_string(), since)];
     assert_eq!(b.cron_schedules().unwrap(), sched(100));
+    // A heartbeat: due `heartbeat_seconds` after the policy was set (then
+    // after the last one); a refusal is drift, kept from its first time.
+    assert!(b.heartbeats_due(159).unwrap().is_empty());
+    assert_eq!(b.heartbeats_due(160).unwrap(), ["o/app"]);
+    let beat = |expect: u64, accepted: Option<bool>, now: i64| {
+        b.write(WriteOp::Heartbeat {
+            path: "o/app".into(),
+            expect,
+            accepted,
+            now,
+        })
+    };
+    assert_eq!(code(beat(7, Some(false), 160)), "version_changed");
+    assert_eq!(code(beat(1, Some(false), 160)), "ok");
+    assert_eq!(code(beat(1, Some(false), 165)), "ok");
+    assert_eq!(code(beat(1, None, 170)), "ok", "no answer");
+    let row = b.rotation_policy("o/app").unwrap().unwrap();
+    assert_eq!((row.checked_at, row.drift_at), (Some(170), Some(160)));
+    assert_eq!(b.gauges(170).unwrap().drifted, 1);
+    assert!(
+        b.heartbeats_due(229).unwrap().is_empty(),
+        "counts from the last one"
+    );
     // Not exclusive, yet the value is handed out once only.
     assert_eq!(code(checkout(b, &id(1), "o/app", 101)), "ok");
     assert_eq!(code(checkout(b, &id(2), "o/app", 101)), "one_time_used");
@@ -831,6 +860,8 @@ fn one_time(b: &dyn Backend, kr: &Keyring) {
         "rotation_in_progress"
     );
     assert!(b.cron_schedules().unwrap().is_empty(), "one in flight");
+    assert_eq!(code(beat(1, Some(true), 103)), "rotation_changed");
+    assert!(b.heartbeats_due(1000).unwrap().is_empty());
     b.write(WriteOp::RotationPending {
         path: "o/app".into(),
         expect_current: 1,
@@ -857,6 +888,13 @@ fn one_time(b: &dyn Backend, kr: &Keyring) {
         Ok(WriteOutcome::Version(2))
     ));
     assert_eq!(b.cron_schedules().unwrap(), sched(104), "from the rotation");
+    let row = b.rotation_policy("o/app").unwrap().unwrap();
+    assert_eq!(
+        (row.checked_at, row.drift_at),
+        (Some(104), None),
+        "a promoted value is in sync"
+    );
+    assert_eq!(b.gauges(104).unwrap().drifted, 0);
     // The new value, once; its lease ending at its TTL rotates too.
     assert!(matches!(
         checkout(b, &id(6), "o/app", 105),
@@ -879,6 +917,7 @@ fn one_time(b: &dyn Backend, kr: &Keyring) {
     })
     .unwrap();
     assert_eq!(code(checkout(b, &id(8), "o/app", 172)), "one_time_used");
+    assert_eq!(b.gauges(172).unwrap().rotations_failed, 1);
     assert!(
         b.cron_schedules().unwrap().is_empty(),
         "a failed rotation is in flight until asked again"

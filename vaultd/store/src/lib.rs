@@ -437,6 +437,8 @@ pub trait Backend: Send + Sync {
     /// rotation, or when the policy was set). Whether one is due is the
     /// daemon's to compute.
     fn cron_schedules(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// Secrets whose heartbeat is due at `now` (none in flight).
+    fn heartbeats_due(&self, now: i64) -> Result<Vec<String>, StoreError>;
 }
 
 impl Store {
@@ -770,9 +772,21 @@ impl Backend for Store {
                 c.query_row("SELECT max(created_at) FROM audit_checkpoints", [], |r| {
                     r.get(0)
                 })?;
+            let rotations_failed: i64 = c.query_row(
+                "SELECT count(*) FROM rotations WHERE state = 'failed'",
+                [],
+                |r| r.get(0),
+            )?;
+            let drifted: i64 = c.query_row(
+                "SELECT count(*) FROM rotation_policies WHERE drift_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )?;
             Ok(Gauges {
                 open_checkouts: open_checkouts as u64,
                 pending_requests: pending_requests as u64,
+                rotations_failed: rotations_failed as u64,
+                drifted: drifted as u64,
                 checkpoint_at,
             })
         })
@@ -893,7 +907,7 @@ impl Backend for Store {
         self.read(|c| {
             Ok(c.query_row(
                 "SELECT path, policy, triggers, interval_seconds, credential, set_at, set_by, last_rotated_at,
-                        cron
+                        cron, heartbeat_seconds, checked_at, drift_at
                  FROM rotation_policies WHERE path = ?1",
                 [path],
                 |r| {
@@ -907,6 +921,9 @@ impl Backend for Store {
                         set_by: r.get(6)?,
                         last_rotated_at: r.get(7)?,
                         cron: r.get(8)?,
+                        heartbeat_seconds: r.get::<_, Option<i64>>(9)?.map(|i| i as u64),
+                        checked_at: r.get(10)?,
+                        drift_at: r.get(11)?,
                     })
                 },
             )
@@ -926,6 +943,20 @@ impl Backend for Store {
             ))?;
             let rows = st.query_map(params![now, limit as i64], write::rotation_from_row)?;
             rows.map(|r| r?).collect()
+        })
+    }
+
+    fn heartbeats_due(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT p.path FROM rotation_policies p
+                 WHERE p.heartbeat_seconds IS NOT NULL
+                   AND coalesce(p.checked_at, p.set_at) + p.heartbeat_seconds <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM rotations r WHERE r.path = p.path)
+                 ORDER BY p.path",
+            )?;
+            let rows = st.query_map([now], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 

@@ -234,13 +234,19 @@ const MIGRATIONS: &[&str] = &[
         ciphertext      BLOB
     ) STRICT;
     "#,
-    // 13: one-time passwords and cron schedules. A checkout of a one-time
-    // secret asks whether its current version was ever handed out, in the
-    // checkout's own transaction: an index instead of a scan of every
-    // checkout. `cron` is a policy's schedule in UTC (canonical text).
+    // 13: one-time passwords, cron schedules and heartbeats. A checkout
+    // of a one-time secret asks whether its current version was ever
+    // handed out, in the checkout's own transaction: an index instead of a
+    // scan of every checkout. `cron` is a policy's schedule in UTC
+    // (canonical text). A heartbeat every `heartbeat_seconds` logs in with
+    // the current value: `checked_at` is the last one, `drift_at` when the
+    // target first refused the value (NULL: in sync, or not known).
     r#"
     CREATE INDEX checkouts_version ON checkouts(path, version);
     ALTER TABLE rotation_policies ADD COLUMN cron TEXT;
+    ALTER TABLE rotation_policies ADD COLUMN heartbeat_seconds INTEGER;
+    ALTER TABLE rotation_policies ADD COLUMN checked_at INTEGER;
+    ALTER TABLE rotation_policies ADD COLUMN drift_at INTEGER;
     "#,
 ];
 

@@ -138,6 +138,10 @@ impl CheckoutRow {
 pub struct Gauges {
     pub open_checkouts: u64,
     pub pending_requests: u64,
+    /// Rotations that gave up (`failed`) and wait for an admin.
+    pub rotations_failed: u64,
+    /// Secrets whose target refused the current value at a heartbeat.
+    pub drifted: u64,
     /// When the newest checkpoint was signed.
     pub checkpoint_at: Option<i64>,
 }
@@ -243,6 +247,12 @@ pub struct RotationPolicyRow {
     pub interval_seconds: Option<u64>,
     /// A cron schedule in UTC (`vault_core::cron`), canonical text.
     pub cron: Option<String>,
+    pub heartbeat_seconds: Option<u64>,
+    /// The last heartbeat (read only: written by [`crate::WriteOp::Heartbeat`]
+    /// and promotions).
+    pub checked_at: Option<i64>,
+    /// Since when the target refuses the current value (read only).
+    pub drift_at: Option<i64>,
     /// The connector's credential secret (use-only).
     pub credential: Option<String>,
     pub set_at: i64,

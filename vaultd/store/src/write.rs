@@ -133,6 +133,19 @@ pub enum WriteOp {
         path: String,
         now: i64,
     },
+    /// A heartbeat's result for the secret's current version `expect`: the
+    /// target `accepted` it or not (drift, kept from its first time until
+    /// a heartbeat or a rotation finds it in sync), or gave no answer
+    /// (`None`: only the time is kept). Refused while a
+    /// rotation is in flight (`rotation_changed`) or once the version
+    /// moved on (`version_changed`): the result is about a value no longer
+    /// current.
+    Heartbeat {
+        path: String,
+        expect: u64,
+        accepted: Option<bool>,
+        now: i64,
+    },
     /// A session recording's registration (`POST
     /// /v1/checkouts/{id}/recordings`): only an audit entry is written, in
     /// this transaction, after it checks that the checkout exists, was made
@@ -1103,10 +1116,11 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             }
             c.execute(
                 "INSERT INTO rotation_policies (path, policy, triggers, interval_seconds, credential, set_at, set_by,
-                   cron)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                   cron, heartbeat_seconds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (path) DO UPDATE SET policy = ?2, triggers = ?3, interval_seconds = ?4,
-                   credential = ?5, set_at = ?6, set_by = ?7, cron = ?8",
+                   credential = ?5, set_at = ?6, set_by = ?7, cron = ?8, heartbeat_seconds = ?9,
+                   checked_at = NULL, drift_at = NULL",
                 params![
                     row.path,
                     row.policy,
@@ -1115,7 +1129,8 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
                     row.credential,
                     row.set_at,
                     row.set_by,
-                    row.cron
+                    row.cron,
+                    row.heartbeat_seconds.map(|i| i as i64)
                 ],
             )?;
             Ok(WriteOutcome::Done)
@@ -1198,6 +1213,31 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             )?;
             Ok(WriteOutcome::Done)
         }
+        WriteOp::Heartbeat {
+            path,
+            expect,
+            accepted,
+            now,
+        } => {
+            if rotation_state(c, &path)?.is_some() {
+                return Err(StoreError::Conflict(Conflict::RotationChanged));
+            }
+            let (current, _) = live_secret(c, &path)?;
+            if current != expect {
+                return Err(StoreError::Conflict(Conflict::VersionChanged));
+            }
+            let n = c.execute(
+                "UPDATE rotation_policies SET checked_at = ?2,
+                   drift_at = CASE WHEN ?3 IS NULL THEN drift_at WHEN ?3 THEN NULL
+                                   ELSE coalesce(drift_at, ?2) END
+                 WHERE path = ?1",
+                params![path, now, accepted],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(WriteOutcome::Done)
+        }
         WriteOp::RotationPromote { path, now } => {
             let row = read_rotation(c, &path)?.ok_or(StoreError::NotFound)?;
             let (Some((version, sealed)), RotationState::Applying) = (row.pending, row.state)
@@ -1226,7 +1266,8 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             )?;
             c.execute("DELETE FROM rotations WHERE path = ?1", [&path])?;
             c.execute(
-                "UPDATE rotation_policies SET last_rotated_at = ?2 WHERE path = ?1",
+                "UPDATE rotation_policies SET last_rotated_at = ?2, checked_at = ?2, drift_at = NULL
+                 WHERE path = ?1",
                 params![path, now],
             )?;
             Ok(WriteOutcome::Version(version))

@@ -63,6 +63,9 @@ actions! {
     SecretRotate => "secret.rotate",
     /// A rotation gave up after its tries; the old value stays in service.
     RotationFailed => "rotation.failed",
+    /// A heartbeat found that the target refuses the secret's current
+    /// value (drift; principal `vaultd`), once until it is in sync again.
+    SecretDrift => "secret.drift",
     /// A rotation policy set (before genesis; after it `governance.apply`).
     RotationSet => "rotation.set",
     RotationRemove => "rotation.remove",

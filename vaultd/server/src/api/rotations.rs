@@ -37,6 +37,9 @@ pub(crate) fn row_of(path: &str, p: &RotationPolicy, by: &str, now: i64) -> Rota
             .join(","),
         interval_seconds: p.interval_seconds,
         cron: p.cron.clone(),
+        heartbeat_seconds: p.heartbeat_seconds,
+        checked_at: None,
+        drift_at: None,
         credential: p.credential().map(str::to_owned),
         set_at: now,
         set_by: by.to_owned(),
@@ -139,6 +142,8 @@ pub async fn get(
         "set_at": rfc3339(row.set_at),
         "set_by": row.set_by,
         "last_rotated_at": row.last_rotated_at.map(rfc3339),
+        "last_heartbeat_at": row.checked_at.map(rfc3339),
+        "drift_since": row.drift_at.map(rfc3339),
         "rotation": rot.map(|r| rotation_json(&r)),
     })))
 }

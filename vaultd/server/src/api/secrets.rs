@@ -330,10 +330,16 @@ pub async fn get(
                 return Err(StoreError::NotGranted);
             }
         }
-        s.store.secret(&p)
+        let info = s.store.secret(&p)?;
+        let drift = match &info {
+            Some(_) => s.store.rotation_policy(&p)?.and_then(|r| r.drift_at),
+            None => None,
+        };
+        Ok::<_, StoreError>(info.map(|i| (i, drift)))
     })
     .await??
     .ok_or_else(|| ApiError::not_found(format!("no secret at {path}")))?;
+    let (info, drift) = info;
     let now = st.now();
     Ok(Json(json!({
         "path": info.path,
@@ -365,6 +371,7 @@ pub async fn get(
             "expires_at": rfc3339(c.expires_at),
             "expired": c.expires_at <= now,
         })).collect::<Vec<_>>(),
+        "drift_since": drift.map(rfc3339),
     })))
 }
 

@@ -618,6 +618,8 @@ pub async fn metrics(State(st): State<Arc<AppState>>, _auth: Auth) -> Response {
         Ok((Ok(g), entries)) => crate::metrics::Scraped {
             open_checkouts: g.open_checkouts,
             pending_requests: g.pending_requests,
+            rotations_failed: g.rotations_failed,
+            drifted: g.drifted,
             audit_entries: entries,
             checkpoint_age_secs: g.checkpoint_at.map(|t| now.saturating_sub(t).max(0) as u64),
             server_cert_expiry: st.server_cert.info().map(|i| i.not_after),

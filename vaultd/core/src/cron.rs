@@ -3,8 +3,9 @@
 //! Five fields, `MINUTE HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK`, each `*`, a
 //! number, a range `a-b`, a step `*/n`, `a-b/n` or `a/n`, or a list of
 //! those separated by commas; day of week 0-7 (0 and 7 are Sunday). As in
-//! Vixie cron, when both day fields are restricted a day matches either;
-//! when one is `*`, only the other decides. `@hourly`, `@daily`,
+//! Vixie cron, when both day fields are restricted (neither starts with
+//! `*`) a day matches either; otherwise it matches both (so `*/2` in the
+//! day of month is every other day, whatever the day of week says). `@hourly`, `@daily`,
 //! `@weekly`, `@monthly` and `@yearly` stand for their usual expressions.
 //! Names (`MON`, `JAN`) are not accepted, nor time zones: a schedule that
 //! means local time would move with daylight saving.
@@ -26,9 +27,10 @@ pub struct Cron {
     weekdays_star: bool,
 }
 
-/// How far ahead a match is looked for: 30 years, more than the 28-year
-/// cycle after which dates fall on the same weekdays again.
-const HORIZON_DAYS: u32 = 366 * 30;
+/// How far ahead a match is looked for: 400 years, the Gregorian cycle
+/// after which every date falls on the same weekday again (29 February on
+/// a Monday can be 40 years apart around 2100).
+const HORIZON_DAYS: u32 = 146_097;
 
 fn field(text: &str, what: &str, min: u32, max: u32) -> Result<u64, String> {
     let mut bits = 0u64;
@@ -129,11 +131,10 @@ impl Cron {
         }
         let dom = self.days & (1 << d.day()) != 0;
         let dow = self.weekdays & (1 << d.weekday().number_days_from_sunday()) != 0;
-        match (self.days_star, self.weekdays_star) {
-            (true, true) => true,
-            (true, false) => dow,
-            (false, true) => dom,
-            (false, false) => dom || dow,
+        if self.days_star || self.weekdays_star {
+            dom && dow
+        } else {
+            dom || dow
         }
     }
 
@@ -210,6 +211,20 @@ mod tests {
         );
         assert_eq!(next("50/5 * * * *", t), datetime!(2026-12-04 18:50 UTC));
         assert_eq!(next("0 0 1 1 *", t), datetime!(2027-01-01 00:00 UTC));
+        // A step in a day field restricts it (`*` only means "any" when it
+        // is the whole field).
+        assert_eq!(next("0 0 */2 * *", t), datetime!(2026-12-05 00:00 UTC));
+        assert_eq!(
+            next("0 0 */2 * *", datetime!(2026-12-05 12:00 UTC)),
+            datetime!(2026-12-07 00:00 UTC)
+        );
+        assert_eq!(next("0 0 */10 * 1", t), datetime!(2026-12-21 00:00 UTC));
+        // (Sunday, Wednesday and Saturday; 2026-12-05 is a Saturday.)
+        assert_eq!(next("0 0 * * */3", t), datetime!(2026-12-05 00:00 UTC));
+        // Both restricted: a February day that is the 29th or a Monday.
+        assert_eq!(next("0 0 29 2 1", t), datetime!(2027-02-01 00:00 UTC));
+        // A starred step: the 1st (or 30th) of February that is a Sunday.
+        assert_eq!(next("0 0 */29 2 */7", t), datetime!(2032-02-01 00:00 UTC));
     }
 
     #[test]

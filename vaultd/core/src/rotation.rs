@@ -145,6 +145,10 @@ pub struct RotationPolicy {
 /// The shortest schedule.
 pub const MIN_INTERVAL: u64 = 60;
 
+/// The longest schedule or heartbeat: ten years (and far from overflowing
+/// the store's signed seconds).
+pub const MAX_INTERVAL: u64 = 315_360_000;
+
 impl RotationPolicy {
     /// Parses and checks a policy for the secret at `path`, in canonical
     /// form (triggers and classes sorted, once each).
@@ -213,13 +217,13 @@ impl RotationPolicy {
         if self.interval_seconds.is_some() && self.cron.is_some() {
             return Err("a schedule is interval_seconds or cron, not both".into());
         }
-        if let Some(i) = self.interval_seconds {
-            if i < MIN_INTERVAL {
-                return Err(format!("interval_seconds is at least {MIN_INTERVAL}"));
+        for (what, v) in [
+            ("interval_seconds", self.interval_seconds),
+            ("heartbeat_seconds", self.heartbeat_seconds),
+        ] {
+            if v.is_some_and(|i| !(MIN_INTERVAL..=MAX_INTERVAL).contains(&i)) {
+                return Err(format!("{what} is {MIN_INTERVAL}-{MAX_INTERVAL}"));
             }
-        }
-        if self.heartbeat_seconds.is_some_and(|h| h < MIN_INTERVAL) {
-            return Err(format!("heartbeat_seconds is at least {MIN_INTERVAL}"));
         }
         if self.reconcile_drift && self.heartbeat_seconds.is_none() {
             return Err("reconcile_drift needs heartbeat_seconds".into());
@@ -331,6 +335,8 @@ mod tests {
             json!({"connector": pg(), "interval_seconds": 5}),
             json!({"connector": pg(), "cron": "0 0 30 2 *"}),
             json!({"connector": pg(), "heartbeat_seconds": 10}),
+            json!({"connector": pg(), "heartbeat_seconds": u64::MAX}),
+            json!({"connector": pg(), "interval_seconds": 9_223_372_036_854_775_808u64}),
             json!({"connector": pg(), "reconcile_drift": true}),
             json!({"connector": pg(), "cron": "0 3 * * *", "interval_seconds": 3600}),
             json!({"connector": pg(), "password": {"length": 8}}),

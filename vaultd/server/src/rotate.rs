@@ -71,25 +71,46 @@ enum Target {
     Exec(ExecHook),
 }
 
+/// A connector step with a bound on its whole run: a target that takes the
+/// connection and then stalls (the PostgreSQL connect timeout covers the
+/// TCP connect only) cannot hold the engine. Past the bound the step is
+/// uncertain when it may have changed the target, else unanswered.
+async fn bounded<T>(
+    step: impl std::future::Future<Output = Result<T, ConnectorError>>,
+    may_change: bool,
+) -> Result<T, ConnectorError> {
+    let limit = CONNECTOR_TIMEOUT * 2;
+    match tokio::time::timeout(limit, step).await {
+        Ok(r) => r,
+        Err(_) => {
+            let why = format!("no answer within {} s", limit.as_secs());
+            Err(match may_change {
+                true => ConnectorError::Uncertain(why),
+                false => ConnectorError::Unreachable(why),
+            })
+        }
+    }
+}
+
 impl Target {
     async fn apply(&self, v: &SecretBytes) -> Result<(), ConnectorError> {
         match self {
-            Target::Postgres(t, cred) => t.apply(cred, v).await,
-            Target::Exec(h) => h.apply(v).await,
+            Target::Postgres(t, cred) => bounded(t.apply(cred, v), true).await,
+            Target::Exec(h) => bounded(h.apply(v), true).await,
         }
     }
 
     async fn verify(&self, v: &SecretBytes) -> Result<Verdict, ConnectorError> {
         match self {
-            Target::Postgres(t, _) => t.verify(v).await,
-            Target::Exec(h) => h.verify(v).await,
+            Target::Postgres(t, _) => bounded(t.verify(v), false).await,
+            Target::Exec(h) => bounded(h.verify(v), false).await,
         }
     }
 
     async fn end_sessions(&self) -> Result<u64, ConnectorError> {
         match self {
-            Target::Postgres(t, cred) => t.end_sessions(cred).await,
-            Target::Exec(h) => h.end_sessions().await.map(|_| 0),
+            Target::Postgres(t, cred) => bounded(t.end_sessions(cred), false).await,
+            Target::Exec(h) => bounded(h.end_sessions(), false).await.map(|_| 0),
         }
     }
 }
@@ -248,9 +269,16 @@ pub async fn tick(st: &Arc<AppState>) -> Result<(), StoreError> {
                 tracing::error!(%path, %why, "heartbeat cannot run");
                 let s = st.clone();
                 let p = path.clone();
-                if let Some(expect) = blocking(move || s.store.current_version(&p)).await? {
+                let row = blocking(move || {
+                    Ok(s.store
+                        .rotation_policy(&p)?
+                        .zip(s.store.current_version(&p)?))
+                })
+                .await?;
+                if let Some((row, expect)) = row {
                     let op = WriteOp::Heartbeat {
                         path,
+                        policy_set_at: row.set_at,
                         expect,
                         accepted: None,
                         now,
@@ -344,6 +372,7 @@ async fn heartbeat(st: &Arc<AppState>, kr: &Arc<Keyring>, path: &str) -> Result<
     let now = st.now();
     let op = WriteOp::Heartbeat {
         path: path.to_owned(),
+        policy_set_at: row.set_at,
         expect: version,
         accepted,
         now,

@@ -821,12 +821,24 @@ fn one_time(b: &dyn Backend, kr: &Keyring) {
     let beat = |expect: u64, accepted: Option<bool>, now: i64| {
         b.write(WriteOp::Heartbeat {
             path: "o/app".into(),
+            policy_set_at: 100,
             expect,
             accepted,
             now,
         })
     };
     assert_eq!(code(beat(7, Some(false), 160)), "version_changed");
+    assert_eq!(
+        code(b.write(WriteOp::Heartbeat {
+            path: "o/app".into(),
+            policy_set_at: 99,
+            expect: 1,
+            accepted: Some(false),
+            now: 160,
+        })),
+        "rotation_changed",
+        "about the policy (the target) before this one"
+    );
     assert_eq!(code(beat(1, Some(false), 160)), "ok");
     assert_eq!(code(beat(1, Some(false), 165)), "ok");
     assert_eq!(code(beat(1, None, 170)), "ok", "no answer");
@@ -926,12 +938,15 @@ fn one_time(b: &dyn Backend, kr: &Keyring) {
         b.rotation_policy("o/app").unwrap().unwrap().cron.as_deref(),
         Some("0 3 * * *")
     );
-    // Without its policy the secret is an ordinary one again.
-    b.write(WriteOp::RemoveRotationPolicy {
-        path: "o/app".into(),
-    })
-    .unwrap();
-    assert_eq!(code(checkout(b, &id(9), "o/app", 173)), "ok", "no policy");
+    // Nor can its policy be removed to make the used value available
+    // again.
+    assert_eq!(
+        code(b.write(WriteOp::RemoveRotationPolicy {
+            path: "o/app".into(),
+        })),
+        "one_time_used"
+    );
+    assert_eq!(code(checkout(b, &id(9), "o/app", 173)), "one_time_used");
 }
 
 fn checkout(b: &dyn Backend, id: &str, path: &str, now: i64) -> Result<WriteOutcome, StoreError> {

@@ -136,12 +136,14 @@ pub enum WriteOp {
     /// A heartbeat's result for the secret's current version `expect`: the
     /// target `accepted` it or not (drift, kept from its first time until
     /// a heartbeat or a rotation finds it in sync), or gave no answer
-    /// (`None`: only the time is kept). Refused while a
-    /// rotation is in flight (`rotation_changed`) or once the version
-    /// moved on (`version_changed`): the result is about a value no longer
-    /// current.
+    /// (`None`: only the time is kept). Refused while a rotation is in
+    /// flight or once the policy was set again since `policy_set_at` (its
+    /// target may be another: `rotation_changed`), or once the version
+    /// moved on (`version_changed`): the result is about a value or a
+    /// target no longer current.
     Heartbeat {
         path: String,
+        policy_set_at: i64,
         expect: u64,
         accepted: Option<bool>,
         now: i64,
@@ -1139,6 +1141,11 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
             if rotation_state(c, &path)? == Some(RotationState::Applying) {
                 return Err(StoreError::Conflict(Conflict::RotationInProgress));
             }
+            // Without its one-time policy a used value could be handed out
+            // again: it has to be rotated away first.
+            if one_time(c, &path)? && current_handed_out(c, &path)? {
+                return Err(StoreError::Conflict(Conflict::OneTimeUsed));
+            }
             let n = c.execute("DELETE FROM rotation_policies WHERE path = ?1", [&path])?;
             if n == 0 {
                 return Err(StoreError::NotFound);
@@ -1215,10 +1222,25 @@ fn apply(c: &Connection, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         }
         WriteOp::Heartbeat {
             path,
+            policy_set_at,
             expect,
             accepted,
             now,
         } => {
+            let set_at: Option<i64> = c
+                .query_row(
+                    "SELECT set_at FROM rotation_policies WHERE path = ?1",
+                    [&path],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match set_at {
+                None => return Err(StoreError::NotFound),
+                Some(t) if t != policy_set_at => {
+                    return Err(StoreError::Conflict(Conflict::RotationChanged))
+                }
+                Some(_) => {}
+            }
             if rotation_state(c, &path)?.is_some() {
                 return Err(StoreError::Conflict(Conflict::RotationChanged));
             }
@@ -1976,6 +1998,20 @@ fn lease_ended(c: &Connection, path: &str, trigger: &str, now: i64) -> Result<()
 /// `rotation_policies.triggers`.
 const ONE_TIME: &str = "one_time";
 
+/// Whether the secret's current version was ever checked out (by anyone;
+/// open or ended).
+fn current_handed_out(c: &Connection, path: &str) -> Result<bool, StoreError> {
+    let handed_out: Option<i64> = c
+        .query_row(
+            "SELECT 1 FROM checkouts k JOIN secrets s ON s.path = k.path
+             WHERE k.path = ?1 AND k.version = s.current_version LIMIT 1",
+            [path],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(handed_out.is_some())
+}
+
 /// Whether the secret's rotation policy hands each value out once.
 fn one_time(c: &Connection, path: &str) -> Result<bool, StoreError> {
     let triggers: Option<String> = c
@@ -2189,14 +2225,7 @@ fn insert_checkout(c: &Connection, n: NewCheckout<'_>) -> Result<WriteOutcome, S
         if matches!(state, Some(RotationState::Due | RotationState::Pending)) {
             return Err(StoreError::Conflict(Conflict::RotationInProgress));
         }
-        let handed_out: Option<i64> = c
-            .query_row(
-                "SELECT 1 FROM checkouts WHERE path = ?1 AND version = ?2 LIMIT 1",
-                params![path, current as i64],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if handed_out.is_some() {
+        if current_handed_out(c, path)? {
             return Err(StoreError::Conflict(Conflict::OneTimeUsed));
         }
     }

@@ -219,11 +219,11 @@ codes! {
 
 impl Code {
     /// Seconds a client waits before asking again (`Retry-After`), for
-    /// refusals that end by themselves: a rotation on its way.
+    /// refusals that end by themselves within seconds: a rotation on its
+    /// way. (`one_time_used` has none: its rotation waits for a lease.)
     pub fn retry_after(self) -> Option<u32> {
         match self {
             Code::RotationInProgress => Some(2),
-            Code::OneTimeUsed => Some(5),
             _ => None,
         }
     }
@@ -312,8 +312,8 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Conflict(Conflict::OneTimeUsed) => ApiError::new(
                 Code::OneTimeUsed,
-                "the secret's current value was handed out once already; retry after the \
-                 rotation that replaces it (it starts when that checkout ends)",
+                "the secret's current value was handed out once already; the rotation that \
+                 replaces it starts when that checkout ends (see open_checkouts)",
             ),
             StoreError::Conflict(Conflict::RotationInProgress) => ApiError::new(
                 Code::RotationInProgress,

@@ -42,6 +42,29 @@ fn policy(pg: &Postgres, triggers: Value) -> Value {
         "password": {"length": 24, "classes": ["lower", "upper", "digit"]}}})
 }
 
+/// A PostgreSQL server with the connector role `rotator` and the role
+/// `app`, and an appliance holding both passwords (`pg/rotator`, `pg/app`):
+/// the server, the appliance, its admin, a writer and a PAM server.
+fn pg_and_vault() -> (
+    Postgres,
+    Appliance,
+    vault_client::Client,
+    vault_client::Client,
+    vault_client::Client,
+) {
+    let pg = Postgres::start();
+    pg.psql("CREATE ROLE rotator LOGIN CREATEROLE PASSWORD 'rotator-pw'");
+    pg.psql("GRANT pg_signal_backend TO rotator");
+    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app-initial-pw'");
+    let a = Appliance::start(Default::default());
+    let admin = a.admin();
+    let writer = a.issue("writer", "w1");
+    let pam = a.issue("pam", "p1");
+    assert_eq!(put(&writer, "pg/rotator", "rotator-pw", false).status, 200);
+    assert_eq!(put(&writer, "pg/app", "app-initial-pw", false).status, 200);
+    (pg, a, admin, writer, pam)
+}
+
 fn current_version(c: &vault_client::Client, path: &str) -> u64 {
     json_of(&req(c, Method::GET, &format!("/v1/secrets/{path}"), None))["current_version"]
         .as_u64()
@@ -80,17 +103,8 @@ fn value_of(pam: &vault_client::Client, path: &str) -> String {
 
 #[test]
 fn a_postgres_role_rotates_on_checkin_and_on_demand_and_a_down_target_keeps_the_old_value() {
-    let mut pg = Postgres::start();
-    pg.psql("CREATE ROLE rotator LOGIN CREATEROLE PASSWORD 'rotator-pw'");
-    pg.psql("GRANT pg_signal_backend TO rotator");
-    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app-initial-pw'");
-    let a = Appliance::start(Default::default());
-    let admin = a.admin();
-    let writer = a.issue("writer", "w1");
-    let pam = a.issue("pam", "p1");
+    let (mut pg, a, admin, writer, pam) = pg_and_vault();
     let aud = a.issue("auditor", "aud");
-    assert_eq!(put(&writer, "pg/rotator", "rotator-pw", false).status, 200);
-    assert_eq!(put(&writer, "pg/app", "app-initial-pw", false).status, 200);
 
     // Only the admin sets a policy; a bad one is refused with its reason.
     let set = |c: &vault_client::Client, body: Value| {
@@ -236,16 +250,7 @@ fn a_postgres_role_rotates_on_checkin_and_on_demand_and_a_down_target_keeps_the_
 
 #[test]
 fn a_vaultd_killed_at_every_rotation_step_recovers_with_the_value_the_target_takes() {
-    let pg = Postgres::start();
-    pg.psql("CREATE ROLE rotator LOGIN CREATEROLE PASSWORD 'rotator-pw'");
-    pg.psql("GRANT pg_signal_backend TO rotator");
-    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app-initial-pw'");
-    let mut a = Appliance::start(Default::default());
-    let admin = a.admin();
-    let writer = a.issue("writer", "w1");
-    let pam = a.issue("pam", "p1");
-    assert_eq!(put(&writer, "pg/rotator", "rotator-pw", false).status, 200);
-    assert_eq!(put(&writer, "pg/app", "app-initial-pw", false).status, 200);
+    let (pg, mut a, admin, _writer, pam) = pg_and_vault();
     let r = req(
         &admin,
         Method::PUT,
@@ -439,18 +444,10 @@ fn wait_failed_try(c: &vault_client::Client, path: &str) -> Value {
 
 #[test]
 fn a_postgres_role_in_one_time_mode_hands_each_password_out_once() {
-    let mut pg = Postgres::start();
-    pg.psql("CREATE ROLE rotator LOGIN CREATEROLE PASSWORD 'rotator-pw'");
-    pg.psql("GRANT pg_signal_backend TO rotator");
-    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app-initial-pw'");
-    let a = Appliance::start(Default::default());
-    let admin = a.admin();
-    let writer = a.issue("writer", "w1");
-    let pam = a.issue("pam", "p1");
+    // (pg/app is not exclusive: one-time mode alone keeps a value to one
+    // checkout.)
+    let (mut pg, a, admin, _writer, pam) = pg_and_vault();
     let other = a.issue("pam", "p2");
-    assert_eq!(put(&writer, "pg/rotator", "rotator-pw", false).status, 200);
-    // Not exclusive: one-time mode alone keeps a value to one checkout.
-    assert_eq!(put(&writer, "pg/app", "app-initial-pw", false).status, 200);
     let r = req(
         &admin,
         Method::PUT,
@@ -550,16 +547,7 @@ fn a_postgres_role_in_one_time_mode_hands_each_password_out_once() {
 
 #[test]
 fn a_postgres_role_rotates_on_a_cron_schedule_in_utc() {
-    let pg = Postgres::start();
-    pg.psql("CREATE ROLE rotator LOGIN CREATEROLE PASSWORD 'rotator-pw'");
-    pg.psql("GRANT pg_signal_backend TO rotator");
-    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app-initial-pw'");
-    let a = Appliance::start(Default::default());
-    let admin = a.admin();
-    let writer = a.issue("writer", "w1");
-    let pam = a.issue("pam", "p1");
-    assert_eq!(put(&writer, "pg/rotator", "rotator-pw", false).status, 200);
-    assert_eq!(put(&writer, "pg/app", "app-initial-pw", false).status, 200);
+    let (pg, a, admin, _writer, pam) = pg_and_vault();
     let with_cron = |cron: &str| {
         let mut p = policy(&pg, json!([]));
         p["policy"]["cron"] = json!(cron);
@@ -618,18 +606,9 @@ fn gauge(prom: &vault_client::Client, name: &str) -> f64 {
 
 #[test]
 fn a_heartbeat_reports_a_password_changed_behind_the_vault_and_reconciles_it() {
-    let pg = Postgres::start();
-    pg.psql("CREATE ROLE rotator LOGIN CREATEROLE PASSWORD 'rotator-pw'");
-    pg.psql("GRANT pg_signal_backend TO rotator");
-    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app-initial-pw'");
+    let (pg, a, admin, writer, pam) = pg_and_vault();
     pg.psql("CREATE ROLE other LOGIN PASSWORD 'other-initial-pw'");
-    let a = Appliance::start(Default::default());
-    let admin = a.admin();
-    let writer = a.issue("writer", "w1");
-    let pam = a.issue("pam", "p1");
     let prom = a.issue("metrics", "prom");
-    assert_eq!(put(&writer, "pg/rotator", "rotator-pw", false).status, 200);
-    assert_eq!(put(&writer, "pg/app", "app-initial-pw", false).status, 200);
     assert_eq!(
         put(&writer, "pg/other", "other-initial-pw", false).status,
         200

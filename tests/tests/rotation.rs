@@ -65,6 +65,16 @@ fn pg_and_vault() -> (
     (pg, a, admin, writer, pam)
 }
 
+/// The triggers of the rotations vaultd promoted, oldest first (its
+/// `secret.rotate` entries).
+fn rotation_triggers(a: &Appliance) -> Vec<String> {
+    a.audit_entries()
+        .iter()
+        .filter(|e| e.action == "secret.rotate" && e.principal == "vaultd")
+        .map(|e| e.details["trigger"].clone())
+        .collect()
+}
+
 fn current_version(c: &vault_client::Client, path: &str) -> u64 {
     json_of(&req(c, Method::GET, &format!("/v1/secrets/{path}"), None))["current_version"]
         .as_u64()
@@ -238,11 +248,7 @@ fn a_postgres_role_rotates_on_checkin_and_on_demand_and_a_down_target_keeps_the_
 
     // Audited: each rotation by vaultd, with its trigger, and the policy.
     let entries = a.audit_entries();
-    let rotated: Vec<&str> = entries
-        .iter()
-        .filter(|e| e.action == "secret.rotate" && e.principal == "vaultd")
-        .map(|e| e.details["trigger"].as_str())
-        .collect();
+    let rotated = rotation_triggers(&a);
     assert_eq!(rotated, ["checkin", "checkin", "manual", "manual"]);
     assert!(entries.iter().any(|e| e.action == "rotation.set"));
     assert!(entries.iter().any(|e| e.action == "rotation.remove"));
@@ -536,12 +542,7 @@ fn a_postgres_role_in_one_time_mode_hands_each_password_out_once() {
     let (_, v5) = taken(&co(&other, 60));
     assert!(login(&pg, "app", &v5) && !login(&pg, "app", &v4));
 
-    let entries = a.audit_entries();
-    let rotated: Vec<&str> = entries
-        .iter()
-        .filter(|e| e.action == "secret.rotate")
-        .map(|e| e.details["trigger"].as_str())
-        .collect();
+    let rotated = rotation_triggers(&a);
     assert_eq!(rotated, ["checkin", "checkin", "expiry", "checkin"]);
 }
 
@@ -583,12 +584,7 @@ fn a_postgres_role_rotates_on_a_cron_schedule_in_utc() {
     wait_version_for(&a, &admin, "pg/app", 2, Duration::from_secs(90));
     let v = value_of(&pam, "pg/app");
     assert!(login(&pg, "app", &v) && !login(&pg, "app", "app-initial-pw"));
-    let entries = a.audit_entries();
-    let rotated: Vec<&str> = entries
-        .iter()
-        .filter(|e| e.action == "secret.rotate")
-        .map(|e| e.details["trigger"].as_str())
-        .collect();
+    let rotated = rotation_triggers(&a);
     assert_eq!(rotated[0], "schedule", "{rotated:?}");
 }
 

@@ -1981,17 +1981,22 @@ fn start_rotation(c: &Connection, path: &str, trigger: &str, now: i64) -> Result
 /// A lease of `path` ended (`trigger` = `checkin` or `expiry`): a rotation
 /// starts if the secret's policy has that trigger, in the same transaction.
 fn lease_ended(c: &Connection, path: &str, trigger: &str, now: i64) -> Result<(), StoreError> {
-    let triggers: Option<String> = c
-        .query_row(
-            "SELECT triggers FROM rotation_policies WHERE path = ?1",
-            [path],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let triggers = policy_triggers(c, path)?;
     if triggers.is_some_and(|t| t.split(',').any(|x| x == trigger || x == ONE_TIME)) {
         start_rotation(c, path, trigger, now)?;
     }
     Ok(())
+}
+
+/// The comma-separated triggers of the secret's rotation policy, if it has
+/// one.
+fn policy_triggers(c: &Connection, path: &str) -> Result<Option<String>, StoreError> {
+    Ok(c.query_row(
+        "SELECT triggers FROM rotation_policies WHERE path = ?1",
+        [path],
+        |r| r.get(0),
+    )
+    .optional()?)
 }
 
 /// The trigger of one-time-password mode, as stored in
@@ -2014,13 +2019,7 @@ fn current_handed_out(c: &Connection, path: &str) -> Result<bool, StoreError> {
 
 /// Whether the secret's rotation policy hands each value out once.
 fn one_time(c: &Connection, path: &str) -> Result<bool, StoreError> {
-    let triggers: Option<String> = c
-        .query_row(
-            "SELECT triggers FROM rotation_policies WHERE path = ?1",
-            [path],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let triggers = policy_triggers(c, path)?;
     Ok(triggers.is_some_and(|t| t.split(',').any(|x| x == ONE_TIME)))
 }
 
